@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages thaw needs to build, run and test. Idempotent:
+# when everything is present it only asks dpkg and returns at once.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config clang
+  libevent-dev libssl-dev libjansson-dev libyaml-dev libsqlite3-dev
+  libhiredis-dev libsodium-dev libseccomp-dev libcurl4-openssl-dev
+  libopenblas-dev
+  redis-server curl wrk
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
