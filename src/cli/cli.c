@@ -1,17 +1,25 @@
-/* Subcommand dispatch for the thaw binary. */
+/* Subcommand dispatch for the thaw binary: one table, one line a command. */
 #include "cli/cli.h"
+#include "cli/cli_int.h"
 
 #include <stdio.h>
 #include <string.h>
 
+static int cmd_version(int argc, char **argv)
+{
+    puts("thaw 0.1.0");
+    return CLI_EXIT_OK;
+}
+
+static const struct cli_command commands[] = {
+    {"version", cmd_version, "print the version"},
+};
+
 static void usage(FILE *out)
 {
-    fputs("usage: thaw <command> [options]\n"
-          "\n"
-          "commands:\n"
-          "  serve       run a node\n"
-          "  version     print the version\n",
-          out);
+    fputs("usage: thaw <command> [options]\n\ncommands:\n", out);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].help);
 }
 
 int cli_main(int argc, char **argv)
@@ -21,14 +29,13 @@ int cli_main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        puts("thaw 0.1.0");
-        return CLI_EXIT_OK;
-    }
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage(stdout);
         return CLI_EXIT_OK;
     }
+    if (!strcmp(cmd, "--version")) cmd = "version";
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(commands[i].name, cmd)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "thaw: unknown command '%s'\n", cmd);
     usage(stderr);
     return CLI_EXIT_USAGE;
