@@ -38,11 +38,11 @@ enum gguf_vtype {
 };
 
 struct gguf_tensor {
-    const char *name;        /* NUL-terminated copy owned by the gguf */
+    const char *name; /* NUL-terminated copy owned by the gguf */
     enum ggml_type type;
     int n_dims;
-    uint64_t ne[4];          /* ne[0] is the row length (innermost); unused dims are 1 */
-    const void *data;        /* points into the mapping */
+    uint64_t ne[4];   /* ne[0] is the row length (innermost); unused dims are 1 */
+    const void *data; /* points into the mapping */
     uint64_t nbytes;
 };
 
@@ -63,12 +63,12 @@ uint32_t gguf_alignment(const struct gguf *g);
  * when the value has another type. Integer getters accept any integer type
  * whose value fits the requested one. */
 int64_t gguf_n_kv(const struct gguf *g);
-int64_t gguf_find_key(const struct gguf *g, const char *key);   /* index or -1 */
+int64_t gguf_find_key(const struct gguf *g, const char *key); /* index or -1 */
 const char *gguf_key_name(const struct gguf *g, int64_t i, size_t *len);
 enum gguf_vtype gguf_key_type(const struct gguf *g, int64_t i);
 int gguf_get_u32(const struct gguf *g, const char *key, uint32_t *out);
 int gguf_get_i64(const struct gguf *g, const char *key, int64_t *out);
-int gguf_get_f32(const struct gguf *g, const char *key, float *out);   /* accepts f32 or f64 */
+int gguf_get_f32(const struct gguf *g, const char *key, float *out); /* accepts f32 or f64 */
 int gguf_get_bool(const struct gguf *g, const char *key, bool *out);
 int gguf_get_str(const struct gguf *g, const char *key, const char **s, size_t *len);
 
@@ -76,13 +76,22 @@ int gguf_get_str(const struct gguf *g, const char *key, const char **s, size_t *
  * indexed at open time). Out-of-range i returns THAW_ERANGE. */
 int gguf_get_arr(const struct gguf *g, const char *key, enum gguf_vtype *elem, uint64_t *n);
 int gguf_arr_str(const struct gguf *g, const char *key, uint64_t i, const char **s, size_t *len);
-int gguf_arr_i32(const struct gguf *g, const char *key, uint64_t i, int32_t *out); /* any int type that fits */
+int gguf_arr_i32(const struct gguf *g, const char *key, uint64_t i,
+                 int32_t *out); /* any int type that fits */
 int gguf_arr_f32(const struct gguf *g, const char *key, uint64_t i, float *out);
+
+/* Renders value i as text into out (strings as JSON literals, arrays as
+ * [a, b, ...] showing at most max_elems elements). Returns 0 or a status. */
+int gguf_format_value(const struct gguf *g, int64_t i, size_t max_elems, struct buf *out);
+/* File offset where tensor data starts, and the whole mapping. */
+uint64_t gguf_data_offset(const struct gguf *g);
+const void *gguf_base(const struct gguf *g, size_t *len);
 
 /* Tensors. */
 int64_t gguf_n_tensors(const struct gguf *g);
 const struct gguf_tensor *gguf_tensor_at(const struct gguf *g, int64_t i);
-const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name); /* NULL if absent */
+const struct gguf_tensor *gguf_find_tensor(const struct gguf *g,
+                                           const char *name); /* NULL if absent */
 
 /* Writer: collects metadata and tensors in memory (tensor data is copied), then
  * writes a GGUF v3 file atomically (temporary file + rename). */
@@ -95,10 +104,18 @@ int gguf_writer_set_u64(struct gguf_writer *w, const char *key, uint64_t v);
 int gguf_writer_set_f32(struct gguf_writer *w, const char *key, float v);
 int gguf_writer_set_bool(struct gguf_writer *w, const char *key, bool v);
 int gguf_writer_set_str(struct gguf_writer *w, const char *key, const char *v);
-int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *const *v, uint64_t n);
+int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *const *v,
+                            uint64_t n);
 int gguf_writer_set_arr_f32(struct gguf_writer *w, const char *key, const float *v, uint64_t n);
 int gguf_writer_set_arr_i32(struct gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
-/* data holds nbytes = ggml_row_bytes(type, ne[0]) * ne[1] * ne[2] * ne[3]. */
+/* Any scalar type (not string/array), and arrays of any scalar type; v holds
+ * the value(s) in native little-endian layout. */
+int gguf_writer_set_scalar(struct gguf_writer *w, const char *key, enum gguf_vtype t,
+                           const void *v);
+int gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_vtype elem, const void *v,
+                        uint64_t n);
+/* Setters return 0, THAW_EINVAL, THAW_EEXIST (key already set) or THAW_ENOMEM.
+ * data holds nbytes = ggml_row_bytes(type, ne[0]) * ne[1] * ne[2] * ne[3]. */
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, enum ggml_type type, int n_dims,
                            const uint64_t *ne, const void *data);
 int gguf_writer_write(struct gguf_writer *w, const char *path, struct thaw_err *err);
