@@ -1,0 +1,101 @@
+/* Private to the kernels*.c files: byte layouts of the GGUF blocks and of
+ * prepared inputs, and the table of matmul kernels that each SIMD level
+ * fills in. Nothing outside the kernels includes this. */
+#ifndef THAW_ENGINE_KERNELS_INT_H
+#define THAW_ENGINE_KERNELS_INT_H
+
+#include "engine/kernels.h"
+
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the GGUF block layouts are little-endian; big-endian hosts are not supported"
+#endif
+
+/* Block sizes in elements. */
+#define KQ   32
+#define KQ_K 256
+
+/* GGUF block layouts, by byte offset (weights come from an mmap that may not
+ * align the u16 fields, so code reads them through kern_ld16):
+ *   q4_0 (18): f16 d | u8 qs[16]            x[j] = (qs[j]&15)-8, x[j+16] = (qs[j]>>4)-8, times d
+ *   q4_1 (20): f16 d | f16 m | u8 qs[16]    x = q*d + m, same element order
+ *   q5_0 (22): f16 d | u32 qh | u8 qs[16]   5th bit of x[j] is qh bit j, of x[j+16] bit j+16; minus
+ * 16 q5_1 (24): f16 d | f16 m | u32 qh | u8 qs[16] q8_0 (34): f16 d | i8 qs[32] q4_K (144): f16 d |
+ * f16 dmin | u8 scales[12] (8 x 6-bit scale, 8 x 6-bit min) | u8 qs[128] each 64 elements: 32 low
+ * nibbles (sub-block 2i) then 32 high nibbles (2i+1) of 32 bytes q5_K (176): f16 d | f16 dmin | u8
+ * scales[12] | u8 qh[32] | u8 qs[128] q6_K (210): u8 ql[128] | u8 qh[64] | i8 scales[16] | f16 d;
+ * one scale per 16 elements q8_K (292): f32 d | i8 qs[256] | i16 bsums[16] */
+enum {
+    KB_Q4_0 = 18,
+    KB_Q4_1 = 20,
+    KB_Q5_0 = 22,
+    KB_Q5_1 = 24,
+    KB_Q8_0 = 34,
+    KB_Q8_1 = 36,
+    KB_Q2_K = 84,
+    KB_Q3_K = 110,
+    KB_Q4_K = 144,
+    KB_Q5_K = 176,
+    KB_Q6_K = 210,
+    KB_Q8_K = 292,
+};
+
+static inline uint16_t kern_ld16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline uint32_t kern_ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Unpacks the j-th 6-bit scale and min of a q4_K/q5_K block (j in 0..7). */
+static inline void kern_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+float kern_f16_table_(uint16_t h);
+
+/* Prepared inputs. Each token's row starts at a multiple of 64 bytes from
+ * the buffer start (the buffer itself must be at least 4-byte aligned):
+ *   KPREP_F32: float x[n]
+ *   KPREP_Q8:  i8 qs[n] | f32 d[n/32] | i32 sum[n/32]  (per 32: x ~ d*qs, sum = sum of qs)
+ *   KPREP_Q8K: i8 qs[n] | f32 d[n/256] | i16 bsum[n/16] (per 256 scale, sums per 16)
+ * The integer sums let kernels fold a weight's zero point or min into one
+ * multiply per block. */
+enum kern_prep { KPREP_NONE, KPREP_F32, KPREP_Q8, KPREP_Q8K };
+
+enum kern_prep kern_prep_kind(enum ggml_type t);
+size_t kern_prep_row_bytes(enum ggml_type t, int n_cols);
+
+/* Computes rows [r0, r1) of y = W x for n_tok prepared rows. */
+typedef void (*kern_mm_fn)(const uint8_t *W, size_t row_bytes, int n_cols, const uint8_t *prep,
+                           size_t prep_stride, int n_tok, float *y, int y_stride, int r0, int r1);
+
+#define KERN_N_TYPES 31
+
+struct kern_ops {
+    const char *name;
+    kern_mm_fn mm[KERN_N_TYPES];
+};
+
+/* Each level fills the entries it implements and leaves the rest alone. */
+void kern_ops_portable(struct kern_ops *ops);
+void kern_ops_avx2(struct kern_ops *ops);
+void kern_ops_avx512(struct kern_ops *ops);
+void kern_ops_neon(struct kern_ops *ops);
+
+#endif
