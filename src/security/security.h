@@ -104,4 +104,134 @@ bool security_scopes_allow(unsigned have, unsigned need);
 int security_secret32_parse(const char *text, size_t len, unsigned char out[32],
                             struct thaw_err *err);
 
+/* ---------------------------------------------------- envelope crypto --
+ * Per-tenant data keys (DEKs, 32 random bytes) encrypt data with
+ * XChaCha20-Poly1305 (random 192-bit nonces, so no nonce bookkeeping). DEKs
+ * are stored only wrapped (encrypted) by the node's key-encryption key (KEK),
+ * which comes from a file or an environment variable and is never stored
+ * beside the data. Key material is zeroed (sodium_memzero) when freed.
+ *
+ * Sealed data, all integers big-endian:
+ *   0   2  magic "ts"
+ *   2   1  format version (1)
+ *   3   1  algorithm (1 = XChaCha20-Poly1305-IETF)
+ *   4   4  DEK version that sealed it
+ *   8  24  nonce
+ *  32   n  ciphertext
+ *  32+n 16 tag
+ * Associated data = those 32 header bytes, then tenant, purpose and record id
+ * each as u32 length + bytes, so a ciphertext moved to another record,
+ * tenant or purpose (or with an edited header) fails to open.
+ *
+ * Wrapped DEK (SECURITY_WRAPPED_DEK_LEN bytes):
+ *   0 2 magic "tk" | 2 1 format (1) | 3 1 algorithm (1) | 4 4 KEK id |
+ *   8 4 DEK version | 12 24 nonce | 36 32 encrypted key | 68 16 tag
+ * Associated data = the first 12 bytes, then the tenant id (u32 length +
+ * bytes): a wrapped key only unwraps for its own tenant and version. */
+#define SECURITY_WRAPPED_DEK_LEN 84
+#define SECURITY_SEAL_HEADER_LEN 32
+#define SECURITY_SEAL_OVERHEAD   (SECURITY_SEAL_HEADER_LEN + 16)
+
+struct security_kek; /* opaque */
+struct security_dek; /* opaque */
+
+/* Makes a KEK from the text of an environment variable or file (see
+ * security_secret32_parse for the accepted forms) and the id it is known by
+ * (recorded in every key it wraps, so the right KEK can be picked after a KEK
+ * rotation). *out is the caller's; free with security_kek_free. Returns 0,
+ * THAW_EINVAL or THAW_ENOMEM. */
+int security_kek_from_text(const char *text, size_t len, uint32_t id, struct security_kek **out,
+                           struct thaw_err *err);
+/* Same, reading the text from a regular file of at most 4 KiB. Errors name
+ * the path (never the contents): -errno for open/read, THAW_EINVAL. */
+int security_kek_load_file(const char *path, uint32_t id, struct security_kek **out,
+                           struct thaw_err *err);
+/* Same, from the environment variable `name`; THAW_ENOTFOUND when unset. */
+int security_kek_from_env(const char *name, uint32_t id, struct security_kek **out,
+                          struct thaw_err *err);
+uint32_t security_kek_id(const struct security_kek *kek);
+/* Zeroes and frees; NULL is a no-op. */
+void security_kek_free(struct security_kek *kek);
+
+/* Makes a fresh random DEK with the given version number (>= 1). */
+int security_dek_generate(uint32_t version, struct security_dek **out, struct thaw_err *err);
+uint32_t security_dek_version(const struct security_dek *dek);
+/* Zeroes and frees; NULL is a no-op. */
+void security_dek_free(struct security_dek *dek);
+
+/* Wraps dek for `tenant` under kek into out. Returns 0 or a negative code. */
+int security_dek_wrap(const struct security_kek *kek, const struct security_dek *dek,
+                      const char *tenant, unsigned char out[SECURITY_WRAPPED_DEK_LEN],
+                      struct thaw_err *err);
+/* Unwraps; *out is the caller's. THAW_EFORMAT for a malformed blob,
+ * THAW_EINVAL when it names another KEK id than kek's, THAW_EDENIED when
+ * authentication fails (wrong KEK, wrong tenant, tampered bytes). */
+int security_dek_unwrap(const struct security_kek *kek, const char *tenant,
+                        const unsigned char *wrapped, size_t len, struct security_dek **out,
+                        struct thaw_err *err);
+/* Reads the KEK id and DEK version from a wrapped key without unwrapping,
+ * so the caller can pick the KEK. Returns 0 or THAW_EFORMAT. */
+int security_wrapped_info(const unsigned char *wrapped, size_t len, uint32_t *kek_id,
+                          uint32_t *dek_version, struct thaw_err *err);
+/* KEK rotation: unwraps `in` with old_kek and wraps the same DEK (same
+ * version) under new_kek into out. The DEK itself does not change, so data
+ * sealed under it needs no re-encryption. */
+int security_dek_rewrap(const struct security_kek *old_kek, const struct security_kek *new_kek,
+                        const char *tenant, const unsigned char *in, size_t len,
+                        unsigned char out[SECURITY_WRAPPED_DEK_LEN], struct thaw_err *err);
+
+/* What a ciphertext is bound to. NULL strings count as empty. */
+struct security_ad {
+    const char *tenant;
+    const char *purpose; /* e.g. "job.payload", "result", "cache" */
+    const char *record;  /* e.g. the job id */
+};
+
+/* Seals pt[0..len) under dek and appends the sealed form (len +
+ * SECURITY_SEAL_OVERHEAD bytes) to out. Returns 0 or a negative code; on
+ * error out is unchanged. */
+int security_seal(const struct security_dek *dek, const struct security_ad *ad, const void *pt,
+                  size_t len, struct buf *out, struct thaw_err *err);
+/* Opens sealed data and appends the plaintext to out (the caller should
+ * sodium_memzero it when done if it is sensitive). Returns 0, THAW_EFORMAT
+ * (too short, bad magic), THAW_EUNSUPPORTED (unknown format or algorithm),
+ * THAW_EINVAL (sealed by another DEK version than dek's) or THAW_EDENIED
+ * (authentication failed: tampered, wrong key or wrong associated data). On
+ * error out is unchanged and no plaintext is released. */
+int security_open(const struct security_dek *dek, const struct security_ad *ad, const void *ct,
+                  size_t len, struct buf *out, struct thaw_err *err);
+/* Reads the DEK version from sealed data. Returns 0 or THAW_EFORMAT. */
+int security_sealed_version(const void *ct, size_t len, uint32_t *dek_version,
+                            struct thaw_err *err);
+
+/* A tenant's DEKs by version; the highest is current and seals new data,
+ * older ones still open old data. Thread-safe (a read-write lock; seal and
+ * open take it shared). */
+struct security_keyset; /* opaque */
+
+/* Makes an empty keyset for `tenant` (copied). */
+int security_keyset_new(const char *tenant, struct security_keyset **out, struct thaw_err *err);
+/* Zeroes every key and frees; NULL is a no-op. */
+void security_keyset_free(struct security_keyset *ks);
+/* Unwraps a stored DEK (with kek, which must be the KEK it names) and adds
+ * it. THAW_EEXIST when that version is already present. */
+int security_keyset_add_wrapped(struct security_keyset *ks, const struct security_kek *kek,
+                                const unsigned char *wrapped, size_t len, struct thaw_err *err);
+/* Generates DEK version current+1 (1 for an empty set), makes it current and
+ * writes its wrapped form to out_wrapped for the caller to persist. */
+int security_keyset_rotate(struct security_keyset *ks, const struct security_kek *kek,
+                           uint32_t *out_version,
+                           unsigned char out_wrapped[SECURITY_WRAPPED_DEK_LEN],
+                           struct thaw_err *err);
+/* The current DEK version, 0 when empty. */
+uint32_t security_keyset_current(struct security_keyset *ks);
+/* Seal under the current DEK (THAW_ESTATE when the set is empty) / open with
+ * whichever version sealed it (THAW_ENOTFOUND when that version is absent).
+ * Both bind the keyset's tenant, `purpose` and `record`; see security_seal
+ * and security_open for results and ownership. */
+int security_keyset_seal(struct security_keyset *ks, const char *purpose, const char *record,
+                         const void *pt, size_t len, struct buf *out, struct thaw_err *err);
+int security_keyset_open(struct security_keyset *ks, const char *purpose, const char *record,
+                         const void *ct, size_t len, struct buf *out, struct thaw_err *err);
+
 #endif
