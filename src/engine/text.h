@@ -23,8 +23,9 @@ enum tokenizer_kind {
 /* BPE pre-tokenizers (how text is split into words before merging). */
 enum tokenizer_pre {
     TOKENIZER_PRE_GPT2 = 0,   /* "default", "gpt-2" and unknown names */
-    TOKENIZER_PRE_LLAMA3 = 1, /* "llama3", "llama-bpe", "smollm"... (digits in 1-3 groups) */
+    TOKENIZER_PRE_LLAMA3 = 1, /* "llama3", "llama-bpe", "llama-v3", "falcon3" (digits by 1-3) */
     TOKENIZER_PRE_QWEN2 = 2,  /* "qwen2", "deepseek-r1-qwen" (single digits) */
+    TOKENIZER_PRE_SMOLLM = 3, /* "smollm": every digit alone, then GPT-2 */
 };
 
 /* Token types as stored in tokenizer.ggml.token_type. */
