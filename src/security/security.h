@@ -234,4 +234,88 @@ int security_keyset_seal(struct security_keyset *ks, const char *purpose, const 
 int security_keyset_open(struct security_keyset *ks, const char *purpose, const char *record,
                          const void *ct, size_t len, struct buf *out, struct thaw_err *err);
 
+/* ------------------------------------------------------------- limits --
+ * In-process limiters keyed by strings (a tenant or key id, at most
+ * SECURITY_LIMIT_KEY_MAX bytes). Time is always a parameter so callers (and
+ * tests) decide the clock: now_ns from time_now_ns(), wall seconds for daily
+ * quotas. Every table has a fixed entry budget, sharded locks and a keyed
+ * (SipHash) index so chosen keys cannot degrade it. */
+#define SECURITY_LIMIT_KEY_MAX 256
+
+/* What a GCRA decision tells the client. limit is the burst: the requests a
+ * client may send at once; the sustained rate is the configured one. */
+struct security_rate_result {
+    bool allowed;
+    uint32_t limit;          /* x-ratelimit-limit */
+    uint32_t remaining;      /* x-ratelimit-remaining: requests allowed right now */
+    uint64_t reset_ns;       /* until the bucket is full again */
+    uint32_t reset_s;        /* x-ratelimit-reset: reset_ns in seconds, rounded up */
+    uint64_t retry_after_ns; /* when denied: until this request would pass; else 0 */
+    uint32_t retry_after_s;  /* Retry-After: rounded up, at least 1 when denied */
+};
+
+/* GCRA (generic cell rate algorithm) on one caller-held state word *tat
+ * (theoretical arrival time in ns; 0 for a new key), for stores that keep the
+ * state themselves. rate is requests per second (> 0, up to 1e9), burst >= 1
+ * and 1 <= cost <= burst. Updates *tat only when allowed. Returns 0 and
+ * fills *out, or THAW_EINVAL for parameters that cannot be honoured. */
+int security_gcra(uint64_t *tat, double rate, uint32_t burst, uint32_t cost, uint64_t now_ns,
+                  struct security_rate_result *out);
+
+/* A table of GCRA states. Idle keys (whose bucket is full again) carry no
+ * information and are dropped first when the table is full; if none is idle,
+ * the key closest to idle is dropped (it gets a fresh bucket a little early). */
+struct security_ratelimiter; /* opaque */
+int security_ratelimiter_new(size_t max_entries, struct security_ratelimiter **out,
+                             struct thaw_err *err);
+void security_ratelimiter_free(struct security_ratelimiter *rl);
+/* Checks one request of weight cost for key under (rate, burst). rate and
+ * burst may differ per call (a tenant's limit changed). Returns 0 and fills
+ * *out; THAW_EINVAL for bad parameters or key; THAW_ENOMEM. */
+int security_ratelimit_check(struct security_ratelimiter *rl, const char *key, double rate,
+                             uint32_t burst, uint32_t cost, uint64_t now_ns,
+                             struct security_rate_result *out);
+/* Number of keys held (for tests and metrics). */
+size_t security_ratelimiter_size(struct security_ratelimiter *rl);
+
+/* Concurrency limiter: in-flight counters per key. A key exists only while
+ * its count is above zero, so memory follows what is in flight. */
+struct security_conclimiter; /* opaque */
+int security_conclimiter_new(size_t max_entries, struct security_conclimiter **out,
+                             struct thaw_err *err);
+void security_conclimiter_free(struct security_conclimiter *cl);
+/* Takes one slot for key if fewer than limit are taken. Returns 0, or
+ * THAW_EBUSY (at the limit, or the table is full), THAW_EINVAL, THAW_ENOMEM.
+ * *in_flight (may be NULL) gets the count after the call. Every 0 must be
+ * paired with one security_conc_release. */
+int security_conc_acquire(struct security_conclimiter *cl, const char *key, uint32_t limit,
+                          uint32_t *in_flight);
+/* Gives a slot back. Returns 0, or THAW_ENOTFOUND when key holds none. */
+int security_conc_release(struct security_conclimiter *cl, const char *key);
+uint32_t security_conc_in_flight(struct security_conclimiter *cl, const char *key);
+
+/* Daily quotas: a counter per key per UTC day (wall_s / 86400). Counts from
+ * an earlier day are dropped lazily. Persisting counts across restarts is
+ * the store's business; this is the in-process cache of them. */
+struct security_quota_result {
+    bool allowed;
+    uint64_t limit;
+    uint64_t used;      /* after this call */
+    uint64_t remaining; /* limit - used, 0 when over */
+    uint32_t reset_s;   /* seconds until the next UTC midnight */
+};
+struct security_quota; /* opaque */
+int security_quota_new(size_t max_entries, struct security_quota **out, struct thaw_err *err);
+void security_quota_free(struct security_quota *q);
+/* Adds amount to key's count for today if that stays within limit; otherwise
+ * counts nothing and reports allowed = false. amount 0 just reads. Returns 0,
+ * THAW_EINVAL, THAW_ENOMEM, or THAW_EBUSY when the table is full of keys
+ * that are live today (never evicted: that would hand out fresh quota). */
+int security_quota_consume(struct security_quota *q, const char *key, uint64_t limit,
+                           uint64_t amount, int64_t wall_s, struct security_quota_result *out);
+/* Adds amount unconditionally (for usage known only afterwards, such as
+ * generated tokens); the count may pass the limit. Same returns. */
+int security_quota_add(struct security_quota *q, const char *key, uint64_t limit, uint64_t amount,
+                       int64_t wall_s, struct security_quota_result *out);
+
 #endif
