@@ -72,16 +72,18 @@ static int try_pair(const struct engine_tokenizer *tok, const char *s, struct sy
     return heap_push(h, (struct bigram){tok->score[id], l, r, size});
 }
 
+/* A symbol that is not a token becomes its bytes' <0xXX> tokens, or one
+ * <unk> when the vocabulary lacks any of them (dropped if there is no <unk>). */
 static int emit_symbol(const struct engine_tokenizer *tok, const char *s, const struct sym *y,
                        struct tok_ids *out)
 {
     int32_t id = tokenizer_lookup(tok, s + y->start, y->len);
     if (id >= 0) return tokenizer_ids_push(out, id);
+    for (uint32_t i = 0; i < y->len; i++)
+        if (tok->byte_id[(uint8_t)s[y->start + i]] < 0)
+            return tok->unk >= 0 ? tokenizer_ids_push(out, tok->unk) : 0;
     for (uint32_t i = 0; i < y->len; i++) {
-        id = tok->byte_id[(uint8_t)s[y->start + i]];
-        if (id < 0) id = tok->unk;
-        if (id < 0) continue; /* no byte token and no <unk>: the byte is dropped */
-        int rc = tokenizer_ids_push(out, id);
+        int rc = tokenizer_ids_push(out, tok->byte_id[(uint8_t)s[y->start + i]]);
         if (rc) return rc;
     }
     return 0;
