@@ -450,23 +450,33 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
 
 /* ---- dispatch --------------------------------------------------------- */
 
-static struct kern_ops ops_portable, ops_best;
+static struct kern_ops ops_portable, ops_avx2, ops_avx512, ops_neon;
+static const struct kern_ops *ops_best = &ops_portable;
 static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
 static _Atomic(const struct kern_ops *) ops_forced;
 
+/* Each level starts from the one below, so a type a level lacks falls back. */
 static void ops_init(void)
 {
     pthread_once(&f16_once, f16_table_init);
     kern_ops_portable(&ops_portable);
-    ops_best = ops_portable;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kern_ops_avx2(&ops_best);
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-        kern_ops_avx512(&ops_best);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        ops_avx2 = ops_portable;
+        kern_ops_avx2(&ops_avx2);
+        ops_best = &ops_avx2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+            ops_avx512 = ops_avx2;
+            kern_ops_avx512(&ops_avx512);
+            ops_best = &ops_avx512;
+        }
+    }
 #elif defined(__aarch64__)
-    kern_ops_neon(&ops_best);
+    ops_neon = ops_portable;
+    kern_ops_neon(&ops_neon);
+    ops_best = &ops_neon;
 #endif
 }
 
@@ -474,7 +484,7 @@ static const struct kern_ops *ops_get(void)
 {
     pthread_once(&ops_once, ops_init);
     const struct kern_ops *f = atomic_load_explicit(&ops_forced, memory_order_relaxed);
-    return f ? f : &ops_best;
+    return f ? f : ops_best;
 }
 
 void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepared, int n_tok,
@@ -496,4 +506,21 @@ void kern_force_portable(bool on)
 {
     pthread_once(&ops_once, ops_init);
     atomic_store(&ops_forced, on ? &ops_portable : NULL);
+}
+
+int kern_force_level(const char *name)
+{
+    pthread_once(&ops_once, ops_init);
+    const struct kern_ops *levels[] = {&ops_portable, &ops_avx2, &ops_avx512, &ops_neon};
+    if (!name) {
+        atomic_store(&ops_forced, NULL);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        if (levels[i]->name && strcmp(levels[i]->name, name) == 0) {
+            atomic_store(&ops_forced, levels[i]);
+            return 0;
+        }
+    }
+    return -1;
 }

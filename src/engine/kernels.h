@@ -59,7 +59,9 @@ uint16_t kern_fp32_to_bf16(float f);
  *   (e.g. Q8 blocks) in a buffer of kern_input_bytes() bytes;
  *   kern_matmul() then computes rows [r0, r1) for every token:
  *   y[tok * y_stride + r] = dot(W row r, x row tok). Different threads call
- *   kern_matmul on disjoint row ranges with the same prepared input. */
+ *   kern_matmul on disjoint row ranges with the same prepared input.
+ * The prepared buffer must be at least 4-byte aligned (malloc's is); 64-byte
+ * alignment is fastest. */
 size_t kern_input_bytes(enum ggml_type t, int n_tok, int n_cols);
 void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols, void *prepared);
 void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepared, int n_tok,
@@ -70,5 +72,10 @@ void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepar
  * (for tests comparing paths). */
 const char *kern_simd_level(void);
 void kern_force_portable(bool on);
+/* Makes every later call use the named level ("avx512", "avx2", "neon",
+ * "portable") where this CPU has it, or the best level again for NULL (for
+ * tests and benchmarks). Returns 0, or -1 when the level is unknown or not
+ * available here, changing nothing. */
+int kern_force_level(const char *name);
 
 #endif

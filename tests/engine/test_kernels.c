@@ -626,46 +626,80 @@ static void test_matmul_portable_vs_reference(void)
     kern_force_portable(false);
 }
 
-/* The SIMD path and the portable path compute the same per-block integers,
+/* The SIMD paths and the portable path compute the same per-block integers,
  * so they differ only in the order of f32 sums: compare tightly. */
-static void test_simd_matches_portable(void)
+static void check_level_matches_portable(const char *level)
 {
-    fprintf(stderr, "    simd level: %s\n", kern_simd_level());
-    const int n_rows = 29, n_cols = 1024;
+    const int n_rows = 29, n_cols = 1024, ys = n_rows + 3;
     static const int toks[] = {1, 2, 3, 4, 5, 8, 9, 17};
     float *x = malloc(sizeof(float) * 17 * n_cols);
-    float *ys = malloc(sizeof(float) * 17 * (n_rows + 3));
-    float *yp = malloc(sizeof(float) * 17 * (n_rows + 3));
-    ASSERT(x && ys && yp);
+    float *ysimd = malloc(sizeof(float) * 17 * ys);
+    float *yp = malloc(sizeof(float) * 17 * ys);
+    ASSERT(x && ysimd && yp);
     fill_normal(x, 17 * n_cols, 1.0f);
-    for (size_t i = 0; i < ARRAY_LEN(all_types); i++) {
+    x[77] = -30.0f;
+    int bad = 0;
+    for (size_t i = 0; i < ARRAY_LEN(all_types) && !bad; i++) {
         struct mm_case c;
-        ASSERT_EQ(mm_case_init(&c, all_types[i], n_rows, n_cols), 0);
-        for (size_t k = 0; k < ARRAY_LEN(toks); k++) {
+        if (mm_case_init(&c, all_types[i], n_rows, n_cols) != 0) bad = 1;
+        for (size_t k = 0; k < ARRAY_LEN(toks) && !bad; k++) {
             int nt = toks[k], r0 = (int)k % 3, r1 = n_rows - (int)k % 2;
             kern_force_portable(true);
             run_mm(&c, x, nt, yp, r0, r1);
-            kern_force_portable(false);
-            run_mm(&c, x, nt, ys, r0, r1);
-            for (int tok = 0; tok < nt; tok++)
-                for (int r = r0; r < r1; r++) {
+            kern_force_level(level);
+            run_mm(&c, x, nt, ysimd, r0, r1);
+            kern_force_level(NULL);
+            for (int tok = 0; tok < nt && !bad; tok++)
+                for (int r = r0; r < r1 && !bad; r++) {
                     double mag = 0;
                     for (int j = 0; j < n_cols; j++)
                         mag += fabs((double)c.Wd[(size_t)r * n_cols + j] * x[tok * n_cols + j]);
-                    float a = ys[tok * (n_rows + 3) + r], b = yp[tok * (n_rows + 3) + r];
+                    float a = ysimd[tok * ys + r], b = yp[tok * ys + r];
                     if (!(fabs(a - b) <= mag * 2e-6)) {
-                        mm_case_free(&c);
-                        free(x), free(ys), free(yp);
-                        TEST_FAIL_("%s n_tok %d tok %d row %d: simd %.9g portable %.9g",
-                                   ggml_type_name(all_types[i]), nt, tok, r, a, b);
+                        fprintf(stderr, "  %s %s n_tok %d tok %d row %d: %.9g vs portable %.9g\n",
+                                level, ggml_type_name(all_types[i]), nt, tok, r, a, b);
+                        bad = 1;
                     }
                 }
         }
         mm_case_free(&c);
     }
     free(x);
-    free(ys);
+    free(ysimd);
     free(yp);
+    ASSERT(!bad);
+}
+
+static void test_simd_matches_portable(void)
+{
+    static const char *levels[] = {"avx2", "avx512", "neon"};
+    int n = 0;
+    fprintf(stderr, "    best level: %s\n", kern_simd_level());
+    for (size_t i = 0; i < ARRAY_LEN(levels); i++) {
+        if (kern_force_level(levels[i]) != 0) continue;
+        kern_force_level(NULL);
+        fprintf(stderr, "    checking %s\n", levels[i]);
+        check_level_matches_portable(levels[i]);
+        if (test_cur_failed_) return;
+        n++;
+    }
+    if (!n) fprintf(stderr, "    no SIMD level on this CPU; portable only\n");
+    ASSERT_EQ(kern_force_level("no-such-level"), -1);
+    ASSERT_EQ(kern_force_level("portable"), 0);
+    ASSERT_STR_EQ(kern_simd_level(), "portable");
+    kern_force_level(NULL);
+}
+
+/* Each SIMD level against the double-precision reference too. */
+static void test_matmul_levels_vs_reference(void)
+{
+    static const char *levels[] = {"avx2", "neon"};
+    for (size_t i = 0; i < ARRAY_LEN(levels); i++) {
+        if (kern_force_level(levels[i]) != 0) continue;
+        test_matmul_vs_reference();
+        kern_force_level(NULL);
+        if (test_cur_failed_) return;
+    }
 }
 
 int main(void)
@@ -689,6 +723,7 @@ int main(void)
     RUN(test_quant_error);
     RUN(test_matmul_vs_reference);
     RUN(test_matmul_portable_vs_reference);
+    RUN(test_matmul_levels_vs_reference);
     RUN(test_simd_matches_portable);
     return TEST_REPORT();
 }
