@@ -33,8 +33,10 @@ test: build
 check-long: build
 	@cd $(BUILD) && ctest --output-on-failure -L long --timeout 3600
 
-bench: build
-	@bash bench/run.sh $(BUILD)
+bench: deps
+	@cmake -S . -B build-bench -DTHAW_BENCH=ON >/dev/null
+	@cmake --build build-bench -j $(JOBS)
+	@bash bench/run.sh build-bench
 
 fuzz: deps
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTHAW_FUZZ=ON >/dev/null

@@ -1,5 +1,6 @@
 /* Subcommand dispatch for the thaw binary: one table, one line a command. */
 #include "cli/cli.h"
+#include "cli/cli_cmds.h"
 #include "cli/cli_int.h"
 
 #include <stdio.h>
@@ -12,6 +13,12 @@ static int cmd_version(int argc, char **argv)
 }
 
 static const struct cli_command commands[] = {
+    {"serve", cli_cmd_serve, "run a node (the gateway, autoscaler and instances)"},
+    {"deploy", cli_cmd_deploy, "create or update a deployment from a manifest (-f FILE)"},
+    {"ls", cli_cmd_ls, "list deployments and their instances"},
+    {"status", cli_cmd_status, "show one deployment's instances, in-flight and held requests"},
+    {"invoke", cli_cmd_invoke, "call a deployment (-d JSON or stdin; --stream for SSE)"},
+    {"rm", cli_cmd_rm, "delete a deployment (drains, then stops its instances)"},
     {"version", cmd_version, "print the version"},
 };
 

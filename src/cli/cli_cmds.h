@@ -1,0 +1,13 @@
+/* Private to src/cli: entry points of the subcommands (argv[0] is the
+ * command name), each returning an exit code from enum cli_exit. */
+#ifndef THAW_CLI_CMDS_H
+#define THAW_CLI_CMDS_H
+
+int cli_cmd_serve(int argc, char **argv);
+int cli_cmd_deploy(int argc, char **argv);
+int cli_cmd_ls(int argc, char **argv);
+int cli_cmd_status(int argc, char **argv);
+int cli_cmd_invoke(int argc, char **argv);
+int cli_cmd_rm(int argc, char **argv);
+
+#endif

@@ -1,0 +1,350 @@
+/* Gateway set-up: listening sockets, worker threads with their event loops,
+ * the table of known deployments, response helpers and request metrics. */
+#include "gateway/gw_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- responses ---- */
+
+/* The worker whose thread is running, for the access log's status. */
+static _Thread_local struct gw_worker *current_worker;
+
+void gw_reply_json(struct evhttp_request *req, int status, const char *body, size_t len)
+{
+    if (current_worker) current_worker->last_status = status;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    struct evbuffer *b = evbuffer_new();
+    if (b) {
+        evbuffer_add(b, body, len);
+        evbuffer_add(b, "\n", 1);
+    }
+    evhttp_send_reply(req, status, NULL, b);
+    if (b) evbuffer_free(b);
+}
+
+void gw_reply_jsonv(struct evhttp_request *req, int status, json_t *v)
+{
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(v);
+    if (!s) {
+        gw_reply_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    gw_reply_json(req, status, s, strlen(s));
+    free(s);
+}
+
+void gw_reply_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+{
+    struct buf msg = {0}, body = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    buf_printf(&body, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+    buf_append_json_string(&body, msg.data ? msg.data : "", msg.len);
+    buf_append_str(&body, "}}");
+    gw_reply_json(req, status, body.data ? body.data : "{}", body.len);
+    buf_free(&msg);
+    buf_free(&body);
+}
+
+static bool rid_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.';
+}
+
+const char *gw_request_id(struct evhttp_request *req, char out[65])
+{
+    const char *in = evhttp_find_header(evhttp_request_get_input_headers(req), "x-request-id");
+    size_t n = in ? strlen(in) : 0;
+    bool ok = n > 0 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++) ok = rid_char_ok(in[i]);
+    if (ok) memcpy(out, in, n + 1);
+    else random_hex_id(out);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "x-request-id", out);
+    return out;
+}
+
+/* ---- metrics and access log ---- */
+
+static struct gw_series_slot *series_for(struct gw_worker *w, const char *dep, int code)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)code;
+    for (const char *p = dep; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    struct gw_series_slot *sl = &w->series[h % GW_SERIES_CACHE];
+    if (sl->count && sl->code == code && strcmp(sl->deployment, dep) == 0) return sl;
+    char codes[8];
+    snprintf(codes, sizeof(codes), "%d", code);
+    /* Request series are never dropped, so cached pointers stay valid. */
+    sl->count = obs_metric_series(w->gw->f_requests, (const char *[]){dep, codes});
+    sl->duration = obs_metric_series(w->gw->f_duration, (const char *[]){dep});
+    sl->code = code;
+    str_copy(sl->deployment, dep, sizeof(sl->deployment));
+    return sl;
+}
+
+void gw_request_done(struct gw_worker *w, const char *method, const char *path,
+                     const char *deployment, int status, uint64_t t0_ns, const char *rid,
+                     const char *start_state)
+{
+    double secs = (double)(time_now_ns() - t0_ns) / 1e9;
+    if (deployment) {
+        struct gw_series_slot *sl = series_for(w, deployment, status);
+        obs_metric_add(sl->count, 1);
+        obs_metric_observe(sl->duration, secs);
+    }
+    if (obs_log_level() > LOG_INFO) return;
+    OBS_LOG(LOG_INFO, "request", LOG_S("request_id", rid), LOG_S("method", method),
+            LOG_S("path", path), LOG_S("deployment", deployment), LOG_I("status", status),
+            LOG_D("ms", secs * 1000), LOG_S("start", start_state));
+}
+
+/* ---- deployment table ---- */
+
+void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec)
+{
+    pthread_rwlock_wrlock(&gw->deps_lock);
+    size_t i;
+    for (i = 0; i < gw->n_deps; i++)
+        if (strcmp(gw->deps[i].name, spec->name) == 0) break;
+    if (i == gw->n_deps) {
+        if (gw->n_deps == gw->cap_deps) {
+            size_t cap = gw->cap_deps ? gw->cap_deps * 2 : 16;
+            struct gw_deployment *d = realloc(gw->deps, cap * sizeof(*d));
+            if (!d) goto out;
+            gw->deps = d;
+            gw->cap_deps = cap;
+        }
+        gw->n_deps++;
+    }
+    str_copy(gw->deps[i].name, spec->name, sizeof(gw->deps[i].name));
+    gw->deps[i].max_body_bytes = spec->limits.max_body_bytes;
+out:
+    pthread_rwlock_unlock(&gw->deps_lock);
+}
+
+bool gw_deployment_lookup(struct gateway *gw, const char *name, struct gw_deployment *out)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&gw->deps_lock);
+    for (size_t i = 0; i < gw->n_deps && !found; i++) {
+        if (strcmp(gw->deps[i].name, name) == 0) {
+            *out = gw->deps[i];
+            found = true;
+        }
+    }
+    pthread_rwlock_unlock(&gw->deps_lock);
+    return found;
+}
+
+void gw_deployment_forget(struct gateway *gw, const char *name)
+{
+    pthread_rwlock_wrlock(&gw->deps_lock);
+    for (size_t i = 0; i < gw->n_deps; i++) {
+        if (strcmp(gw->deps[i].name, name) == 0) {
+            gw->deps[i] = gw->deps[--gw->n_deps];
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&gw->deps_lock);
+}
+
+/* ---- sockets and workers ---- */
+
+static int listen_socket(const char *host, int port, struct thaw_err *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char ports[16];
+    snprintf(ports, sizeof(ports), "%d", port);
+    int gai = getaddrinfo(host, ports, &hints, &res);
+    if (gai) return thaw_errf(err, THAW_EINVAL, "cannot resolve %s: %s", host, gai_strerror(gai));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    int rc = 0;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+        bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 1024)) {
+        rc = thaw_errf(err, -errno, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return rc ? rc : fd;
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len)) return -1;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static void stop_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    if (w->bound) {
+        evhttp_del_accept_socket(w->http, w->bound); /* closes the fd */
+        w->bound = NULL;
+        w->fd = -1;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct gw_worker *w = arg;
+    current_worker = w;
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static int worker_init(struct gateway *gw, struct gw_worker *w, int fd, struct thaw_err *err)
+{
+    w->gw = gw;
+    w->fd = -1;
+    pthread_mutex_init(&w->outbox_lock, NULL);
+    w->base = event_base_new();
+    if (!w->base) return thaw_errf(err, THAW_ENOMEM, "cannot create event base");
+    w->http = evhttp_new(w->base);
+    w->outbox_ev = event_new(w->base, -1, EV_READ, gw_outbox_cb, w);
+    w->stop_accept_ev = event_new(w->base, -1, EV_READ, stop_accept_cb, w);
+    if (!w->http || !w->outbox_ev || !w->stop_accept_ev)
+        return thaw_errf(err, THAW_ENOMEM, "cannot create http server");
+    evhttp_set_max_headers_size(w->http, (ev_ssize_t)gw->cfg.max_header_bytes);
+    evhttp_set_max_body_size(w->http, (ev_ssize_t)gw->cfg.max_body_bytes);
+    evhttp_set_timeout(w->http, gw->cfg.read_timeout_s);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_default_content_type(w->http, "application/json");
+    evhttp_set_gencb(w->http, gw_route, w);
+    w->bound = evhttp_accept_socket_with_handle(w->http, fd);
+    if (!w->bound) return thaw_errf(err, THAW_EIO, "cannot accept on listening socket");
+    w->fd = fd;
+    return 0;
+}
+
+struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, struct scale *scale,
+                       struct thaw_err *err)
+{
+    struct gateway *gw = calloc(1, sizeof(*gw));
+    if (!gw) {
+        thaw_errf(err, THAW_ENOMEM, "out of memory");
+        return NULL;
+    }
+    gw->cfg = *cfg;
+    gw->store = store;
+    gw->scale = scale;
+    pthread_rwlock_init(&gw->deps_lock, NULL);
+    int n = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    gw->workers = calloc((size_t)n, sizeof(struct gw_worker));
+    if (!gw->workers) {
+        thaw_errf(err, THAW_ENOMEM, "out of memory");
+        goto fail;
+    }
+    gw->f_requests = obs_metric_family("thaw_requests_total", "Requests to deployments.",
+                                       METRIC_COUNTER,
+                                       (const char *[]){"deployment", "code", NULL}, NULL, 0);
+    static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                     5,      10,      30,     60};
+    gw->f_duration = obs_metric_family(
+        "thaw_request_duration_seconds", "Time from request to complete answer.",
+        METRIC_HISTOGRAM, (const char *[]){"deployment", NULL}, buckets, (int)ARRAY_LEN(buckets));
+    int port = cfg->port;
+    for (int i = 0; i < n; i++) {
+        int fd = listen_socket(cfg->host, port, err);
+        if (fd < 0) goto fail;
+        if (i == 0) port = gw->port = bound_port(fd);
+        gw->workers[i].index = i;
+        gw->n_workers = i + 1;
+        if (worker_init(gw, &gw->workers[i], fd, err)) {
+            close(fd);
+            goto fail;
+        }
+    }
+    return gw;
+fail:
+    gw_free(gw);
+    return NULL;
+}
+
+int gw_port(const struct gateway *gw)
+{
+    return gw->port;
+}
+
+int gw_start(struct gateway *gw, struct thaw_err *err)
+{
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct gw_worker *w = &gw->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+            return thaw_errf(err, THAW_EIO, "cannot start gateway thread");
+        w->thread_started = true;
+    }
+    return 0;
+}
+
+void gw_set_ready(struct gateway *gw, int ready)
+{
+    atomic_store(&gw->ready, ready);
+}
+
+void gw_stop_accepting(struct gateway *gw)
+{
+    atomic_store(&gw->draining, 1);
+    for (int i = 0; i < gw->n_workers; i++)
+        if (gw->workers[i].stop_accept_ev) event_active(gw->workers[i].stop_accept_ev, EV_READ, 0);
+}
+
+int gw_inflight(const struct gateway *gw)
+{
+    return atomic_load(&((struct gateway *)gw)->inflight);
+}
+
+void gw_free(struct gateway *gw)
+{
+    if (!gw) return;
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct gw_worker *w = &gw->workers[i];
+        if (w->thread_started) {
+            event_base_loopexit(w->base, NULL);
+            pthread_join(w->thread, NULL);
+        }
+    }
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct gw_worker *w = &gw->workers[i];
+        if (w->http) evhttp_free(w->http); /* closes bound sockets */
+        else if (w->fd >= 0) close(w->fd);
+        if (w->outbox_ev) event_free(w->outbox_ev);
+        if (w->stop_accept_ev) event_free(w->stop_accept_ev);
+        while (w->out_head) {
+            struct gw_msg *m = w->out_head;
+            w->out_head = m->next;
+            free(m->payload);
+            free(m);
+        }
+        if (w->base) event_base_free(w->base);
+        pthread_mutex_destroy(&w->outbox_lock);
+    }
+    free(gw->workers);
+    free(gw->deps);
+    pthread_rwlock_destroy(&gw->deps_lock);
+    free(gw);
+}

@@ -1,0 +1,47 @@
+/* The HTTP gateway: libevent worker threads, each with its own listening
+ * socket (SO_REUSEPORT) and event loop, serving the native API. Requests to
+ * deployments go to the scale thread and their answers come back to the
+ * worker that owns the connection. Errors are always JSON:
+ * {"error":{"code":"snake_case","message":"..."}}. */
+#ifndef THAW_GATEWAY_H
+#define THAW_GATEWAY_H
+
+#include "base/base.h"
+#include "registry/registry.h"
+
+#include <stdint.h>
+
+struct store;
+struct scale;
+struct gateway;
+
+struct gateway_config {
+    const char *host;
+    int port;                  /* 0 picks a free port; see gw_port */
+    int threads;               /* worker threads; 0 = number of CPUs */
+    size_t max_header_bytes;   /* request line + headers */
+    size_t max_body_bytes;     /* node-wide cap, enforced while reading */
+    int read_timeout_s;        /* idle time allowed between bytes of a request */
+};
+
+/* Binds the listening sockets (so the port is known and errors surface
+ * early) without starting threads. Returns NULL and fills err on failure. */
+struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, struct scale *scale,
+                       struct thaw_err *err);
+/* The port actually bound. */
+int gw_port(const struct gateway *gw);
+/* Starts the worker threads. */
+int gw_start(struct gateway *gw, struct thaw_err *err);
+/* Tells the gateway about a deployment that exists (at start-up: those in
+ * the store). Thread-safe. */
+void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec);
+/* Marks the node ready (readyz answers 200). */
+void gw_set_ready(struct gateway *gw, int ready);
+/* Stops accepting connections; requests already in flight continue. */
+void gw_stop_accepting(struct gateway *gw);
+/* Requests received and not yet answered. */
+int gw_inflight(const struct gateway *gw);
+/* Stops the workers (after stop_accepting and draining) and frees. */
+void gw_free(struct gateway *gw);
+
+#endif

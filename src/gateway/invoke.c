@@ -1,0 +1,231 @@
+/* Invocations: validating the request, handing it to the scale thread, and
+ * turning the answers that come back into an HTTP response or a stream of
+ * Server-Sent Events on the worker that owns the connection. */
+#include "gateway/gw_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void call_free(struct gw_call *c)
+{
+    free(c->inv.input);
+    free(c);
+}
+
+static void call_finish(struct gw_call *c, int status)
+{
+    struct gw_worker *w = c->worker;
+    gw_request_done(w, "POST", c->path, c->inv.deployment, status, c->t0_ns, c->inv.request_id,
+                    c->inv.start_state);
+    atomic_fetch_sub(&w->gw->inflight, 1);
+    call_free(c);
+}
+
+/* Runs on the scale thread: queue the event for the connection's worker. */
+static void on_event(struct invocation *inv, enum inv_event_kind kind, int status,
+                     const char *code, char *payload)
+{
+    struct gw_call *c = (struct gw_call *)inv;
+    struct gw_worker *w = c->worker;
+    struct gw_msg *m = malloc(sizeof(*m));
+    if (!m) {
+        /* Without memory the event is lost; the final one must not be, so
+         * spin briefly rather than leave the client hanging. */
+        while (!(m = malloc(sizeof(*m)))) {
+        }
+    }
+    *m = (struct gw_msg){.call = c, .kind = kind, .status = status, .code = code,
+                         .payload = payload};
+    pthread_mutex_lock(&w->outbox_lock);
+    bool was_empty = w->out_head == NULL;
+    if (w->out_tail) w->out_tail->next = m;
+    else w->out_head = m;
+    w->out_tail = m;
+    pthread_mutex_unlock(&w->outbox_lock);
+    if (was_empty) event_active(w->outbox_ev, EV_READ, 0);
+}
+
+static void set_common_headers(struct gw_call *c)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    evhttp_add_header(h, "x-thaw-start", c->inv.start_state ? c->inv.start_state : "warm");
+}
+
+static void sse_send(struct gw_call *c, const char *event, const char *data)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return;
+    evbuffer_add_printf(b, "event: %s\ndata: %s\n\n", event, data);
+    evhttp_send_reply_chunk(c->req, b);
+    evbuffer_free(b);
+}
+
+static void sse_start(struct gw_call *c)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    set_common_headers(c);
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    evhttp_send_reply_start(c->req, 200, "OK");
+    c->stream_started = true;
+}
+
+static void error_body(struct buf *b, const char *code, const char *msg)
+{
+    buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+    buf_append_json_string(b, msg ? msg : "", msg ? strlen(msg) : 0);
+    buf_append_str(b, "}}");
+}
+
+static void deliver(struct gw_msg *m)
+{
+    struct gw_call *c = m->call;
+    if (m->kind == INV_CHUNK) {
+        if (!c->stream_started) sse_start(c);
+        sse_send(c, "chunk", m->payload);
+        return;
+    }
+    if (c->inv.stream && (c->stream_started || m->kind == INV_DONE)) {
+        if (!c->stream_started) sse_start(c);
+        if (m->kind == INV_DONE) {
+            sse_send(c, "done", m->payload);
+        } else {
+            struct buf b = {0};
+            error_body(&b, m->code, m->payload);
+            sse_send(c, "error", b.data ? b.data : "{}");
+            buf_free(&b);
+        }
+        evhttp_send_reply_end(c->req);
+        call_finish(c, m->kind == INV_DONE ? 200 : m->status);
+        return;
+    }
+    set_common_headers(c);
+    if (m->kind == INV_DONE) {
+        gw_reply_json(c->req, 200, m->payload, strlen(m->payload));
+        call_finish(c, 200);
+        return;
+    }
+    if (m->status == 503 && c->inv.retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", c->inv.retry_after_s);
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
+    }
+    gw_reply_error(c->req, m->status, m->code, "%s", m->payload ? m->payload : "");
+    call_finish(c, m->status);
+}
+
+void gw_outbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    pthread_mutex_lock(&w->outbox_lock);
+    struct gw_msg *m = w->out_head;
+    w->out_head = w->out_tail = NULL;
+    pthread_mutex_unlock(&w->outbox_lock);
+    while (m) {
+        struct gw_msg *next = m->next;
+        deliver(m);
+        free(m->payload);
+        free(m);
+        m = next;
+    }
+}
+
+static bool wants_stream(struct evhttp_request *req)
+{
+    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    return accept && strstr(accept, "text/event-stream");
+}
+
+/* Validates the body as JSON and returns it as one line: the raw bytes when
+ * they hold no line break (valid JSON then has none to escape), otherwise
+ * re-encoded compactly. An empty body is null. */
+static char *input_line(const char *body, size_t len, size_t *out_len, char *why, size_t why_n)
+{
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n')) i++;
+    if (i == len) {
+        *out_len = 4;
+        return str_dup("null");
+    }
+    json_error_t jerr;
+    json_t *v = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
+    if (!v) {
+        snprintf(why, why_n, "request body is not valid JSON (line %d, column %d): %s", jerr.line,
+                 jerr.column, jerr.text);
+        return NULL;
+    }
+    char *out;
+    if (!memchr(body, '\n', len) && !memchr(body, '\r', len)) {
+        out = malloc(len + 1);
+        if (out) {
+            memcpy(out, body, len);
+            out[len] = 0;
+            *out_len = len;
+        }
+    } else {
+        out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (out) *out_len = strlen(out);
+    }
+    json_decref(v);
+    if (!out) snprintf(why, why_n, "out of memory");
+    return out;
+}
+
+static void reject(struct gw_worker *w, struct evhttp_request *req, const char *path,
+                   const char *name, const char *rid, uint64_t t0, int status, const char *code,
+                   const char *msg)
+{
+    gw_reply_error(req, status, code, "%s", msg);
+    gw_request_done(w, "POST", path, name, status, t0, rid, NULL);
+}
+
+void gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
+                      const char *rid)
+{
+    struct gateway *gw = w->gw;
+    uint64_t t0 = time_now_ns();
+    char path[128], msg[320];
+    str_copy(path, evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)), sizeof(path));
+    struct gw_deployment dep;
+    if (!gw_deployment_lookup(gw, name, &dep)) {
+        snprintf(msg, sizeof(msg), "deployment '%s' not found", name);
+        reject(w, req, path, NULL, rid, t0, 404, "not_found", msg);
+        return;
+    }
+    struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
+    if (!evhttp_find_header(hin, "Content-Length") && !evhttp_find_header(hin, "Transfer-Encoding")) {
+        reject(w, req, path, name, rid, t0, 411, "length_required",
+               "a request body needs a Content-Length (or chunked encoding)");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if ((int64_t)len > dep.max_body_bytes) {
+        snprintf(msg, sizeof(msg), "request body of %zu bytes exceeds the deployment's limit of %lld",
+                 len, (long long)dep.max_body_bytes);
+        reject(w, req, path, name, rid, t0, 413, "body_too_large", msg);
+        return;
+    }
+    const char *body = (const char *)evbuffer_pullup(in, -1);
+    struct gw_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        reject(w, req, path, name, rid, t0, 503, "overloaded", "out of memory");
+        return;
+    }
+    c->inv.input = input_line(body ? body : "", len, &c->inv.input_len, msg, sizeof(msg));
+    if (!c->inv.input) {
+        call_free(c);
+        reject(w, req, path, name, rid, t0, 400, "invalid_json", msg);
+        return;
+    }
+    str_copy(c->inv.deployment, name, sizeof(c->inv.deployment));
+    str_copy(c->inv.request_id, rid, sizeof(c->inv.request_id));
+    str_copy(c->path, path, sizeof(c->path));
+    c->inv.stream = wants_stream(req);
+    c->inv.on_event = on_event;
+    c->req = req;
+    c->worker = w;
+    c->t0_ns = t0;
+    atomic_fetch_add(&gw->inflight, 1);
+    scale_submit(gw->scale, &c->inv);
+}

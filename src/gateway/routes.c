@@ -1,0 +1,241 @@
+/* Routing and the native control API: health, readiness, metrics and
+ * deployments. Invocations live in invoke.c. */
+#include "gateway/gw_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PREFIX "/v1/deployments"
+
+const char *gw_method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    default: return "OTHER";
+    }
+}
+
+static void method_not_allowed(struct evhttp_request *req, const char *allow)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    gw_reply_error(req, 405, "method_not_allowed", "%s is not allowed here; use %s",
+                   gw_method_name(evhttp_request_get_command(req)), allow);
+}
+
+/* Copies the request body; NULL with *len 0 for an empty one. */
+static char *body_copy(struct evhttp_request *req, size_t *len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    *len = evbuffer_get_length(in);
+    char *data = malloc(*len + 1);
+    if (!data) return NULL;
+    evbuffer_copyout(in, data, *len);
+    data[*len] = 0;
+    return data;
+}
+
+static void handle_metrics(struct evhttp_request *req)
+{
+    struct buf out = {0};
+    obs_metrics_render(&out);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4");
+
+    struct evbuffer *b = evbuffer_new();
+    if (b && out.data) evbuffer_add(b, out.data, out.len);
+    evhttp_send_reply(req, 200, NULL, b);
+    if (b) evbuffer_free(b);
+    buf_free(&out);
+}
+
+static json_t *deployment_view(struct gateway *gw, const char *name, const char *spec_json)
+{
+    json_t *spec = json_loads(spec_json, 0, NULL);
+    if (!spec) return NULL;
+    json_t *status = scale_status(gw->scale, name);
+    json_object_set_new(spec, "status", status ? status : json_null());
+    return spec;
+}
+
+static void create_deployment(struct gateway *gw, struct evhttp_request *req)
+{
+    size_t len;
+    char *body = body_copy(req, &len);
+    if (!body) {
+        gw_reply_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    struct deploy_spec *spec = NULL;
+    struct thaw_err err = {0};
+    if (registry_spec_parse(body, len, ctype && strstr(ctype, "yaml") ? ctype : NULL, &spec, &err)) {
+        free(body);
+        gw_reply_error(req, 400, "invalid_manifest", "%s", err.msg);
+        return;
+    }
+    free(body);
+    json_t *canon = registry_spec_to_json(spec);
+    char *canon_s = canon ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
+    char *old = NULL;
+    bool existed = store_deployment_get(gw->store, spec->name, &old, NULL) == 0;
+    free(old);
+    if (!canon_s || store_deployment_put(gw->store, spec->name, canon_s, &err)) {
+        gw_reply_error(req, 500, "store_failed", "%s", canon_s ? err.msg : "out of memory");
+        registry_spec_free(spec);
+        json_decref(canon);
+        free(canon_s);
+        return;
+    }
+    char name[DEPLOY_NAME_MAX + 1];
+    str_copy(name, spec->name, sizeof(name));
+    gw_deployment_known(gw, spec);
+    scale_apply(gw->scale, spec); /* takes ownership */
+    free(canon_s);
+    gw_reply_jsonv(req, existed ? 200 : 201, canon);
+}
+
+struct list_ctx {
+    struct gateway *gw;
+    json_t *arr;
+};
+
+static int list_cb(void *arg, const char *name, const char *spec_json)
+{
+    struct list_ctx *c = arg;
+    json_t *v = deployment_view(c->gw, name, spec_json);
+    if (v) json_array_append_new(c->arr, v);
+    return 0;
+}
+
+static void list_deployments(struct gateway *gw, struct evhttp_request *req)
+{
+    struct list_ctx c = {gw, json_array()};
+    struct thaw_err err = {0};
+    if (store_deployment_list(gw->store, list_cb, &c, &err)) {
+        json_decref(c.arr);
+        gw_reply_error(req, 500, "store_failed", "%s", err.msg);
+        return;
+    }
+    gw_reply_jsonv(req, 200, json_pack("{s:o}", "deployments", c.arr));
+}
+
+static void get_deployment(struct gateway *gw, struct evhttp_request *req, const char *name)
+{
+    char *spec = NULL;
+    struct thaw_err err = {0};
+    int rc = store_deployment_get(gw->store, name, &spec, &err);
+    if (rc == THAW_ENOTFOUND) {
+        gw_reply_error(req, 404, "not_found", "deployment '%s' not found", name);
+        return;
+    }
+    if (rc) {
+        gw_reply_error(req, 500, "store_failed", "%s", err.msg);
+        return;
+    }
+    json_t *v = deployment_view(gw, name, spec);
+    free(spec);
+    gw_reply_jsonv(req, 200, v);
+}
+
+static void delete_deployment(struct gateway *gw, struct evhttp_request *req, const char *name)
+{
+    struct thaw_err err = {0};
+    int rc = store_deployment_delete(gw->store, name, &err);
+    if (rc == THAW_ENOTFOUND) {
+        gw_reply_error(req, 404, "not_found", "deployment '%s' not found", name);
+        return;
+    }
+    if (rc) {
+        gw_reply_error(req, 500, "store_failed", "%s", err.msg);
+        return;
+    }
+    gw_deployment_forget(gw, name);
+    scale_remove(gw->scale, name);
+    gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "name", name, "deleted", 1));
+}
+
+/* Splits "/v1/deployments/NAME[/ACTION]"; returns false for other paths. */
+static bool split_deployment_path(const char *path, char *name, size_t n, const char **action)
+{
+    if (strncmp(path, PREFIX "/", sizeof(PREFIX)) != 0) return false;
+    const char *p = path + sizeof(PREFIX);
+    const char *slash = strchr(p, '/');
+    size_t len = slash ? (size_t)(slash - p) : strlen(p);
+    if (len == 0 || len >= n) return false;
+    memcpy(name, p, len);
+    name[len] = 0;
+    *action = slash ? slash + 1 : "";
+    return true;
+}
+
+static void route_deployment(struct gateway *gw, struct gw_worker *w, struct evhttp_request *req,
+                             const char *path, const char *rid)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    char name[DEPLOY_NAME_MAX + 2];
+    const char *action;
+    if (!split_deployment_path(path, name, sizeof(name), &action) || !registry_name_valid(name)) {
+        gw_reply_error(req, 404, "not_found", "no such route: %s", path);
+        return;
+    }
+    if (strcmp(action, "") == 0) {
+        if (cmd == EVHTTP_REQ_GET) get_deployment(gw, req, name);
+        else if (cmd == EVHTTP_REQ_DELETE) delete_deployment(gw, req, name);
+        else method_not_allowed(req, "GET, DELETE");
+    } else if (strcmp(action, "invoke") == 0) {
+        if (cmd == EVHTTP_REQ_POST) gw_handle_invoke(w, req, name, rid);
+        else method_not_allowed(req, "POST");
+    } else {
+        gw_reply_error(req, 404, "not_found", "no such route: %s", path);
+    }
+}
+
+void gw_route(struct evhttp_request *req, void *arg)
+{
+    struct gw_worker *w = arg;
+    struct gateway *gw = w->gw;
+    uint64_t t0 = time_now_ns();
+    char rid[65], logpath[128];
+    gw_request_id(req, rid);
+    const char *method = gw_method_name(evhttp_request_get_command(req));
+    if (atomic_load(&gw->draining))
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!path) path = "/";
+    str_copy(logpath, path, sizeof(logpath));
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    w->last_status = 200;
+
+    if (strcmp(path, "/v1/deployments") == 0 || strncmp(path, PREFIX "/", sizeof(PREFIX)) == 0) {
+        if (strcmp(path, PREFIX) == 0) {
+            if (cmd == EVHTTP_REQ_GET) list_deployments(gw, req);
+            else if (cmd == EVHTTP_REQ_POST) create_deployment(gw, req);
+            else method_not_allowed(req, "GET, POST");
+        } else {
+            route_deployment(gw, w, req, path, rid);
+            if (strstr(logpath, "/invoke") && cmd == EVHTTP_REQ_POST) return; /* logs itself */
+        }
+    } else if (strcmp(path, "/healthz") == 0) {
+        if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
+            gw_reply_json(req, 200, "{\"status\":\"ok\"}", 15);
+        else method_not_allowed(req, "GET");
+    } else if (strcmp(path, "/readyz") == 0) {
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) method_not_allowed(req, "GET");
+        else if (atomic_load(&gw->ready) && !atomic_load(&gw->draining))
+            gw_reply_json(req, 200, "{\"status\":\"ready\"}", 18);
+        else gw_reply_error(req, 503, "not_ready", "the node is %s",
+                            atomic_load(&gw->draining) ? "draining" : "starting");
+    } else if (strcmp(path, "/metrics") == 0) {
+        if (cmd == EVHTTP_REQ_GET) handle_metrics(req);
+        else method_not_allowed(req, "GET");
+    } else {
+        gw_reply_error(req, 404, "not_found", "no such route: %s", path);
+    }
+    gw_request_done(w, method, logpath, NULL, w->last_status, t0, rid, NULL);
+}

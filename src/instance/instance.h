@@ -1,0 +1,47 @@
+/* Instance processes: spawning a sandboxable child connected to the node by
+ * a socketpair (its stdin and stdout) and a pipe (its stderr), signalling its
+ * whole process group, and reaping it. Knows nothing of what the child
+ * speaks; src/runtime frames the bytes. */
+#ifndef THAW_INSTANCE_H
+#define THAW_INSTANCE_H
+
+#include "base/base.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct instance_launch {
+    char *const *argv;   /* argv[0] is the program; searched in PATH if it has no '/' */
+    char *const *env;    /* extra "KEY=VALUE" entries, NULL-terminated, may be NULL */
+    const char *workdir; /* NULL: the private temporary directory */
+    const char *tmp_root; /* parent of the per-instance temporary directory */
+    const char *deployment;
+    int64_t rlimit_as;     /* bytes; 0 = unlimited */
+    int64_t rlimit_nofile; /* 0 = inherit */
+    int64_t rlimit_cpu;    /* seconds; 0 = unlimited */
+};
+
+struct instance_proc {
+    pid_t pid;        /* also the process group id */
+    int sock;         /* node end of the child's stdin/stdout; non-blocking, close-on-exec */
+    int err_fd;       /* read end of the child's stderr; non-blocking, close-on-exec */
+    char tmpdir[256]; /* private temporary directory, removed by instance_cleanup */
+};
+
+/* Starts the child and returns once it has exec'd (or failed to). On error
+ * nothing is left behind and err says why (e.g. "cannot run ./fn: No such
+ * file or directory"). */
+int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
+                   struct thaw_err *err);
+/* Sends sig to the child's whole process group. Returns 0 or -errno. */
+int instance_signal(const struct instance_proc *p, int sig);
+/* Reaps the child if it has exited: returns 1 and *status, 0 if still
+ * running, or -errno. */
+int instance_reap(pid_t pid, int *status);
+/* Closes the descriptors and removes the temporary directory. Safe to call
+ * once the child is dead or being killed. */
+void instance_cleanup(struct instance_proc *p);
+/* "exit code 3" or "signal 9 (Killed)". */
+void instance_describe_exit(int status, char *out, size_t n);
+
+#endif

@@ -1,0 +1,232 @@
+/* fork/exec of instance processes. The child gets its own process group (so
+ * everything it starts can be killed together), dies with the node
+ * (PR_SET_PDEATHSIG), runs under rlimits in a private temporary directory,
+ * and reports a failed exec through a close-on-exec pipe so the node can show
+ * the reason. */
+#include "instance/instance.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int set_nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return -errno;
+    return 0;
+}
+
+/* Builds the child's environment before fork: only async-signal-safe calls
+ * are allowed after it. */
+static char **build_env(const struct instance_launch *l, const char *tmpdir)
+{
+    size_t n_extra = 0;
+    for (char *const *e = l->env; e && *e; e++) n_extra++;
+    char **env = calloc(n_extra + 8, sizeof(char *));
+    if (!env) return NULL;
+    size_t n = 0;
+    struct buf b = {0};
+    const char *path = getenv("PATH");
+    buf_printf(&b, "PATH=%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+    env[n++] = buf_steal(&b);
+    buf_printf(&b, "HOME=%s", tmpdir);
+    env[n++] = buf_steal(&b);
+    buf_printf(&b, "TMPDIR=%s", tmpdir);
+    env[n++] = buf_steal(&b);
+    buf_printf(&b, "THAW_DEPLOYMENT=%s", l->deployment ? l->deployment : "");
+    env[n++] = buf_steal(&b);
+    env[n++] = str_dup("LANG=C.UTF-8");
+    for (char *const *e = l->env; e && *e; e++) env[n++] = str_dup(*e);
+    for (size_t i = 0; i < n; i++) {
+        if (!env[i]) {
+            for (size_t j = 0; j < n; j++) free(env[j]);
+            free(env);
+            return NULL;
+        }
+    }
+    return env;
+}
+
+static void free_env(char **env)
+{
+    for (char **e = env; e && *e; e++) free(*e);
+    free(env);
+}
+
+static void child_limit(int resource, int64_t value)
+{
+    if (value <= 0) return;
+    struct rlimit rl = {(rlim_t)value, (rlim_t)value};
+    setrlimit(resource, &rl);
+}
+
+/* Runs in the child between fork and exec: async-signal-safe calls only.
+ * Descriptors 0 and 1 are the node's socketpair, 2 the stderr pipe and 3 the
+ * close-on-exec pipe that reports a failed exec. */
+static void child_exec(const struct instance_launch *l, const struct instance_proc *p, char **env)
+{
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    /* Anything another thread opened without close-on-exec must not leak. */
+    if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
+        for (int fd = 4; fd < 65536; fd++) close(fd);
+    child_limit(RLIMIT_AS, l->rlimit_as);
+    child_limit(RLIMIT_NOFILE, l->rlimit_nofile);
+    child_limit(RLIMIT_CPU, l->rlimit_cpu);
+    struct rlimit nocore = {0, 0};
+    setrlimit(RLIMIT_CORE, &nocore);
+    if (chdir(l->workdir ? l->workdir : p->tmpdir) == 0) {
+        environ = env;
+        execvp(l->argv[0], l->argv);
+    }
+    int e = errno;
+    if (write(3, &e, sizeof(e)) < 0) _exit(127);
+    _exit(127);
+}
+
+int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
+                   struct thaw_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->pid = -1;
+    out->sock = out->err_fd = -1;
+    int sv[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
+    char **env = NULL;
+    int rc = 0;
+
+    snprintf(out->tmpdir, sizeof(out->tmpdir), "%s/inst-XXXXXX", l->tmp_root ? l->tmp_root : "/tmp");
+    if (!mkdtemp(out->tmpdir)) {
+        rc = thaw_errf(err, -errno, "cannot create instance temp dir under %s: %s",
+                       l->tmp_root ? l->tmp_root : "/tmp", strerror(errno));
+        out->tmpdir[0] = 0;
+        return rc;
+    }
+    chmod(out->tmpdir, 0700);
+    env = build_env(l, out->tmpdir);
+    if (!env) {
+        rc = thaw_errf(err, THAW_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        pipe2(errp, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
+        rc = thaw_errf(err, -errno, "cannot create instance pipes: %s", strerror(errno));
+        goto fail;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = thaw_errf(err, -errno, "fork failed: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0) {
+        /* The node keeps 0-2 open (node start-up ensures it), so the
+         * pipes are all above 2 and these dup2s cannot clobber each other. */
+        if (dup2(sv[1], 0) < 0 || dup2(sv[1], 1) < 0 || dup2(errp[1], 2) < 0 ||
+            dup2(rep[1], 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
+            _exit(127);
+        child_exec(l, out, env);
+    }
+    out->pid = pid;
+    close(sv[1]);
+    close(errp[1]);
+    close(rep[1]);
+    sv[1] = errp[1] = rep[1] = -1;
+    int child_errno = 0;
+    ssize_t n;
+    do {
+        n = read(rep[0], &child_errno, sizeof(child_errno));
+    } while (n < 0 && errno == EINTR);
+    close(rep[0]);
+    rep[0] = -1;
+    if (n > 0) {
+        int status;
+        waitpid(pid, &status, 0);
+        out->pid = -1;
+        rc = thaw_errf(err, THAW_EIO, "cannot run '%s': %s", l->argv[0], strerror(child_errno));
+        goto fail;
+    }
+    out->sock = sv[0];
+    out->err_fd = errp[0];
+    if ((rc = set_nonblock_cloexec(out->sock)) || (rc = set_nonblock_cloexec(out->err_fd))) {
+        instance_signal(out, SIGKILL);
+        waitpid(pid, NULL, 0);
+        out->pid = -1;
+        thaw_errf(err, rc, "cannot configure instance sockets");
+        sv[0] = errp[0] = -1;
+        goto fail_fds;
+    }
+    free_env(env);
+    return 0;
+
+fail:
+    if (sv[0] >= 0) close(sv[0]);
+    if (errp[0] >= 0) close(errp[0]);
+fail_fds:
+    if (sv[1] >= 0) close(sv[1]);
+    if (errp[1] >= 0) close(errp[1]);
+    if (rep[0] >= 0) close(rep[0]);
+    if (rep[1] >= 0) close(rep[1]);
+    if (out->sock >= 0) close(out->sock);
+    if (out->err_fd >= 0) close(out->err_fd);
+    out->sock = out->err_fd = -1;
+    free_env(env);
+    instance_cleanup(out);
+    return rc;
+}
+
+int instance_signal(const struct instance_proc *p, int sig)
+{
+    if (p->pid <= 0) return -ESRCH;
+    if (kill(-p->pid, sig) == 0) return 0;
+    /* The group may not exist yet if setpgid has not run: signal the child. */
+    return kill(p->pid, sig) == 0 ? 0 : -errno;
+}
+
+int instance_reap(pid_t pid, int *status)
+{
+    pid_t r = waitpid(pid, status, WNOHANG);
+    if (r == pid) return 1;
+    if (r == 0) return 0;
+    return -errno;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    remove(path);
+    return 0;
+}
+
+void instance_cleanup(struct instance_proc *p)
+{
+    if (p->sock >= 0) close(p->sock);
+    if (p->err_fd >= 0) close(p->err_fd);
+    p->sock = p->err_fd = -1;
+    if (p->tmpdir[0]) nftw(p->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    p->tmpdir[0] = 0;
+}
+
+void instance_describe_exit(int status, char *out, size_t n)
+{
+    if (WIFEXITED(status)) snprintf(out, n, "exit code %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, n, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else snprintf(out, n, "status %d", status);
+}

@@ -1,0 +1,201 @@
+/* The node's life: start-up in dependency order, restoring deployments from
+ * the store, and a graceful drain on SIGTERM (stop accepting, finish what is
+ * in flight within the drain timeout, stop instances, exit 0). */
+#include "node/node.h"
+#include "gateway/gateway.h"
+#include "obs/obs.h"
+#include "registry/registry.h"
+#include "scale/scale.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct node {
+    const struct node_config *cfg;
+    struct event_base *base;
+    struct store *store;
+    struct scale *scale;
+    struct gateway *gw;
+    struct event *sigterm_ev, *sigint_ev, *drain_ev;
+    uint64_t drain_deadline_ms;
+    bool draining;
+    bool scale_stopping;
+};
+
+/* Instances inherit 0-2 through dup2 of their own pipes, and the node must
+ * never hand out a socket as fd 0-2 by accident: make sure they are open. */
+static void ensure_std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0) {
+            int n = open("/dev/null", O_RDWR);
+            if (n >= 0 && n != fd) {
+                dup2(n, fd);
+                close(n);
+            }
+        }
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    if (ftw->level > 0) remove(path);
+    return 0;
+}
+
+static int make_dirs(const struct node_config *cfg, char *tmp, size_t n, struct thaw_err *err)
+{
+    if (mkdir(cfg->data_dir, 0700) && errno != EEXIST)
+        return thaw_errf(err, -errno, "cannot create data dir %s: %s", cfg->data_dir,
+                         strerror(errno));
+    snprintf(tmp, n, "%s/tmp", cfg->data_dir);
+    if (mkdir(tmp, 0700) && errno != EEXIST)
+        return thaw_errf(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
+    /* Temp dirs of instances from a previous run that did not exit cleanly. */
+    nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+struct restore_ctx {
+    struct node *node;
+    int n;
+};
+
+static int restore_cb(void *arg, const char *name, const char *spec_json)
+{
+    struct restore_ctx *c = arg;
+    struct deploy_spec *spec = NULL;
+    struct thaw_err err = {0};
+    json_t *j = json_loads(spec_json, 0, NULL);
+    int rc = j ? registry_spec_from_json(j, &spec, &err) : THAW_EINVAL;
+    json_decref(j);
+    if (rc) {
+        OBS_LOG(LOG_ERROR, "deployment_restore_failed", LOG_S("deployment", name),
+                LOG_S("error", err.msg));
+        return 0;
+    }
+    gw_deployment_known(c->node->gw, spec);
+    scale_apply(c->node->scale, spec);
+    c->n++;
+    return 0;
+}
+
+static void scale_stopped(void *arg)
+{
+    struct node *n = arg;
+    event_base_loopexit(n->base, NULL);
+}
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    int inflight = gw_inflight(n->gw);
+    uint64_t now = time_now_ns() / 1000000;
+    if (inflight > 0 && now < n->drain_deadline_ms) return;
+    if (n->scale_stopping) return;
+    if (inflight > 0)
+        OBS_LOG(LOG_WARN, "drain_timeout", LOG_I("unanswered", inflight));
+    n->scale_stopping = true;
+    scale_shutdown(n->scale, scale_stopped, n);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct node *n = arg;
+    if (n->draining) {
+        OBS_LOG(LOG_WARN, "node_forced_stop", LOG_I("signal", (int)sig));
+        event_base_loopexit(n->base, NULL);
+        return;
+    }
+    n->draining = true;
+    OBS_LOG(LOG_INFO, "node_draining", LOG_I("signal", (int)sig),
+            LOG_I("in_flight", gw_inflight(n->gw)),
+            LOG_I("drain_timeout_ms", n->cfg->drain_timeout_ms));
+    gw_stop_accepting(n->gw);
+    n->drain_deadline_ms = time_now_ns() / 1000000 + (uint64_t)n->cfg->drain_timeout_ms;
+    struct timeval tv = {0, 20000};
+    n->drain_ev = event_new(n->base, -1, EV_PERSIST, drain_check, n);
+    if (n->drain_ev) event_add(n->drain_ev, &tv);
+}
+
+static int start(struct node *n, struct thaw_err *err)
+{
+    const struct node_config *cfg = n->cfg;
+    char tmp[1100], db[1100];
+    int rc = make_dirs(cfg, tmp, sizeof(tmp), err);
+    if (rc) return rc;
+    snprintf(db, sizeof(db), "%s/thaw.db", cfg->data_dir);
+    if ((rc = store_open_sqlite(db, &n->store, err))) return rc;
+    n->base = event_base_new();
+    if (!n->base) return thaw_errf(err, THAW_ENOMEM, "cannot create event loop");
+    struct scale_config sc = {.tmp_root = tmp, .stop_grace_ms = cfg->stop_grace_ms};
+    n->scale = scale_new(n->base, &sc, err);
+    if (!n->scale) return err->code ? err->code : THAW_ENOMEM;
+    struct gateway_config gc = {
+        .host = cfg->host,
+        .port = cfg->port,
+        .threads = cfg->threads,
+        .max_header_bytes = (size_t)cfg->max_header_bytes,
+        .max_body_bytes = (size_t)cfg->max_body_bytes,
+        .read_timeout_s = cfg->read_timeout_s,
+    };
+    n->gw = gw_new(&gc, n->store, n->scale, err);
+    if (!n->gw) return err->code ? err->code : THAW_EIO;
+    struct restore_ctx rctx = {n, 0};
+    if ((rc = store_deployment_list(n->store, restore_cb, &rctx, err))) return rc;
+    n->sigterm_ev = evsignal_new(n->base, SIGTERM, on_stop_signal, n);
+    n->sigint_ev = evsignal_new(n->base, SIGINT, on_stop_signal, n);
+    if (!n->sigterm_ev || !n->sigint_ev || event_add(n->sigterm_ev, NULL) ||
+        event_add(n->sigint_ev, NULL))
+        return thaw_errf(err, THAW_EIO, "cannot install signal handlers");
+    if ((rc = gw_start(n->gw, err))) return rc;
+    gw_set_ready(n->gw, 1);
+    char listen[300];
+    snprintf(listen, sizeof(listen), "%s:%d", cfg->host, gw_port(n->gw));
+    OBS_LOG(LOG_INFO, "node_started", LOG_S("listen", listen), LOG_S("data", cfg->data_dir),
+            LOG_I("deployments", rctx.n), LOG_I("pid", getpid()));
+    return 0;
+}
+
+int node_run(const struct node_config *cfg)
+{
+    enum log_level level = LOG_INFO;
+    obs_log_parse_level(cfg->log_level, &level);
+    obs_log_set_level(level);
+    ensure_std_fds();
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+
+    struct node n = {.cfg = cfg};
+    struct thaw_err err = {0};
+    int code = 0;
+    if (start(&n, &err)) {
+        OBS_LOG(LOG_ERROR, "node_start_failed", LOG_S("error", err.msg));
+        fprintf(stderr, "thaw: %s\n", err.msg);
+        code = 1;
+    } else {
+        event_base_dispatch(n.base);
+        OBS_LOG(LOG_INFO, "node_stopped");
+    }
+    if (n.gw) gw_stop_accepting(n.gw);
+    gw_free(n.gw); /* joins the workers before the scale goes away */
+    scale_free(n.scale);
+    if (n.sigterm_ev) event_free(n.sigterm_ev);
+    if (n.sigint_ev) event_free(n.sigint_ev);
+    if (n.drain_ev) event_free(n.drain_ev);
+    if (n.base) event_base_free(n.base);
+    store_close(n.store);
+    obs_metrics_reset();
+    libevent_global_shutdown();
+    return code;
+}

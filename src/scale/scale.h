@@ -1,0 +1,100 @@
+/* Scaling: the dispatcher/activator and autoscaler. One scale object runs on
+ * one event loop thread and owns every deployment's pool of instances:
+ * routing requests to instances with free capacity, holding them while
+ * instances start, scaling from zero to warm under load and back to standby
+ * and zero when idle. Other threads talk to it only through the calls marked
+ * thread-safe. */
+#ifndef THAW_SCALE_H
+#define THAW_SCALE_H
+
+#include "base/base.h"
+#include "registry/registry.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct scale;
+
+struct scale_config {
+    const char *tmp_root;       /* parent folder of instances' private temp dirs */
+    int64_t stop_grace_ms;      /* SIGTERM -> SIGKILL */
+    int64_t tick_ms;            /* autoscaler period; 0 = 100 ms */
+    size_t max_line_bytes;      /* longest line an instance may write; 0 = 64 MiB */
+};
+
+enum inv_event_kind {
+    INV_CHUNK, /* a streamed piece: payload is compact JSON */
+    INV_DONE,  /* the final answer: payload is compact JSON */
+    INV_FAIL,  /* failure: status and code say what, payload is a message */
+};
+
+/* One synchronous invocation, shared between the gateway thread that made it
+ * and the scale thread. The gateway fills the first block, submits it, and
+ * keeps ownership; scale calls on_event (on the scale thread) zero or more
+ * times with INV_CHUNK and exactly once with INV_DONE or INV_FAIL, and does
+ * not touch the invocation after that. */
+struct invocation {
+    char deployment[DEPLOY_NAME_MAX + 1];
+    char request_id[65];
+    char *input; /* compact JSON, owned by the invocation */
+    size_t input_len;
+    bool stream;
+    /* payload ownership passes to the callee; code is a static string. */
+    void (*on_event)(struct invocation *inv, enum inv_event_kind kind, int status,
+                     const char *code, char *payload);
+    void *owner;
+
+    /* Set by scale before the first event. */
+    const char *start_state; /* "warm", "standby" or "cold" */
+    int retry_after_s;       /* for 503s */
+
+    /* Private to scale. */
+    struct invocation *next_held;
+    uint64_t held_deadline_ms;
+};
+
+/* Creates the scale object on base (which must run on one thread, the scale
+ * thread). Returns NULL and fills err on failure. */
+struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
+                        struct thaw_err *err);
+/* Frees everything; instances must have been stopped (scale_shutdown). */
+void scale_free(struct scale *s);
+
+/* Thread-safe. Queues inv for the scale thread. */
+void scale_submit(struct scale *s, struct invocation *inv);
+/* Thread-safe. Creates or replaces a deployment's pool; takes ownership of
+ * spec. A replaced spec's instances drain and stop. */
+void scale_apply(struct scale *s, struct deploy_spec *spec);
+/* Thread-safe. Drains and stops a deployment's instances, then forgets it. */
+void scale_remove(struct scale *s, const char *name);
+/* Thread-safe. Status of one deployment (NULL if unknown) or, with name
+ * NULL, an object of all of them. Caller owns the reference. */
+json_t *scale_status(struct scale *s, const char *name);
+/* Thread-safe. Stops every instance (SIGTERM, then SIGKILL after the grace
+ * period) and calls done on the scale thread once all have exited. */
+void scale_shutdown(struct scale *s, void (*done)(void *arg), void *arg);
+
+/* The autoscaler's decision, a pure function (unit-tested on its own). */
+struct autoscale_memory {
+    bool panicking;
+    uint64_t panic_until_ms;
+};
+
+struct autoscale_input {
+    double stable_avg; /* average concurrency (in flight + held) over the stable window */
+    double panic_avg;  /* the same over the panic window */
+    int current;       /* instances ready or starting */
+    int ready;
+    uint64_t now_ms;
+    uint64_t last_request_ms; /* 0: never */
+};
+
+/* Returns the desired number of instances (clamped to min/max; 0 means the
+ * deployment may go to standby) and sets *reason to a static explanation. */
+int autoscale_decide(const struct deploy_scale *cfg, int concurrency,
+                     const struct autoscale_input *in, struct autoscale_memory *mem,
+                     const char **reason);
+
+#endif

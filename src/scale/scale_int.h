@@ -1,0 +1,108 @@
+/* Private to src/scale: pools, instances and the scale object. Everything
+ * here is touched only on the scale thread with s->lock held, except the
+ * inbox (its own lock). */
+#ifndef THAW_SCALE_INT_H
+#define THAW_SCALE_INT_H
+
+#include "instance/instance.h"
+#include "obs/obs.h"
+#include "scale/scale.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <pthread.h>
+
+enum inst_state {
+    INST_STARTING, /* spawned, waiting for {"ready":true} */
+    INST_READY,    /* serving */
+    INST_PARKED,   /* standby: initialised, stopped with SIGSTOP, no CPU */
+    INST_DRAINING, /* finishing in-flight requests, then stops */
+    INST_STOPPING, /* SIGTERM sent, waiting for exit */
+    INST_N_STATES
+};
+
+struct slot {
+    uint64_t id; /* 0 = free */
+    struct invocation *inv;
+    uint64_t deadline_ms;
+    bool abandoned;       /* answered 504 already; waiting for the late answer */
+    struct buf chunks;    /* chunks of a non-streaming request, as a JSON array body */
+};
+
+struct inst {
+    struct inst *next;
+    struct pool *pool;
+    struct instance_proc proc;
+    enum inst_state state;
+    int generation;
+    bool park_when_ready;
+    struct bufferevent *bev;     /* stdin/stdout */
+    struct bufferevent *err_bev; /* stderr */
+    uint64_t spawned_ms, state_since_ms, stop_deadline_ms;
+    int inflight;
+    int n_slots;
+    struct slot *slots;
+    uint64_t next_id;
+};
+
+#define SAMPLE_RING 4096
+
+struct pool {
+    struct pool *next;
+    struct scale *scale;
+    struct deploy_spec *spec;
+    int generation;
+    bool removed;
+    struct inst *insts;
+    struct invocation *held_head, *held_tail;
+    int n_held;
+    int inflight; /* requests on instances, all generations */
+
+    /* autoscaler */
+    double area;           /* integral of concurrency over the current tick */
+    uint64_t area_since_ms;
+    double samples[SAMPLE_RING];
+    uint64_t n_samples;
+    struct autoscale_memory mem;
+    int desired;
+    uint64_t last_request_ms;
+    bool prewarmed; /* the standby for this generation was started once */
+
+    /* start failures: back off instead of crash-looping */
+    int start_failures;
+    uint64_t next_start_ms;
+    char last_start_error[256];
+
+    struct metric_series *m_instances[INST_N_STATES];
+    struct metric_series *m_held, *m_cold, *m_standby, *m_up, *m_down;
+};
+
+struct inbox_msg {
+    struct inbox_msg *next;
+    enum { MSG_SUBMIT, MSG_APPLY, MSG_REMOVE, MSG_SHUTDOWN } type;
+    struct invocation *inv;
+    struct deploy_spec *spec;
+    char name[DEPLOY_NAME_MAX + 1];
+    void (*done)(void *);
+    void *done_arg;
+};
+
+struct scale {
+    struct event_base *base;
+    struct scale_config cfg;
+    pthread_mutex_t lock;
+    struct pool *pools;
+    struct event *tick_ev, *inbox_ev, *sigchld_ev;
+    struct buf line; /* scratch for encoding request lines */
+
+    pthread_mutex_t inbox_lock;
+    struct inbox_msg *inbox_head, *inbox_tail;
+
+    bool shutting_down;
+    void (*shutdown_done)(void *);
+    void *shutdown_arg;
+
+    struct metric_family *f_instances, *f_held, *f_cold, *f_decisions;
+};
+
+#endif
