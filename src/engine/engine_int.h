@@ -1,0 +1,46 @@
+/* Private to the engine's model files (model.c, forward.c, modelgen.c,
+ * threadpool.c): the loaded model's layout and the thread pool. */
+#ifndef THAW_ENGINE_ENGINE_INT_H
+#define THAW_ENGINE_ENGINE_INT_H
+
+#include "engine/engine.h"
+
+#define KERN_TYPES_MAX 31 /* type ids below this (ggml's enum) */
+
+/* A weight matrix: rows of n_cols elements of type, in the mapping. */
+struct eng_mat {
+    enum ggml_type type;
+    int32_t n_cols, n_rows;
+    size_t row_bytes;
+    const void *data;
+};
+
+struct eng_layer {
+    float *attn_norm, *ffn_norm;   /* n_embd, owned (converted to f32 at load) */
+    float *bq, *bk, *bv;           /* qwen2 biases, owned, or NULL */
+    struct eng_mat wq, wk, wv, wo; /* point into the mapping */
+    struct eng_mat w_gate, w_up, w_down;
+};
+
+struct engine_model {
+    struct gguf *g;
+    struct engine_model_info info;
+    struct eng_mat tok_embd;
+    struct eng_mat output; /* == tok_embd when tied */
+    float *output_norm;    /* owned */
+    float *rope_inv_freq;  /* n_rot / 2, owned: scale and freq factors folded in */
+    struct eng_layer *layers;
+};
+
+/* ---- thread pool: the caller is thread 0 of every run ---------------- */
+
+struct tpool;
+typedef void (*tpool_fn)(void *arg, int ith, int nth);
+/* Starts n_threads - 1 workers. Returns 0 or a negative status. */
+int tpool_new(int n_threads, struct tpool **out);
+void tpool_free(struct tpool *p);
+int tpool_size(const struct tpool *p);
+/* Runs fn(arg, i, n) on every thread and returns when all have finished. */
+void tpool_run(struct tpool *p, tpool_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,356 @@
+/* Loading llama-family models from GGUF: architecture, hyperparameters from
+ * "<arch>.*" metadata, and every tensor by the names llama.cpp writes, with
+ * its shape checked. Matrices stay in the mapping; only the small norm and
+ * bias vectors are converted to f32 copies. */
+#include "engine/engine_int.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct arch_desc {
+    const char *name;
+    enum engine_rope_kind rope;
+};
+
+/* llama.cpp writes llama/mistral Q and K permuted for interleaved-pair RoPE;
+ * qwen2 keeps the Hugging Face layout and rotates halves (NeoX). */
+static const struct arch_desc archs[] = {
+    {"llama", ENGINE_ROPE_NORMAL},
+    {"mistral", ENGINE_ROPE_NORMAL},
+    {"qwen2", ENGINE_ROPE_NEOX},
+};
+
+struct loader {
+    struct engine_model *m;
+    const struct gguf *g;
+    const char *arch;
+    struct thaw_err *err;
+};
+
+/* Reads "<arch>.<suffix>" as an int in [lo, hi]; def when absent and def >= 0. */
+static int hp_int(struct loader *ld, const char *suffix, int64_t def, int64_t lo, int64_t hi,
+                  int32_t *out)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
+    int64_t v;
+    int rc = gguf_get_i64(ld->g, key, &v);
+    if (rc == THAW_ENOTFOUND && def >= 0)
+        v = def;
+    else if (rc == THAW_ENOTFOUND)
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: required key %s is missing", key);
+    else if (rc)
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: key %s is not a single integer", key);
+    if (v < lo || v > hi)
+        return thaw_errf(ld->err, THAW_EFORMAT,
+                         "model: key %s = %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
+                         key, v, lo, hi);
+    *out = (int32_t)v;
+    return 0;
+}
+
+static int hp_float(struct loader *ld, const char *suffix, float def, float lo, float hi,
+                    float *out)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
+    float v;
+    int rc = gguf_get_f32(ld->g, key, &v);
+    if (rc == THAW_ENOTFOUND)
+        v = def;
+    else if (rc)
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: key %s is not a float", key);
+    if (!(v >= lo && v <= hi))
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: key %s = %g is out of range", key,
+                         (double)v);
+    *out = v;
+    return 0;
+}
+
+static int load_rope_scaling(struct loader *ld, struct engine_model_info *hp)
+{
+    char key[128];
+    const char *s;
+    size_t len;
+    float factor = 1.0f;
+    hp->rope_freq_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", ld->arch);
+    int rc = gguf_get_str(ld->g, key, &s, &len);
+    if (rc == 0) {
+        if (len == 4 && !memcmp(s, "none", 4)) return 0;
+        if (!(len == 6 && !memcmp(s, "linear", 6)))
+            return thaw_errf(ld->err, THAW_EUNSUPPORTED,
+                             "model: rope scaling '%.*s' is not supported (none, linear are)",
+                             (int)(len > 32 ? 32 : len), s);
+        if ((rc = hp_float(ld, "rope.scaling.factor", 1.0f, 1e-3f, 1e6f, &factor))) return rc;
+    } else if (rc != THAW_ENOTFOUND) {
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: key %s is not a string", key);
+    } else if ((rc = hp_float(ld, "rope.scale_linear", 1.0f, 1e-3f, 1e6f, &factor))) {
+        return rc;
+    }
+    hp->rope_freq_scale = 1.0f / factor;
+    return 0;
+}
+
+static int load_hparams(struct loader *ld, struct engine_model_info *hp)
+{
+    int rc;
+    int32_t pool = -1, key_len;
+    if ((rc = hp_int(ld, "embedding_length", -1, 1, 1 << 16, &hp->n_embd)) ||
+        (rc = hp_int(ld, "block_count", -1, 1, 1024, &hp->n_layer)) ||
+        (rc = hp_int(ld, "attention.head_count", -1, 1, 1024, &hp->n_head)) ||
+        (rc = hp_int(ld, "attention.head_count_kv", hp->n_head, 1, hp->n_head, &hp->n_head_kv)) ||
+        (rc = hp_int(ld, "feed_forward_length", -1, 1, 1 << 20, &hp->n_ff)) ||
+        (rc = hp_int(ld, "context_length", 2048, 1, 1 << 24, &hp->n_ctx_train)) ||
+        (rc = hp_int(ld, "attention.key_length", hp->n_embd / hp->n_head, 2, 1024, &key_len)) ||
+        (rc = hp_int(ld, "attention.value_length", key_len, key_len, key_len, &key_len)) ||
+        (rc = hp_int(ld, "rope.dimension_count", key_len, 2, key_len, &hp->n_rot)) ||
+        (rc = hp_float(ld, "rope.freq_base", 10000.0f, 1.0f, 1e12f, &hp->rope_base)) ||
+        (rc = hp_float(ld, "attention.layer_norm_rms_epsilon", 1e-5f, 0.0f, 1.0f, &hp->rms_eps)) ||
+        (rc = hp_int(ld, "pooling_type", 1, 0, 3, &pool)) || (rc = load_rope_scaling(ld, hp)))
+        return rc;
+    hp->head_dim = key_len;
+    hp->pooling = (enum engine_pooling)pool;
+    if (hp->n_head % hp->n_head_kv)
+        return thaw_errf(ld->err, THAW_EFORMAT,
+                         "model: head_count %d is not a multiple of head_count_kv %d", hp->n_head,
+                         hp->n_head_kv);
+    if (hp->head_dim % 2 || hp->n_rot % 2)
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: head size %d / rope dims %d must be even",
+                         hp->head_dim, hp->n_rot);
+    if ((int64_t)hp->n_head * hp->head_dim > (1 << 16))
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: attention width is too large");
+    return 0;
+}
+
+static const struct gguf_tensor *find(struct loader *ld, const char *name, bool required)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(ld->g, name);
+    if (!t && required) thaw_errf(ld->err, THAW_EFORMAT, "model: tensor '%s' is missing", name);
+    return t;
+}
+
+static int check_shape(struct loader *ld, const struct gguf_tensor *t, uint64_t ne0, uint64_t ne1)
+{
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return thaw_errf(ld->err, THAW_EFORMAT,
+                         "model: tensor '%s' has shape [%" PRIu64 ", %" PRIu64 ", %" PRIu64
+                         ", %" PRIu64 "], expected [%" PRIu64 ", %" PRIu64 "]",
+                         t->name, t->ne[0], t->ne[1], t->ne[2], t->ne[3], ne0, ne1);
+    return 0;
+}
+
+/* A matrix of n_rows rows of n_cols; n_rows < 0 takes it from the file. */
+static int get_mat(struct loader *ld, const char *name, int64_t n_cols, int64_t n_rows,
+                   struct eng_mat *out)
+{
+    const struct gguf_tensor *t = find(ld, name, true);
+    if (!t) return THAW_EFORMAT;
+    if (n_rows < 0) n_rows = t->ne[1] <= INT32_MAX ? (int64_t)t->ne[1] : -1;
+    int rc = n_rows < 0 ? thaw_errf(ld->err, THAW_EFORMAT, "model: tensor '%s' too large", name)
+                        : check_shape(ld, t, (uint64_t)n_cols, (uint64_t)n_rows);
+    if (rc) return rc;
+    out->type = t->type;
+    out->n_cols = (int32_t)n_cols;
+    out->n_rows = (int32_t)n_rows;
+    out->row_bytes = ggml_row_bytes(t->type, (uint64_t)n_cols);
+    out->data = t->data;
+    return 0;
+}
+
+/* A vector of n values converted to an owned f32 array; NULL *out when
+ * absent and not required. */
+static int get_vec(struct loader *ld, const char *name, int64_t n, bool required, float **out)
+{
+    *out = NULL;
+    const struct gguf_tensor *t = find(ld, name, required);
+    if (!t) return required ? THAW_EFORMAT : 0;
+    int rc = check_shape(ld, t, (uint64_t)n, 1);
+    if (rc) return rc;
+    *out = malloc((size_t)n * sizeof(float));
+    if (!*out) return thaw_errf(ld->err, THAW_ENOMEM, "model: out of memory");
+    if (t->type == GGML_TYPE_F32)
+        memcpy(*out, t->data, (size_t)n * sizeof(float));
+    else
+        kern_dequantize(t->type, t->data, *out, n);
+    return 0;
+}
+
+static int load_layer(struct loader *ld, int il, struct eng_layer *L)
+{
+    const struct engine_model_info *hp = &ld->m->info;
+    int64_t d = hp->n_embd, q = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv = (int64_t)hp->n_head_kv * hp->head_dim;
+    char n[12][64];
+    static const char *const suffix[12] = {
+        "attn_norm.weight",   "attn_q.weight",   "attn_k.weight",   "attn_v.weight",
+        "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
+        "ffn_down.weight",    "attn_q.bias",     "attn_k.bias",     "attn_v.bias",
+    };
+    for (int i = 0; i < 12; i++)
+        snprintf(n[i], sizeof n[i], "blk.%d.%s", il, suffix[i]);
+    int rc;
+    if ((rc = get_vec(ld, n[0], d, true, &L->attn_norm)) ||
+        (rc = get_mat(ld, n[1], d, q, &L->wq)) || (rc = get_mat(ld, n[2], d, kv, &L->wk)) ||
+        (rc = get_mat(ld, n[3], d, kv, &L->wv)) || (rc = get_mat(ld, n[4], q, d, &L->wo)) ||
+        (rc = get_vec(ld, n[5], d, true, &L->ffn_norm)) ||
+        (rc = get_mat(ld, n[6], d, hp->n_ff, &L->w_gate)) ||
+        (rc = get_mat(ld, n[7], d, hp->n_ff, &L->w_up)) ||
+        (rc = get_mat(ld, n[8], hp->n_ff, d, &L->w_down)))
+        return rc;
+    bool need_bias = !strcmp(hp->arch, "qwen2");
+    if ((rc = get_vec(ld, n[9], q, need_bias, &L->bq)) ||
+        (rc = get_vec(ld, n[10], kv, need_bias, &L->bk)) ||
+        (rc = get_vec(ld, n[11], kv, need_bias, &L->bv)))
+        return rc;
+    if (!L->bq != !L->bk || !L->bk != !L->bv)
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: layer %d has only some of the q/k/v biases",
+                         il);
+    ld->m->info.qkv_bias = L->bq != NULL;
+    return 0;
+}
+
+static int load_rope(struct loader *ld)
+{
+    struct engine_model *m = ld->m;
+    int half = m->info.n_rot / 2;
+    float *factors = NULL;
+    int rc = get_vec(ld, "rope_freqs.weight", half, false, &factors);
+    if (rc) return rc;
+    m->rope_inv_freq = malloc(half * sizeof(float));
+    if (!m->rope_inv_freq) {
+        free(factors);
+        return thaw_errf(ld->err, THAW_ENOMEM, "model: out of memory");
+    }
+    m->info.rope_freq_factors = factors != NULL;
+    for (int i = 0; i < half; i++) {
+        double f = pow((double)m->info.rope_base, -2.0 * i / m->info.n_rot);
+        f *= m->info.rope_freq_scale;
+        if (factors) f /= factors[i];
+        m->rope_inv_freq[i] = (float)f;
+    }
+    free(factors);
+    return 0;
+}
+
+static void summarise(struct engine_model *m)
+{
+    uint64_t by_type[KERN_TYPES_MAX] = {0};
+    for (int64_t i = 0; i < gguf_n_tensors(m->g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(m->g, i);
+        m->info.weight_bytes += t->nbytes;
+        m->info.n_params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+        if (t->n_dims >= 2 && (unsigned)t->type < KERN_TYPES_MAX) by_type[t->type] += t->nbytes;
+    }
+    int best = 0;
+    for (int t = 1; t < KERN_TYPES_MAX; t++)
+        if (by_type[t] > by_type[best]) best = t;
+    m->info.ftype = (enum ggml_type)best;
+}
+
+static int load_arch(struct loader *ld)
+{
+    const char *s;
+    size_t len;
+    if (gguf_get_str(ld->g, "general.architecture", &s, &len))
+        return thaw_errf(ld->err, THAW_EFORMAT, "model: general.architecture is missing");
+    struct engine_model_info *hp = &ld->m->info;
+    for (size_t i = 0; i < ARRAY_LEN(archs); i++)
+        if (strlen(archs[i].name) == len && !memcmp(archs[i].name, s, len)) {
+            str_copy(hp->arch, archs[i].name, sizeof hp->arch);
+            hp->rope = archs[i].rope;
+            ld->arch = hp->arch;
+            break;
+        }
+    if (!ld->arch)
+        return thaw_errf(ld->err, THAW_EUNSUPPORTED,
+                         "model: architecture '%.*s' is not supported (llama, mistral, qwen2 are)",
+                         (int)(len > 64 ? 64 : len), s);
+    if (!gguf_get_str(ld->g, "general.name", &s, &len))
+        snprintf(hp->name, sizeof hp->name, "%.*s", (int)(len > 127 ? 127 : len), s);
+    return 0;
+}
+
+static int load(struct loader *ld)
+{
+    struct engine_model *m = ld->m;
+    struct engine_model_info *hp = &m->info;
+    int rc;
+    if ((rc = load_arch(ld)) || (rc = load_hparams(ld, hp))) return rc;
+    if ((rc = get_mat(ld, "token_embd.weight", hp->n_embd, -1, &m->tok_embd))) return rc;
+    hp->n_vocab = m->tok_embd.n_rows;
+    if (gguf_find_tensor(ld->g, "output.weight")) {
+        rc = get_mat(ld, "output.weight", hp->n_embd, hp->n_vocab, &m->output);
+    } else {
+        m->output = m->tok_embd;
+        hp->tied_output = true;
+    }
+    if (rc || (rc = get_vec(ld, "output_norm.weight", hp->n_embd, true, &m->output_norm)) ||
+        (rc = load_rope(ld)))
+        return rc;
+    m->layers = calloc(hp->n_layer, sizeof(*m->layers));
+    if (!m->layers) return thaw_errf(ld->err, THAW_ENOMEM, "model: out of memory");
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((rc = load_layer(ld, il, &m->layers[il]))) return rc;
+    summarise(m);
+    return 0;
+}
+
+int engine_model_from_gguf(struct gguf *g, struct engine_model **out, struct thaw_err *err)
+{
+    *out = NULL;
+    struct engine_model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        gguf_close(g);
+        return thaw_errf(err, THAW_ENOMEM, "model: out of memory");
+    }
+    m->g = g;
+    struct loader ld = {.m = m, .g = g, .err = err};
+    int rc = load(&ld);
+    if (rc) {
+        engine_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int engine_model_load(const char *path, struct engine_model **out, struct thaw_err *err)
+{
+    struct gguf *g;
+    *out = NULL;
+    int rc = gguf_open(path, &g, err);
+    return rc ? rc : engine_model_from_gguf(g, out, err);
+}
+
+void engine_model_free(struct engine_model *m)
+{
+    if (!m) return;
+    if (m->layers)
+        for (int il = 0; il < m->info.n_layer; il++) {
+            struct eng_layer *L = &m->layers[il];
+            free(L->attn_norm);
+            free(L->ffn_norm);
+            free(L->bq);
+            free(L->bk);
+            free(L->bv);
+        }
+    free(m->layers);
+    free(m->output_norm);
+    free(m->rope_inv_freq);
+    gguf_close(m->g);
+    free(m);
+}
+
+const struct engine_model_info *engine_model_info(const struct engine_model *m)
+{
+    return &m->info;
+}
+
+const struct gguf *engine_model_gguf(const struct engine_model *m)
+{
+    return m->g;
+}
