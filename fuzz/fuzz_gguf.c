@@ -9,6 +9,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static volatile uint8_t sink;
+
 static void touch(const struct gguf *g)
 {
     struct buf b = {0};
@@ -35,11 +37,10 @@ static void touch(const struct gguf *g)
         gguf_format_value(g, i, 64, &b);
     }
     buf_free(&b);
-    volatile uint8_t x = 0;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const struct gguf_tensor *t = gguf_tensor_at(g, i);
         const uint8_t *p = t->data;
-        x ^= p[0] ^ p[t->nbytes - 1];
+        sink ^= p[0] ^ p[t->nbytes - 1];
         if (gguf_find_tensor(g, t->name) == NULL) abort();
     }
 }
