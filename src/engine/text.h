@@ -142,16 +142,17 @@ size_t tokenizer_detok_pending(const struct engine_detok *d);
 
 enum chat_family {
     CHAT_NONE = 0,
-    CHAT_CHATML,     /* <|im_start|>role\n...<|im_end|>\n (Qwen, Hermes, SmolLM) */
-    CHAT_LLAMA2,     /* [INST] <<SYS>>\n...\n<</SYS>>\n\nuser [/INST] assistant</s> */
-    CHAT_LLAMA3,     /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
-    CHAT_MISTRAL,    /* [INST] user [/INST] assistant</s> (Mistral v1, system folded in) */
-    CHAT_MISTRAL_V3, /* [INST]user[/INST]assistant</s> ("tekken": Nemo, no spaces) */
-    CHAT_ZEPHYR,     /* <|user|>\n...</s>\n<|assistant|>\n */
-    CHAT_PHI3,       /* <|user|>\n...<|end|>\n<|assistant|>\n */
-    CHAT_GEMMA,      /* <start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n */
-    CHAT_DEEPSEEK3, /* system<｜User｜>...<｜Assistant｜>...<｜end▁of▁sentence｜> (R1 distills) */
-    CHAT_COMMAND_R, /* <|START_OF_TURN_TOKEN|><|USER_TOKEN|>...<|END_OF_TURN_TOKEN|> */
+    CHAT_CHATML,      /* <|im_start|>role\n...<|im_end|>\n (Qwen, Hermes, SmolLM) */
+    CHAT_LLAMA2,      /* [INST] <<SYS>>\n...\n<</SYS>>\n\nuser [/INST] assistant</s> */
+    CHAT_LLAMA3,      /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    CHAT_MISTRAL,     /* [INST] user [/INST] assistant</s> (Mistral v1, system folded in) */
+    CHAT_MISTRAL_V3,  /* [INST]user[/INST]assistant</s> ("tekken": Nemo, no spaces) */
+    CHAT_ZEPHYR,      /* <|user|>\n...</s>\n<|assistant|>\n */
+    CHAT_PHI3,        /* <|user|>\n...<|end|>\n<|assistant|>\n */
+    CHAT_GEMMA,       /* <start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n */
+    CHAT_DEEPSEEK3,   /* system<｜User｜>...<｜Assistant｜>...<｜end▁of▁sentence｜> */
+    CHAT_DEEPSEEK_R1, /* as deepseek3, the generation prompt opening "<think>\n" (R1 distills) */
+    CHAT_COMMAND_R,   /* <|START_OF_TURN_TOKEN|><|USER_TOKEN|>...<|END_OF_TURN_TOKEN|> */
 };
 
 struct chat_message {

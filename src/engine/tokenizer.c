@@ -17,7 +17,7 @@ static const char *const eog_names[] = {
     "<EOT>",
     "<|END_OF_TURN_TOKEN|>",
     /* DeepSeek's end of sentence: fullwidth bars, U+2581 for spaces */
-    "\xef\xbd\x9c\x65nd\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c",
+    "<\xef\xbd\x9c\x65nd\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
 };
 
 static uint64_t fnv1a(const char *s, size_t len)
