@@ -134,7 +134,8 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
         prewarm += i->state == INST_STARTING && i->park_when_ready && i->generation == p->generation;
     int serving = current - prewarm;
     if (p->desired > serving) {
-        if (now < p->next_start_ms) return;
+        /* After failed starts only held requests (the activator) retry. */
+        if (now < p->next_start_ms || p->start_failures > 0) return;
         int n = p->desired - serving;
         for (struct inst *i = p->insts; i && n > 0; i = i->next) {
             if (i->state == INST_STARTING && i->park_when_ready) {
