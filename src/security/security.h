@@ -318,4 +318,57 @@ int security_quota_consume(struct security_quota *q, const char *key, uint64_t l
 int security_quota_add(struct security_quota *q, const char *key, uint64_t limit, uint64_t amount,
                        int64_t wall_s, struct security_quota_result *out);
 
+/* ------------------------------------------------------------ redactor --
+ * Masks personal data and credentials in free text before it can reach a
+ * log: each finding is replaced by a tag.
+ *   EMAIL     local@domain.tld                                   [EMAIL]
+ *   PHONE     +CC and 7-15 digits with separators; national forms with
+ *             separators and 9-11 digits ((555) 123-4567, 020 7946 0958,
+ *             06 12 34 56 78). Bare digit runs are left alone    [PHONE]
+ *   CARD      13-19 digits, optional single spaces or dashes, first digit
+ *             2-6, Luhn-valid (others are left alone)            [CARD]
+ *   IBAN      country letters + check digits + 11-30 alphanumerics, plain or
+ *             in groups of four, mod-97 valid                    [IBAN]
+ *   IP        IPv4 dotted quads and IPv6 (with :: and embedded IPv4) [IP]
+ *   TOKEN     the credential after "Bearer " or after an Authorization
+ *             header/field name; the scheme word is kept      Bearer [TOKEN]
+ *   THAW_KEY  thaw_<16 hex>_<secret>                             [THAW_KEY]
+ * Hand-written scanners, no regular expressions: linear time (each scanner
+ * looks ahead a bounded distance unless it consumes what it read), never
+ * splits a UTF-8 sequence (matches start on ASCII and end on a character
+ * boundary), so valid UTF-8 in means valid UTF-8 out. Known trade-offs: a
+ * four-part version number looks like an IPv4 address and is masked; a
+ * ten-digit phone number written with no separators is not. */
+enum security_redact_kind {
+    SECURITY_REDACT_EMAIL,
+    SECURITY_REDACT_PHONE,
+    SECURITY_REDACT_CARD,
+    SECURITY_REDACT_IBAN,
+    SECURITY_REDACT_IP,
+    SECURITY_REDACT_TOKEN,
+    SECURITY_REDACT_THAW_KEY,
+    SECURITY_REDACT_N_KINDS
+};
+/* Bit (1u << kind) enables a kind; this enables all. */
+#define SECURITY_REDACT_ALL ((1u << SECURITY_REDACT_N_KINDS) - 1)
+
+/* Findings per kind, added to by each call (for metrics). */
+struct security_redact_counts {
+    uint64_t n[SECURITY_REDACT_N_KINDS];
+};
+
+/* A static lowercase name for a kind ("email", "thaw_key"), for metric
+ * labels; "unknown" for anything else. */
+const char *security_redact_kind_name(int kind);
+
+/* The most bytes security_redact can append for len input bytes. */
+size_t security_redact_bound(size_t len);
+
+/* Appends the redacted form of in[0..len) to out (which stays
+ * NUL-terminated) and adds the findings to *counts (may be NULL). kinds is a
+ * mask of (1u << kind) bits. Returns the number of findings, or THAW_ENOMEM
+ * (out unchanged). Embedded NUL bytes are copied like any other byte. */
+int security_redact(const char *in, size_t len, unsigned kinds, struct buf *out,
+                    struct security_redact_counts *counts);
+
 #endif
