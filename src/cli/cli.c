@@ -19,6 +19,8 @@ static const struct cli_command commands[] = {
     {"status", cli_cmd_status, "show one deployment's instances, in-flight and held requests"},
     {"invoke", cli_cmd_invoke, "call a deployment (-d JSON or stdin; --stream for SSE)"},
     {"rm", cli_cmd_rm, "delete a deployment (drains, then stops its instances)"},
+    {"model", cli_cmd_model, "inspect a GGUF file, tokenize text, generate test models"},
+    {"generate", cli_cmd_generate, "run a GGUF model locally, streaming tokens (-m FILE -p TEXT)"},
     {"version", cmd_version, "print the version"},
 };
 

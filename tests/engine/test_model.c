@@ -489,6 +489,44 @@ static void test_stories260k(void)
     greedy_matches(path, 20);
 }
 
+/* stories260K through the tokenizer: greedy decoding of "Once upon a time"
+ * tells a story (the model's well-known first sentence mentions Lily). */
+static void test_stories260k_text(void)
+{
+    char path[1024];
+    if (shared_model("stories260K.gguf", path, sizeof path)) return;
+    struct engine_model *m;
+    struct engine_tokenizer *tok;
+    struct thaw_err err = {0};
+    ASSERT_EQ(engine_model_load(path, &m, &err), 0);
+    ASSERT_EQ(tokenizer_from_gguf(engine_model_gguf(m), &tok, &err), 0);
+    int32_t *ids;
+    size_t n;
+    const char *text = "Once upon a time";
+    ASSERT_EQ(tokenizer_encode(tok, text, strlen(text), true, false, &ids, &n, &err), 0);
+    struct engine_ctx *c;
+    struct engine_ctx_params cp = {.n_ctx = 128, .n_threads = 2};
+    ASSERT_EQ(engine_ctx_new(m, &cp, &c, &err), 0);
+    ASSERT_EQ(engine_feed(c, 0, ids, (int32_t)n, &err), 0);
+    int32_t out[40];
+    int k = 0;
+    for (; k < 40; k++) {
+        out[k] = argmax_f(engine_logits(c, 0), engine_model_info(m)->n_vocab);
+        if (tokenizer_is_eog(tok, out[k]) || engine_feed(c, 0, &out[k], 1, &err)) break;
+    }
+    struct buf s = {0};
+    ASSERT_EQ(tokenizer_decode(tok, out, k, 0, &s, &err), 0);
+    fprintf(stderr, "  Once upon a time|%s\n", s.data);
+    bool lily = s.data && strstr(s.data, "Lily");
+    buf_free(&s);
+    free(ids);
+    engine_ctx_free(c);
+    tokenizer_free(tok);
+    engine_model_free(m);
+    ASSERT_EQ(k, 40);
+    ASSERT(lily);
+}
+
 int main(void)
 {
     RUN(test_every_type_vs_reference);
@@ -500,5 +538,6 @@ int main(void)
     RUN(test_refusals);
     RUN(test_embeddings);
     RUN(test_stories260k);
+    RUN(test_stories260k_text);
     return TEST_REPORT();
 }
