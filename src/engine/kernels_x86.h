@@ -107,12 +107,14 @@ KX_FLOAT_TILE(kx_bf16, kx_wbf16, kx_sbf16)
 
 /* ---- 32-element blocks: Q8_0, Q4_0, Q5_0 ------------------------------- */
 
+/* Blocks alternate between two accumulators per token: one chain of fmadds
+ * would make each block wait for the previous one's latency. */
 KX_INLINE void kx_q8_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
                           const int NT)
 {
-    __m256 acc[KX_TILE];
+    __m256 acc[2][KX_TILE];
     for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps();
+        acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n / KQ; b++, row += KB_Q8_0) {
         /* |w| times x with w's sign keeps the unsigned operand <= 128 */
         __m256i w = kx_load(row + 2), aw = _mm256_sign_epi8(w, w);
@@ -121,11 +123,11 @@ KX_INLINE void kx_q8_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
             __m256i sx = _mm256_sign_epi8(kx_load(xp[t] + KQ * b), w);
             __m256i p = KX_DOT(_mm256_setzero_si256(), aw, sx);
             __m256 s = _mm256_set1_ps(dw * KX_XD(xp[t], n)[b]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[t]);
+            acc[b & 1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[b & 1][t]);
         }
     }
     for (int t = 0; t < NT; t++)
-        out[t] = kx_hsum(acc[t]);
+        out[t] = kx_hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
 
 /* Unsigned 4-bit values of a q4_0/q5_0 block: 16 low nibbles, then 16 high. */
@@ -163,27 +165,27 @@ KX_INLINE void kx_qz_acc(__m256 *acc, __m256i u, float dw, int z, const uint8_t 
 KX_INLINE void kx_q4_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
                           const int NT)
 {
-    __m256 acc[KX_TILE];
+    __m256 acc[2][KX_TILE];
     for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps();
+        acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n / KQ; b++, row += KB_Q4_0)
-        kx_qz_acc(acc, kx_nibbles(row + 2), kx_h2f(row), 8, xp, n, b, NT);
+        kx_qz_acc(acc[b & 1], kx_nibbles(row + 2), kx_h2f(row), 8, xp, n, b, NT);
     for (int t = 0; t < NT; t++)
-        out[t] = kx_hsum(acc[t]);
+        out[t] = kx_hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
 
 KX_INLINE void kx_q5_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
                           const int NT)
 {
-    __m256 acc[KX_TILE];
+    __m256 acc[2][KX_TILE];
     for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps();
+        acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n / KQ; b++, row += KB_Q5_0) {
         __m256i u = _mm256_or_si256(kx_nibbles(row + 6), kx_bits_to_16(kern_ld32(row + 2)));
-        kx_qz_acc(acc, u, kx_h2f(row), 16, xp, n, b, NT);
+        kx_qz_acc(acc[b & 1], u, kx_h2f(row), 16, xp, n, b, NT);
     }
     for (int t = 0; t < NT; t++)
-        out[t] = kx_hsum(acc[t]);
+        out[t] = kx_hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
 
 /* ---- 256-element blocks: Q4_K, Q6_K ------------------------------------ */
@@ -219,8 +221,10 @@ KX_INLINE void kx_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
             __m256i s1 = _mm256_set1_epi16(sc[2 * j]), s2 = _mm256_set1_epi16(sc[2 * j + 1]);
             for (int t = 0; t < NT; t++) {
                 const uint8_t *x = xp[t] + KQ_K * b + 64 * j;
-                sumi[t] = KX_DOTW(sumi[t], _mm256_maddubs_epi16(lo, kx_load(x)), s1);
-                sumi[t] = KX_DOTW(sumi[t], _mm256_maddubs_epi16(hi, kx_load(x + 32)), s2);
+                /* the two products meet first so sumi's chain is one add per step */
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, kx_load(x)), s1);
+                p = KX_DOTW(p, _mm256_maddubs_epi16(hi, kx_load(x + 32)), s2);
+                sumi[t] = _mm256_add_epi32(sumi[t], p);
             }
         }
         /* mins against the per-16 sums of x: lane j = m[j]*(bs[2j]+bs[2j+1]) */
@@ -266,16 +270,21 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
             v[3] = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+            __m256i scv[4];
             for (int k = 0; k < 4; k++) {
                 /* groups 8h+2k and 8h+2k+1: 8 lanes of each scale */
                 int g = 8 * h + 2 * k;
                 __m128i idx =
                     _mm_set_epi64x(0x0101010101010101LL * (g + 1), 0x0101010101010101LL * g);
-                __m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx));
-                for (int t = 0; t < NT; t++) {
-                    __m256i x = kx_load(xp[t] + KQ_K * b + 128 * h + 32 * k);
-                    sumi[t] = KX_DOTW(sumi[t], _mm256_maddubs_epi16(v[k], x), scv);
-                }
+                scv[k] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx));
+            }
+            for (int t = 0; t < NT; t++) {
+                const uint8_t *x = xp[t] + KQ_K * b + 128 * h;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(v[0], kx_load(x)), scv[0]);
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(v[2], kx_load(x + 64)), scv[2]);
+                p0 = KX_DOTW(p0, _mm256_maddubs_epi16(v[1], kx_load(x + 32)), scv[1]);
+                p1 = KX_DOTW(p1, _mm256_maddubs_epi16(v[3], kx_load(x + 96)), scv[3]);
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p0, p1));
             }
         }
         /* the -32 offset of every value: -32 * sum_g sc[g] * bs[g] */
