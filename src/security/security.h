@@ -371,4 +371,106 @@ size_t security_redact_bound(size_t len);
 int security_redact(const char *in, size_t len, unsigned kinds, struct buf *out,
                     struct security_redact_counts *counts);
 
+/* --------------------------------------------------------------- audit --
+ * Hash chain for the append-only audit log. Each entry's hash covers the
+ * previous entry's hash and its own fields in this canonical encoding (all
+ * integers big-endian, every string length-prefixed so no two different
+ * entries encode alike):
+ *   "thaw.audit.v1" | prev_hash[32] | u64 seq | i64 time_ms |
+ *   u32 len | actor | u32 len | action | u32 len | target |
+ *   u32 len | outcome | u32 len | details
+ * NULL strings encode as empty ones. The hash is SHA-256, or HMAC-SHA256
+ * under an audit key when one is given: without a key, someone who can
+ * rewrite the log could recompute every later hash, so keep either a key
+ * outside the store or an anchor (the seq and hash of a recent entry,
+ * logged or stored elsewhere) to catch that; an anchor also catches entries
+ * cut off the end, which a chain alone cannot. Storage is the store's job;
+ * these functions work on entries in memory. */
+#define SECURITY_AUDIT_HASH_LEN 32
+
+struct security_audit_entry {
+    uint64_t seq; /* 1, 2, 3, ... with no gaps */
+    int64_t time_ms;
+    const char *actor; /* key id of who did it (borrowed) */
+    const char *action;
+    const char *target;
+    const char *outcome;
+    const char *details;
+    unsigned char prev_hash[SECURITY_AUDIT_HASH_LEN]; /* as recorded */
+    unsigned char hash[SECURITY_AUDIT_HASH_LEN];      /* as recorded */
+};
+
+/* Computes the hash of e chained to prev (key may be NULL, key_len 0 for
+ * plain SHA-256). e->prev_hash and e->hash are not read. Returns 0. */
+int security_audit_hash(const unsigned char *key, size_t key_len,
+                        const unsigned char prev[SECURITY_AUDIT_HASH_LEN],
+                        const struct security_audit_entry *e,
+                        unsigned char out[SECURITY_AUDIT_HASH_LEN]);
+
+/* Fills e->prev_hash from prev (NULL: 32 zero bytes, for the first entry)
+ * and e->hash; call before storing a new entry. Returns 0. */
+int security_audit_seal(const unsigned char *key, size_t key_len,
+                        const unsigned char prev[SECURITY_AUDIT_HASH_LEN],
+                        struct security_audit_entry *e);
+
+enum security_audit_problem {
+    SECURITY_AUDIT_OK,
+    SECURITY_AUDIT_CHANGED,   /* an entry's contents or hash were edited */
+    SECURITY_AUDIT_INSERTED,  /* an entry appears that does not belong */
+    SECURITY_AUDIT_REMOVED,   /* entries are missing (a seq gap) */
+    SECURITY_AUDIT_TRUNCATED, /* entries before the anchor are missing at the end */
+};
+
+/* Optional trusted checkpoint: entry `seq` must have hash `hash`. */
+struct security_audit_anchor {
+    uint64_t seq;
+    unsigned char hash[SECURITY_AUDIT_HASH_LEN];
+};
+
+/* What verification found: the first problem only. */
+struct security_audit_report {
+    enum security_audit_problem problem;
+    uint64_t seq;     /* the seq the problem is about */
+    size_t index;     /* position in the sequence given (0-based) */
+    size_t n_checked; /* entries that verified before the problem */
+    char msg[256];
+};
+
+/* Streaming verifier state; fields are private. */
+struct security_audit_verifier {
+    const unsigned char *key;
+    size_t key_len;
+    const struct security_audit_anchor *anchor;
+    unsigned char prev[SECURITY_AUDIT_HASH_LEN];
+    uint64_t last_seq;
+    size_t index;
+    bool have_prev, anchor_seen, done;
+    struct security_audit_report *rep;
+};
+
+/* Starts verifying a run of entries. first_seq: the seq the run must start
+ * with (0: whatever the first entry says); genesis: the hash the first entry
+ * must chain to (NULL: zeros when first_seq is 1, else trust the first
+ * entry's recorded prev_hash). key and anchor may be NULL; key, anchor and
+ * rep are borrowed until the end call. */
+void security_audit_verify_begin(struct security_audit_verifier *v, const unsigned char *key,
+                                 size_t key_len, uint64_t first_seq,
+                                 const unsigned char genesis[SECURITY_AUDIT_HASH_LEN],
+                                 const struct security_audit_anchor *anchor,
+                                 struct security_audit_report *rep);
+/* Feeds the next entry (in stored order). Returns 0 while all is well,
+ * THAW_EFORMAT once a problem is found (then rep says which; later calls
+ * return THAW_EFORMAT and check nothing). */
+int security_audit_verify_next(struct security_audit_verifier *v,
+                               const struct security_audit_entry *e);
+/* Finishes: checks the anchor was reached. Returns 0 or THAW_EFORMAT. */
+int security_audit_verify_end(struct security_audit_verifier *v);
+
+/* The whole thing over an array. Returns 0 or THAW_EFORMAT (see *rep). */
+int security_audit_verify(const unsigned char *key, size_t key_len,
+                          const struct security_audit_entry *entries, size_t n, uint64_t first_seq,
+                          const unsigned char genesis[SECURITY_AUDIT_HASH_LEN],
+                          const struct security_audit_anchor *anchor,
+                          struct security_audit_report *rep);
+
 #endif
