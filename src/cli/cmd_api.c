@@ -17,7 +17,7 @@ int cli_cmd_serve(int argc, char **argv)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             puts("usage: thaw serve [--listen HOST:PORT] [--data DIR] [--config FILE]\n"
                  "                  [--log-level debug|info|warn|error] [--threads N]\n"
-                 "                  [--drain-timeout 30s] [--read-timeout 30s]\n"
+                 "                  [--drain-timeout 30s] [--read-timeout 30s] [--access-log on|off]\n"
                  "environment: THAW_LISTEN, THAW_DATA, THAW_CONFIG, THAW_LOG_LEVEL, ...");
             return CLI_EXIT_OK;
         }

@@ -105,7 +105,7 @@ void gw_request_done(struct gw_worker *w, const char *method, const char *path,
         obs_metric_add(sl->count, 1);
         obs_metric_observe(sl->duration, secs);
     }
-    if (obs_log_level() > LOG_INFO) return;
+    if (!w->gw->cfg.access_log || obs_log_level() > LOG_INFO) return;
     OBS_LOG(LOG_INFO, "request", LOG_S("request_id", rid), LOG_S("method", method),
             LOG_S("path", path), LOG_S("deployment", deployment), LOG_I("status", status),
             LOG_D("ms", secs * 1000), LOG_S("start", start_state));

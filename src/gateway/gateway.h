@@ -22,6 +22,7 @@ struct gateway_config {
     size_t max_header_bytes;   /* request line + headers */
     size_t max_body_bytes;     /* node-wide cap, enforced while reading */
     int read_timeout_s;        /* idle time allowed between bytes of a request */
+    int access_log;            /* log one line per request */
 };
 
 /* Binds the listening sockets (so the port is known and errors surface

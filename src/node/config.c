@@ -21,6 +21,7 @@ void node_config_defaults(struct node_config *cfg)
     cfg->max_body_bytes = 64LL << 20;
     cfg->max_header_bytes = 16 << 10;
     cfg->read_timeout_s = 30;
+    cfg->access_log = 1;
 }
 
 /* "HOST:PORT", "[v6]:PORT" or ":PORT". */
@@ -83,6 +84,12 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
         cfg->threads = (int)n;
         return 0;
     }
+    if (!strcmp(key, "access_log")) {
+        if (strcmp(v, "on") && strcmp(v, "off") && strcmp(v, "true") && strcmp(v, "false"))
+            return thaw_errf(err, THAW_EINVAL, "%s: access log must be on or off", src);
+        cfg->access_log = !strcmp(v, "on") || !strcmp(v, "true");
+        return 0;
+    }
     if (!strcmp(key, "read_timeout")) {
         if (parse_duration_ms(v, &ms) || ms < 1000)
             return thaw_errf(err, THAW_EINVAL, "%s: read timeout must be a duration >= 1s", src);
@@ -107,7 +114,7 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
 
 static const char *const settings[] = {"listen",        "data",          "log_level",
                                        "threads",       "read_timeout",  "drain_timeout",
-                                       "stop_grace",    "max_body_size", "max_header_size", NULL};
+                                       "stop_grace",    "max_body_size", "max_header_size", "access_log", NULL};
 
 static int load_file(struct node_config *cfg, const char *path, struct thaw_err *err)
 {

@@ -148,6 +148,7 @@ static int start(struct node *n, struct thaw_err *err)
         .max_header_bytes = (size_t)cfg->max_header_bytes,
         .max_body_bytes = (size_t)cfg->max_body_bytes,
         .read_timeout_s = cfg->read_timeout_s,
+        .access_log = cfg->access_log,
     };
     n->gw = gw_new(&gc, n->store, n->scale, err);
     if (!n->gw) return err->code ? err->code : THAW_EIO;

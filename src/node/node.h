@@ -20,6 +20,7 @@ struct node_config {
     int64_t max_body_bytes;
     int64_t max_header_bytes;
     int read_timeout_s;
+    int access_log; /* one log line per request */
 };
 
 /* Defaults: 127.0.0.1:8080, ./thaw-data, info, threads = CPUs, drain 30 s. */

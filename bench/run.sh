@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the benchmarks from a build folder made with -DTHAW_BENCH=ON:
+#   bash bench/run.sh BUILD [platform|throughput|kernels|engine|all] [trials]
+# Each benchmark prints its baseline measured in the same run and ratios.
+set -euo pipefail
+build=${1:-build-bench}
+what=${2:-all}
+trials=${3:-100}
+cd "$build"
+export THAW_BUILD_DIR=$PWD THAW_BIN=$PWD/thaw
+
+throughput() {
+  local data port pid
+  data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+  port=$((20000 + RANDOM % 20000))
+  ./thaw serve --listen 127.0.0.1:$port --data "$data" --access-log off --threads 1 &
+  pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
+  curl -sf -XPOST "http://127.0.0.1:$port/v1/deployments" -d "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}" >/dev/null
+  sleep 0.5
+  echo
+  echo "throughput, wrk -t1 -c64 -d10s (gateway on 1 thread; the function and wrk share the other core)"
+  local base thaw
+  base=$(wrk -t1 -c64 -d10s "http://127.0.0.1:$port/healthz" | awk '/Requests\/sec/ {print $2}')
+  thaw=$(wrk -t1 -c64 -d10s -s "$OLDPWD/bench/platform/post.lua" "http://127.0.0.1:$port/v1/deployments/echo/invoke" | awk '/Requests\/sec/ {print $2}')
+  echo "  baseline GET /healthz (no function)   $base req/s"
+  echo "  POST invoke, trivial function         $thaw req/s  ($(awk "BEGIN {printf \"%.2f\", $thaw / $base}")x baseline)"
+  kill -TERM $pid; wait $pid || true
+  rm -rf "$data"
+}
+
+case "$what" in
+  platform) ./bench_platform "$trials" ;;
+  throughput) throughput ;;
+  kernels) [ -x ./bench_kernels ] && ./bench_kernels ;;
+  engine) [ -x ./bench_engine ] && ./bench_engine ;;
+  all)
+    ./bench_platform "$trials"
+    throughput
+    if [ -x ./bench_kernels ]; then ./bench_kernels; fi
+    if [ -x ./bench_engine ]; then ./bench_engine; fi
+    ;;
+  *) echo "unknown benchmark '$what'" >&2; exit 2 ;;
+esac
