@@ -24,7 +24,8 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j $(JOBS)
 
-run: build
+run: deps $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j $(JOBS) --target thaw thaw-echo
 	@bash scripts/run-demo.sh $(BUILD)/thaw
 
 test: build
