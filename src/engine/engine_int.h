@@ -35,12 +35,15 @@ struct engine_model {
 /* ---- thread pool: the caller is thread 0 of every run ---------------- */
 
 struct tpool;
-typedef void (*tpool_fn)(void *arg, int ith, int nth);
+/* Runs part `part` of n_parts on thread `thread` (0 .. size-1, for
+ * per-thread scratch). What a part computes must not depend on `thread`. */
+typedef void (*tpool_fn)(void *arg, int part, int n_parts, int thread);
 /* Starts n_threads - 1 workers. Returns 0 or a negative status. */
 int tpool_new(int n_threads, struct tpool **out);
 void tpool_free(struct tpool *p);
 int tpool_size(const struct tpool *p);
-/* Runs fn(arg, i, n) on every thread and returns when all have finished. */
-void tpool_run(struct tpool *p, tpool_fn fn, void *arg);
+/* Runs fn for parts 0 .. n_parts-1, spread over the threads (the caller
+ * takes parts too), and returns when all have finished. */
+void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts);
 
 #endif

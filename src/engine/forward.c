@@ -50,7 +50,8 @@ struct engine_ctx {
     size_t prep_cap; /* bytes of each prep buffer */
 
     /* the current parallel step */
-    void (*op)(struct engine_ctx *c, int ith, int nth);
+    void (*op)(struct engine_ctx *c, int part, int n_parts, int thread);
+    int n_threads;
     int layer;
     enum pre_kind pre;
     bool resid;
@@ -86,16 +87,21 @@ static size_t prep_stride(enum ggml_type t, int n_cols)
     return kern_input_bytes(t, 1, n_cols);
 }
 
-static void trampoline(void *arg, int ith, int nth)
+static void trampoline(void *arg, int part, int n_parts, int thread)
 {
     struct engine_ctx *c = arg;
-    c->op(c, ith, nth);
+    c->op(c, part, n_parts, thread);
 }
 
-static void run(struct engine_ctx *c, void (*op)(struct engine_ctx *, int, int))
+/* Runs op in parts over the pool: about `per_thread` parts per thread
+ * (more than one lets a thread that starts late take fewer), at most
+ * max_parts. */
+static void run(struct engine_ctx *c, void (*op)(struct engine_ctx *, int, int, int), int max_parts,
+                int per_thread)
 {
+    int n = c->n_threads == 1 ? 1 : MIN(max_parts, c->n_threads * per_thread);
     c->op = op;
-    tpool_run(c->pool, trampoline, c);
+    tpool_run(c->pool, trampoline, c, MAX(n, 1));
 }
 
 /* Assigns each item a prepared-input slot, one per distinct weight type. */
@@ -123,7 +129,7 @@ static void prep_row(struct engine_ctx *c, const float *src, int row)
     }
 }
 
-static void op_prep(struct engine_ctx *c, int ith, int nth)
+static void op_prep(struct engine_ctx *c, int ith, int nth, int thread)
 {
     int a, b;
     int d = c->hp->n_embd, ff = c->hp->n_ff;
@@ -149,7 +155,7 @@ static void op_prep(struct engine_ctx *c, int ith, int nth)
 
 /* Residual of the last layer, then the final norm for hidden states and for
  * the rows that want logits. */
-static void op_final(struct engine_ctx *c, int ith, int nth)
+static void op_final(struct engine_ctx *c, int ith, int nth, int thread)
 {
     int a, b, d = c->hp->n_embd;
     split(c->n_tok, ith, nth, &a, &b);
@@ -162,7 +168,7 @@ static void op_final(struct engine_ctx *c, int ith, int nth)
     }
 }
 
-static void op_out_prep(struct engine_ctx *c, int ith, int nth)
+static void op_out_prep(struct engine_ctx *c, int ith, int nth, int thread)
 {
     int a, b, d = c->hp->n_embd;
     split(c->n_out, ith, nth, &a, &b);
@@ -173,7 +179,7 @@ static void op_out_prep(struct engine_ctx *c, int ith, int nth)
     }
 }
 
-static void op_matmul(struct engine_ctx *c, int ith, int nth)
+static void op_matmul(struct engine_ctx *c, int ith, int nth, int thread)
 {
     for (int i = 0; i < c->n_items; i++) {
         const struct mm_item *it = &c->items[i];
@@ -209,7 +215,7 @@ static float *cache_at(const struct engine_ctx *c, float *base, int layer, int s
 }
 
 /* Biases, RoPE on q and k, then k and v into the cache. */
-static void op_rope_store(struct engine_ctx *c, int ith, int nth)
+static void op_rope_store(struct engine_ctx *c, int ith, int nth, int thread)
 {
     const struct engine_model_info *hp = c->hp;
     const struct eng_layer *L = &c->m->layers[c->layer];
@@ -278,11 +284,11 @@ static void attend(struct engine_ctx *c, int t, int h, float *scores)
     }
 }
 
-static void op_attention(struct engine_ctx *c, int ith, int nth)
+static void op_attention(struct engine_ctx *c, int ith, int nth, int thread)
 {
     int a, b, nh = c->hp->n_head;
     split(c->n_tok * nh, ith, nth, &a, &b);
-    float *scores = c->scores + (size_t)ith * c->n_ctx;
+    float *scores = c->scores + (size_t)thread * c->n_ctx;
     for (int task = a; task < b; task++)
         attend(c, task / nh, task % nh, scores);
 }
@@ -300,8 +306,8 @@ static void matmuls(struct engine_ctx *c, int n, const struct eng_mat *const *w,
     c->pre_rows = c->n_tok;
     c->resid = resid;
     c->norm_w = norm_w;
-    run(c, op_prep);
-    run(c, op_matmul);
+    run(c, op_prep, c->n_tok, 2);
+    run(c, op_matmul, 1 << 20, 4);
 }
 
 static void layer_pass(struct engine_ctx *c, int il)
@@ -316,8 +322,8 @@ static void layer_pass(struct engine_ctx *c, int il)
         int ys[3] = {c->q_dim, c->kv_dim, c->kv_dim};
         matmuls(c, 3, w, y, ys, c->xb, d, PRE_RESID_NORM, il > 0, L->attn_norm);
     }
-    run(c, op_rope_store);
-    run(c, op_attention);
+    run(c, op_rope_store, c->n_tok, 2);
+    run(c, op_attention, c->n_tok * c->hp->n_head, 4);
     {
         const struct eng_mat *w[1] = {&L->wo};
         float *y[1] = {c->tmp};
@@ -418,7 +424,7 @@ int engine_forward(struct engine_ctx *c, const struct engine_batch_entry *b, int
     embed_tokens(c, b);
     for (int il = 0; il < hp->n_layer; il++)
         layer_pass(c, il);
-    run(c, op_final);
+    run(c, op_final, c->n_tok, 2);
     c->n_logits_valid = c->n_out;
     if (c->n_out) {
         const struct eng_mat *w[1] = {&c->m->output};
@@ -427,8 +433,8 @@ int engine_forward(struct engine_ctx *c, const struct engine_batch_entry *b, int
         set_items(c, 1, w, y, ys);
         c->pre_cols = hp->n_embd;
         c->pre_rows = c->n_out;
-        run(c, op_out_prep);
-        run(c, op_matmul);
+        run(c, op_out_prep, c->n_out, 2);
+        run(c, op_matmul, 1 << 20, 4);
     }
     return 0;
 }
@@ -535,6 +541,7 @@ int engine_ctx_new(struct engine_model *m, const struct engine_ctx_params *p,
     c->n_outputs = p && p->n_outputs > 0 ? p->n_outputs : c->n_seq;
     c->embeddings = p && p->embeddings;
     int n_threads = p && p->n_threads > 0 ? p->n_threads : 1;
+    c->n_threads = n_threads;
     c->q_dim = hp->n_head * hp->head_dim;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
     if (c->n_ctx > (1 << 20) || c->n_seq > 4096 || c->n_batch > 65536 ||

@@ -1,6 +1,9 @@
-/* A fixed pool of worker threads for the forward pass. A run is published by
- * bumping a generation counter; workers spin briefly (a forward pass issues
- * runs back to back) and then sleep on a condition variable. */
+/* A fixed pool of worker threads for the forward pass. A run is cut into
+ * parts that threads claim one at a time from a shared ticket (generation in
+ * the high 32 bits, next part in the low 32), so a thread the OS has not
+ * scheduled yet simply does less: on a loaded machine the caller finishes
+ * the run alone instead of waiting for a sleeping worker. Which thread runs
+ * a part never changes what the part computes. */
 #include "engine/engine_int.h"
 
 #include <errno.h>
@@ -16,11 +19,13 @@ struct tpool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_uint gen;
+    _Atomic uint64_t ticket;
     atomic_int done;
     atomic_bool stop;
+    /* the current run, stable while any of its parts is unfinished */
     tpool_fn fn;
     void *arg;
+    int n_parts;
 };
 
 struct worker_arg {
@@ -37,17 +42,37 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static uint32_t gen_of(uint64_t v)
+{
+    return (uint32_t)(v >> 32);
+}
+
+/* Claims and runs parts of generation gen until none is left. */
+static void work(struct tpool *p, uint32_t gen, int ith)
+{
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&p->ticket, memory_order_acquire);
+        if (gen_of(v) != gen || (int)(uint32_t)v >= p->n_parts) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->ticket, &v, v + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        /* the claim succeeded in gen, so fn/arg/n_parts are gen's */
+        p->fn(p->arg, (int)(uint32_t)v, p->n_parts, ith);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    }
+}
+
 /* Waits until the generation differs from seen; returns the new one. */
-static unsigned wait_gen(struct tpool *p, unsigned seen)
+static uint32_t wait_gen(struct tpool *p, uint32_t seen)
 {
     for (int i = 0; i < SPIN_ROUNDS; i++) {
-        unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        uint32_t g = gen_of(atomic_load_explicit(&p->ticket, memory_order_acquire));
         if (g != seen) return g;
         cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
-    unsigned g;
-    while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen)
+    uint32_t g;
+    while ((g = gen_of(atomic_load_explicit(&p->ticket, memory_order_acquire))) == seen)
         pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     return g;
@@ -59,12 +84,11 @@ static void *worker(void *v)
     struct tpool *p = wa->p;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         seen = wait_gen(p, seen);
         if (atomic_load(&p->stop)) break;
-        p->fn(p->arg, ith, p->n);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        work(p, seen, ith);
     }
     return NULL;
 }
@@ -98,14 +122,20 @@ int tpool_new(int n_threads, struct tpool **out)
     return 0;
 }
 
+static void publish(struct tpool *p, uint64_t v)
+{
+    pthread_mutex_lock(&p->mu);
+    atomic_store_explicit(&p->ticket, v, memory_order_release);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
 void tpool_free(struct tpool *p)
 {
     if (!p) return;
-    pthread_mutex_lock(&p->mu);
     atomic_store(&p->stop, true);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
+    uint64_t v = atomic_load(&p->ticket);
+    publish(p, (uint64_t)(gen_of(v) + 1) << 32 | 0xffffffffu);
     for (int i = 1; i < p->n; i++)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
@@ -119,21 +149,22 @@ int tpool_size(const struct tpool *p)
     return p->n;
 }
 
-void tpool_run(struct tpool *p, tpool_fn fn, void *arg)
+void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
 {
-    if (p->n == 1) {
-        fn(arg, 0, 1);
+    if (n_parts < 1) return;
+    if (p->n == 1 || n_parts == 1) {
+        for (int i = 0; i < n_parts; i++)
+            fn(arg, i, n_parts, 0);
         return;
     }
     p->fn = fn;
     p->arg = arg;
+    p->n_parts = n_parts;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, p->n);
-    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1; spins++) {
+    uint32_t gen = gen_of(atomic_load_explicit(&p->ticket, memory_order_relaxed)) + 1;
+    publish(p, (uint64_t)gen << 32);
+    work(p, gen, 0);
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n_parts; spins++) {
         if (spins < SPIN_ROUNDS)
             cpu_relax();
         else
