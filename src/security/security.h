@@ -473,4 +473,89 @@ int security_audit_verify(const unsigned char *key, size_t key_len,
                           const struct security_audit_anchor *anchor,
                           struct security_audit_report *rep);
 
+/* ------------------------------------------------------------- sandbox --
+ * Confinement for an instance, applied in the child after fork and before
+ * it serves or execs. In order: namespaces (each tried on its own, failures
+ * reported, not fatal), rlimits (core dumps always off), an optional switch
+ * to another uid/gid, PR_SET_NO_NEW_PRIVS, Landlock filesystem rules when
+ * directories are given, and last a seccomp filter. Denied system calls
+ * fail with EPERM (ENOSYS for clone3, so libc falls back to clone, whose
+ * flags can be checked); nothing is killed, so a hostile function gets an
+ * error and the node keeps running.
+ *
+ * Both seccomp profiles deny: ptrace, process_vm_readv/writev, mount and the
+ * new mount API, umount2, pivot_root, chroot, swapon/off, reboot, kexec_*,
+ * module loading, bpf, perf_event_open, keyctl/add_key/request_key, setns,
+ * unshare and clone with namespace flags, userfaultfd, open_by_handle_at,
+ * name_to_handle_at, syslog, acct, clock/time setting, iopl/ioperm, quotactl,
+ * fanotify_init, kcmp, pidfd_getfd, process_madvise and io_uring (whose
+ * operations would bypass the filter).
+ *   builtin: also execve/execveat and socket() of any family; socketpair
+ *            only AF_UNIX. Sockets already open (the node's socketpair) work.
+ *   exec:    execve only with the exact filename pointer cfg->exec_path (the
+ *            one the caller passes to execve right after) unless
+ *            allow_exec_children; execveat denied; socket() only AF_UNIX,
+ *            plus AF_INET, AF_INET6 and AF_NETLINK (for name resolution) when
+ *            allow_network.
+ * Everything else is allowed: the profiles are deny-lists because the
+ * runtimes' exact system-call needs (libc, threads, sanitizers) are not
+ * pinned down yet. */
+enum security_seccomp_profile {
+    SECURITY_SECCOMP_NONE,
+    SECURITY_SECCOMP_BUILTIN,
+    SECURITY_SECCOMP_EXEC,
+};
+
+enum security_ns {
+    SECURITY_NS_USER = 1u << 0,  /* maps the current uid/gid to themselves */
+    SECURITY_NS_MOUNT = 1u << 1, /* private propagation; /proc remounted with PID */
+    SECURITY_NS_PID = 1u << 2,   /* forks: see security_sandbox_apply */
+    SECURITY_NS_NET = 1u << 3,   /* no interfaces but a down loopback */
+};
+#define SECURITY_NS_ALL 0xfu
+
+struct security_sandbox_report {
+    unsigned ns_applied, ns_failed; /* SECURITY_NS_* bits */
+    bool proc_remounted;
+    bool no_new_privs, landlock, seccomp;
+    char msg[512]; /* what was skipped and why; "" when all applied */
+};
+
+struct security_sandbox {
+    uint64_t max_address_space; /* bytes (RLIMIT_AS); 0 leaves it */
+    uint64_t max_open_files;    /* RLIMIT_NOFILE; 0 leaves it */
+    uint64_t max_cpu_seconds;   /* RLIMIT_CPU: SIGXCPU at n, SIGKILL at n+1 */
+    uint64_t max_processes;     /* RLIMIT_NPROC (per uid; root ignores it) */
+    uint64_t max_file_size;     /* RLIMIT_FSIZE */
+    bool set_ids;               /* switch to uid/gid (dropping groups) */
+    unsigned uid, gid;
+    enum security_seccomp_profile profile;
+    bool allow_network;       /* exec profile */
+    bool allow_exec_children; /* exec profile */
+    const char *exec_path;    /* exec profile: the pointer given to execve */
+    unsigned namespaces;      /* SECURITY_NS_* wanted */
+    /* Landlock (NULL-terminated lists, borrowed): with write_dirs, file
+     * writes and creation are allowed only beneath them (and /dev/null);
+     * with read_dirs too, reads and exec are limited to read_dirs and
+     * write_dirs. require_landlock makes an unsupported kernel an error
+     * instead of a line in the report. */
+    const char *const *write_dirs;
+    const char *const *read_dirs;
+    bool require_landlock;
+    struct security_sandbox_report *report; /* optional; filled */
+};
+
+/* Applies cfg to the calling process; irreversible. Call it in a
+ * single-threaded child (user namespaces refuse threaded callers). Returns
+ * 0, or a negative code with err naming the step that failed (a limit that
+ * cannot be set, a filter that cannot load, required Landlock missing); the
+ * caller should then _exit rather than run unconfined.
+ * With SECURITY_NS_PID the process forks once more: the returning process is
+ * PID 1 of the new namespace (dies with its parent via PR_SET_PDEATHSIG),
+ * while the original process never returns: it closes its descriptors,
+ * forwards SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2, waits, and exits with the
+ * child's status (re-raising its signal), so the parent still sees one
+ * process with the right exit status. */
+int security_sandbox_apply(const struct security_sandbox *cfg, struct thaw_err *err);
+
 #endif
