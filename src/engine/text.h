@@ -59,6 +59,11 @@ struct tokenizer_desc {
     bool add_space_prefix; /* SPM: prepend a space as SentencePiece does */
 };
 
+/* A tokenizer is immutable once built: any number of threads may encode and
+ * decode with it at once. Pre-tokenizer classes (letter, number, white
+ * space) cover all of Unicode 14 (a table of 1516 ranges). Not implemented:
+ * the lstrip/rstrip attributes of added tokens, and pre-tokenizers other
+ * than the four below (refused by name at load). */
 struct engine_tokenizer;
 
 /* Builds a tokenizer from a description. On success *out is the caller's
@@ -109,8 +114,9 @@ enum tokenizer_decode_flags {
 };
 
 /* Appends the bytes of one token to out (SPM: "▁" becomes a space, <0xXX>
- * the raw byte; BPE: the byte-level map inverted). Returns 0, THAW_ERANGE for
- * an id out of range, or THAW_ENOMEM. */
+ * the raw byte; BPE: the byte-level map inverted). STRIP_SPACE does nothing
+ * here (it concerns the start of a sequence). Returns 0, THAW_ERANGE for an
+ * id out of range, or THAW_ENOMEM. */
 int tokenizer_token_to_piece(const struct engine_tokenizer *tok, int32_t id, unsigned flags,
                              struct buf *out, struct thaw_err *err);
 /* Appends the bytes of n tokens to out; flags as above. The result may be
@@ -215,6 +221,7 @@ struct sampler_logprobs {
     struct sampler_logprob top[SAMPLER_MAX_LOGPROBS];
 };
 
+/* One sampler per sequence; not for use by two threads at once. */
 struct engine_sampler;
 
 /* Copies params. Returns 0, THAW_EINVAL (NaN, top_p <= 0, n_logprobs out of

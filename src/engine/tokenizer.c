@@ -461,7 +461,8 @@ int tokenizer_token_to_piece(const struct engine_tokenizer *tok, int32_t id, uns
     if (id < 0 || id >= tok->n)
         return thaw_errf(err, THAW_ERANGE, "token id %d out of range (vocabulary of %d)", id,
                          tok->n);
-    bool at_start = true;
+    /* STRIP_SPACE is about the start of a sequence, not every piece */
+    bool at_start = false;
     int rc = decode_one(tok, id, flags, &at_start, out);
     return rc ? thaw_errf(err, rc, "out of memory") : 0;
 }

@@ -1192,6 +1192,12 @@ static void test_decode_errors(void)
     ASSERT_STR_EQ(out.data, "keep");
     ASSERT_CONTAINS(err.msg, "out of range");
     ASSERT_EQ(tokenizer_token_to_piece(tok, 1 << 30, 0, &out, &err), THAW_ERANGE);
+    /* one piece keeps its space even with STRIP_SPACE (that flag is for sequences) */
+    buf_reset(&out);
+    ASSERT_EQ(tokenizer_token_to_piece(tok, tokenizer_find(tok, SP "a", 4),
+                                       TOKENIZER_DECODE_STRIP_SPACE, &out, &err),
+              0);
+    ASSERT_STR_EQ(out.data, " a");
     ASSERT_EQ(tokenizer_detok_new(tok, 0, &d), 0);
     ASSERT_EQ(tokenizer_detok_push(d, tokenizer_n_tokens(tok), &out, &err), THAW_ERANGE);
     ASSERT(tokenizer_token_text(tok, -3, NULL) == NULL);
