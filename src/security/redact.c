@@ -4,6 +4,7 @@
  * priority order and the first match is replaced by its tag. */
 #include "security/security.h"
 
+#include <pthread.h>
 #include <string.h>
 
 /* Byte classes. */
@@ -136,9 +137,9 @@ static int det_thaw_key(const struct text *t, size_t i, struct match *m)
 
 /* -------------------------------------------------------------- tokens -- */
 
-static int word_ieq(const struct text *t, size_t i, const char *w)
+/* Case-insensitive match of the lowercase word w (length n) at i. */
+static int word_ieq(const struct text *t, size_t i, const char *w, size_t n)
 {
-    size_t n = strlen(w);
     if (i + n > t->n) return 0;
     for (size_t k = 0; k < n; k++) {
         unsigned char c = t->s[i + k];
@@ -172,7 +173,7 @@ static size_t scan_credential(const struct text *t, size_t p, int *kind)
 
 static int det_bearer(const struct text *t, size_t i, struct match *m)
 {
-    if (!word_ieq(t, i, "bearer")) return 0;
+    if (!word_ieq(t, i, "bearer", 6)) return 0;
     size_t p = i + 6;
     if (at(t, p) != ' ' && at(t, p) != '\t') return 0;
     while (p < i + 16 && (at(t, p) == ' ' || at(t, p) == '\t'))
@@ -199,9 +200,12 @@ static const char *const secret_fields[] = {
 
 static size_t field_name(const struct text *t, size_t i)
 {
+    unsigned char first = at(t, i) | 0x20;
     for (size_t k = 0; k < sizeof(secret_fields) / sizeof(secret_fields[0]); k++) {
-        size_t n = strlen(secret_fields[k]);
-        if (word_ieq(t, i, secret_fields[k]) && !is(t, i + n, C_KEY)) return n;
+        const char *f = secret_fields[k];
+        if ((unsigned char)f[0] != first) continue;
+        size_t n = strlen(f);
+        if (word_ieq(t, i, f, n) && !is(t, i + n, C_KEY)) return n;
     }
     return 0;
 }
@@ -517,6 +521,8 @@ static const char *const tags[SECURITY_REDACT_N_KINDS] = {
     "[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]", "[IP]", "[TOKEN]", "[THAW_KEY]",
 };
 
+static const unsigned char tag_len[SECURITY_REDACT_N_KINDS] = {7, 7, 6, 6, 4, 7, 10};
+
 static const char *const names[SECURITY_REDACT_N_KINDS] = {
     "email", "phone", "card", "iban", "ip", "token", "thaw_key",
 };
@@ -537,7 +543,6 @@ static const struct {
     int (*fn)(const struct text *t, size_t i, struct match *m);
     unsigned kinds;
 } detectors[] = {
-    {det_thaw_key, 1u << SECURITY_REDACT_THAW_KEY},
     {det_bearer, 1u << SECURITY_REDACT_TOKEN | 1u << SECURITY_REDACT_THAW_KEY},
     {det_secret_field, 1u << SECURITY_REDACT_TOKEN | 1u << SECURITY_REDACT_THAW_KEY},
     {det_email, 1u << SECURITY_REDACT_EMAIL},
@@ -548,15 +553,39 @@ static const struct {
     {det_phone, 1u << SECURITY_REDACT_PHONE},
 };
 
-/* Only these bytes can begin a finding. */
-static int may_start(unsigned char c)
+#define N_DETECTORS (sizeof(detectors) / sizeof(detectors[0]))
+
+/* starts[c]: the detectors (bit d for detectors[d]) whose finding can begin
+ * with byte c; most bytes start none, a lowercase letter two or three. */
+static uint16_t starts[256];
+
+static int can_start(int d, int c)
 {
-    return (cls[c] & (C_ALNUM | C_LOCAL)) || c == ':' || c == '(';
+    int (*fn)(const struct text *, size_t, struct match *) = detectors[d].fn;
+    if (fn == det_bearer) return c == 'b' || c == 'B';
+    if (fn == det_secret_field) return c && strchr("axprcAXPRC", c);
+    if (fn == det_email) return (cls[c] & C_LOCAL) && c != '.';
+    if (fn == det_iban) return (cls[c] & C_UPPER) != 0;
+    if (fn == det_ipv6) return (cls[c] & C_HEX) || c == ':';
+    if (fn == det_ipv4) return (cls[c] & C_DIGIT) != 0;
+    if (fn == det_card) return c >= '2' && c <= '6';
+    return (cls[c] & C_DIGIT) || c == '+' || c == '('; /* det_phone */
+}
+
+static void init_tables(void)
+{
+    init_classes();
+    for (int c = 0; c < 256; c++)
+        for (size_t d = 0; d < N_DETECTORS; d++)
+            if (can_start((int)d, c)) starts[c] |= (uint16_t)(1u << d);
 }
 
 static int find_at(const struct text *t, size_t i, unsigned kinds, struct match *m)
 {
-    for (size_t d = 0; d < sizeof(detectors) / sizeof(detectors[0]); d++) {
+    unsigned todo = starts[t->s[i]];
+    while (todo) {
+        int d = __builtin_ctz(todo);
+        todo &= todo - 1;
         if (!(detectors[d].kinds & kinds)) continue;
         if (detectors[d].fn(t, i, m) && (kinds & (1u << m->kind))) return 1;
     }
@@ -566,11 +595,8 @@ static int find_at(const struct text *t, size_t i, unsigned kinds, struct match 
 int security_redact(const char *in, size_t len, unsigned kinds, struct buf *out,
                     struct security_redact_counts *counts)
 {
-    static int ready;
-    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-        init_classes(); /* idempotent, so a race only repeats the work */
-        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_tables);
     if (len > (SIZE_MAX - 64) / 2) return THAW_ENOMEM;
     if (buf_reserve(out, security_redact_bound(len))) return THAW_ENOMEM;
     struct text t = {(const unsigned char *)in, len};
@@ -584,15 +610,20 @@ int security_redact(const char *in, size_t len, unsigned kinds, struct buf *out,
         if (c == 't' && (kinds & (1u << SECURITY_REDACT_THAW_KEY)) && det_thaw_key(&t, i, &m))
             found_here = 1;
         else
-            found_here = may_start(c) && !word_before(&t, i) && find_at(&t, i, kinds, &m);
+            found_here = starts[c] && !word_before(&t, i) && find_at(&t, i, kinds, &m);
         if (!found_here) {
             *o++ = (char)c;
             i++;
+            /* The rest of an ASCII word cannot start a finding (every scanner
+             * wants a word boundary), except a glued thaw key at a 't'. */
+            if (cls[c] & C_ALNUM)
+                while (i < len && (cls[t.s[i]] & C_ALNUM) && t.s[i] != 't')
+                    *o++ = (char)t.s[i++];
             continue;
         }
         memcpy(o, in + i, m.keep);
         o += m.keep;
-        size_t tl = strlen(tags[m.kind]);
+        size_t tl = tag_len[m.kind];
         memcpy(o, tags[m.kind], tl);
         o += tl;
         i += m.keep + m.len;
