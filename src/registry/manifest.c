@@ -29,6 +29,17 @@ static const struct deploy_limits limits_defaults = {
     .max_body_bytes = 1 << 20,
 };
 
+static const struct deploy_jobs jobs_defaults = {
+    .max_attempts = 3,
+    .backoff_base_ms = 1000,
+    .backoff_cap_ms = 300000,
+    .visibility_timeout_ms = 60000,
+    .result_ttl_ms = 86400000,
+    .queue_limit = 10000,
+    .concurrency = 0,
+    .webhook = NULL,
+};
+
 bool registry_name_valid(const char *name)
 {
     size_t n = strlen(name);
@@ -44,7 +55,8 @@ bool registry_name_valid(const char *name)
 static void strv_free(char **v)
 {
     if (!v) return;
-    for (char **p = v; *p; p++) free(*p);
+    for (char **p = v; *p; p++)
+        free(*p);
     free(v);
 }
 
@@ -55,6 +67,7 @@ void registry_spec_free(struct deploy_spec *spec)
     strv_free(spec->command);
     strv_free(spec->env);
     free(spec->workdir);
+    free(spec->jobs.webhook);
     free(spec);
 }
 
@@ -67,7 +80,8 @@ static int check_keys(const json_t *obj, const char *where, const char *const *a
     json_object_foreach((json_t *)obj, key, v)
     {
         int ok = 0;
-        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, key) == 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, key) == 0;
         if (!ok) return thaw_errf(err, THAW_EINVAL, "unknown field '%s%s'", where, key);
     }
     return 0;
@@ -82,8 +96,8 @@ static int get_int(const json_t *obj, const char *key, const char *where, int64_
         return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be an integer", where, key);
     json_int_t i = json_integer_value(v);
     if (i < lo || i > hi)
-        return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be between %lld and %lld", where,
-                         key, (long long)lo, (long long)hi);
+        return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be between %lld and %lld", where, key,
+                         (long long)lo, (long long)hi);
     *out = i;
     return 0;
 }
@@ -106,8 +120,8 @@ static int get_double(const json_t *obj, const char *key, const char *where, dou
         return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be a number", where, key);
     double d = json_number_value(v);
     if (!(d >= lo && d <= hi))
-        return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be between %g and %g", where, key,
-                         lo, hi);
+        return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be between %g and %g", where, key, lo,
+                         hi);
     *out = d;
     return 0;
 }
@@ -152,10 +166,20 @@ static int get_size(const json_t *obj, const char *key, const char *where, int64
         static const struct {
             const char *suffix;
             double mult;
-        } units[] = {{"", 1},     {"B", 1},           {"K", 1e3},         {"M", 1e6},
-                     {"G", 1e9},  {"Ki", 1024.0},     {"Mi", 1048576.0},  {"Gi", 1073741824.0},
-                     {"KB", 1e3}, {"MB", 1e6},        {"GB", 1e9},        {"KiB", 1024.0},
-                     {"MiB", 1048576.0}, {"GiB", 1073741824.0}};
+        } units[] = {{"", 1},
+                     {"B", 1},
+                     {"K", 1e3},
+                     {"M", 1e6},
+                     {"G", 1e9},
+                     {"Ki", 1024.0},
+                     {"Mi", 1048576.0},
+                     {"Gi", 1073741824.0},
+                     {"KB", 1e3},
+                     {"MB", 1e6},
+                     {"GB", 1e9},
+                     {"KiB", 1024.0},
+                     {"MiB", 1048576.0},
+                     {"GiB", 1073741824.0}};
         if (end != s && d >= 0) {
             for (size_t i = 0; i < ARRAY_LEN(units); i++) {
                 if (strcmp(end, units[i].suffix) == 0 && d * units[i].mult < 9e18) {
@@ -165,8 +189,8 @@ static int get_size(const json_t *obj, const char *key, const char *where, int64
             }
         }
     }
-    return thaw_errf(err, THAW_EINVAL, "field '%s%s' must be a size like 1048576, \"512Mi\" or \"1G\"",
-                     where, key);
+    return thaw_errf(err, THAW_EINVAL,
+                     "field '%s%s' must be a size like 1048576, \"512Mi\" or \"1G\"", where, key);
 }
 
 static int get_string(const json_t *obj, const char *key, char **out, struct thaw_err *err)
@@ -224,12 +248,15 @@ static int parse_env(const json_t *v, struct deploy_spec *spec, struct thaw_err 
             return thaw_errf(err, THAW_EINVAL, "field 'env.%s' is not a valid variable name", key);
         char num[32];
         const char *s;
-        if (json_is_string(val)) s = json_string_value(val);
+        if (json_is_string(val))
+            s = json_string_value(val);
         else if (json_is_integer(val)) {
             snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(val));
             s = num;
-        } else if (json_is_boolean(val)) s = json_is_true(val) ? "true" : "false";
-        else return thaw_errf(err, THAW_EINVAL, "field 'env.%s' must be a string", key);
+        } else if (json_is_boolean(val))
+            s = json_is_true(val) ? "true" : "false";
+        else
+            return thaw_errf(err, THAW_EINVAL, "field 'env.%s' must be a string", key);
         struct buf b = {0};
         if (buf_printf(&b, "%s=%s", key, s)) return thaw_errf(err, THAW_ENOMEM, "out of memory");
         spec->env[i++] = buf_steal(&b);
@@ -239,10 +266,10 @@ static int parse_env(const json_t *v, struct deploy_spec *spec, struct thaw_err 
 
 static int parse_scale(const json_t *v, struct deploy_scale *sc, struct thaw_err *err)
 {
-    static const char *const allowed[] = {
-        "min_instances",  "max_instances",      "idle_timeout",  "standby_timeout",
-        "queue_limit",    "queue_timeout",      "target_utilization", "stable_window",
-        "panic_window",   "panic_threshold",    "startup_timeout", NULL};
+    static const char *const allowed[] = {"min_instances",      "max_instances",   "idle_timeout",
+                                          "standby_timeout",    "queue_limit",     "queue_timeout",
+                                          "target_utilization", "stable_window",   "panic_window",
+                                          "panic_threshold",    "startup_timeout", NULL};
     if (!json_is_object(v)) return thaw_errf(err, THAW_EINVAL, "field 'scale' must be a map");
     int rc = check_keys(v, "scale.", allowed, err);
     if (!rc) rc = get_int32(v, "min_instances", "scale.", 0, 1000, &sc->min_instances, err);
@@ -289,10 +316,59 @@ static int parse_limits(const json_t *v, struct deploy_limits *l, struct thaw_er
     return rc;
 }
 
+/* ---- jobs: block ---- */
+
+static int parse_webhook(const json_t *v, char **out, struct thaw_err *err)
+{
+    if (json_is_null(v)) return 0;
+    const char *s = json_string_value(v);
+    size_t n = s ? strlen(s) : 0;
+    if (!s || n != json_string_length(v) || n > 2048 ||
+        (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0))
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'jobs.webhook' must be an http:// or https:// URL of at most "
+                         "2048 characters");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+            return thaw_errf(err, THAW_EINVAL,
+                             "field 'jobs.webhook' must not contain spaces or control characters");
+    *out = str_dup(s);
+    return *out ? 0 : thaw_errf(err, THAW_ENOMEM, "out of memory");
+}
+
+static int parse_jobs(const json_t *v, struct deploy_jobs *j, struct thaw_err *err)
+{
+    static const char *const allowed[] = {"max_attempts",       "backoff_base", "backoff_cap",
+                                          "visibility_timeout", "result_ttl",   "queue_limit",
+                                          "concurrency",        "webhook",      NULL};
+    if (!json_is_object(v)) return thaw_errf(err, THAW_EINVAL, "field 'jobs' must be a map");
+    int rc = check_keys(v, "jobs.", allowed, err);
+    if (!rc) rc = get_int32(v, "max_attempts", "jobs.", 1, 100, &j->max_attempts, err);
+    if (!rc) rc = get_duration(v, "backoff_base", "jobs.", &j->backoff_base_ms, err);
+    if (!rc) rc = get_duration(v, "backoff_cap", "jobs.", &j->backoff_cap_ms, err);
+    if (!rc) rc = get_duration(v, "visibility_timeout", "jobs.", &j->visibility_timeout_ms, err);
+    if (!rc) rc = get_duration(v, "result_ttl", "jobs.", &j->result_ttl_ms, err);
+    if (!rc) rc = get_int32(v, "queue_limit", "jobs.", 1, 10000000, &j->queue_limit, err);
+    if (!rc) rc = get_int32(v, "concurrency", "jobs.", 0, 100000, &j->concurrency, err);
+    json_t *hook = json_object_get(v, "webhook");
+    if (!rc && hook) rc = parse_webhook(hook, &j->webhook, err);
+    if (rc) return rc;
+    if (j->backoff_cap_ms < j->backoff_base_ms)
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'jobs.backoff_cap' must be at least 'jobs.backoff_base'");
+    if (j->visibility_timeout_ms < 100)
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'jobs.visibility_timeout' must be at least 100ms");
+    if (j->result_ttl_ms < 100)
+        return thaw_errf(err, THAW_EINVAL, "field 'jobs.result_ttl' must be at least 100ms");
+    return 0;
+}
+
 int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct thaw_err *err)
 {
-    static const char *const allowed[] = {"name",    "runtime", "command", "env",    "workdir",
-                                          "concurrency", "timeout", "scale", "limits", NULL};
+    static const char *const allowed[] = {"name",    "runtime",     "command", "env",
+                                          "workdir", "concurrency", "timeout", "scale",
+                                          "limits",  "jobs",        NULL};
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");
@@ -300,6 +376,7 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     spec->timeout_ms = 30000;
     spec->scale = scale_defaults;
     spec->limits = limits_defaults;
+    spec->jobs = jobs_defaults;
 
     int rc = check_keys(obj, "", allowed, err);
     json_t *name = json_object_get(obj, "name");
@@ -315,7 +392,8 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
         rc = thaw_errf(err, THAW_EINVAL, "field 'runtime': unknown runtime '%s' (known: exec)",
                        spec->runtime);
     json_t *cmd = json_object_get(obj, "command");
-    if (!rc && !cmd) rc = thaw_errf(err, THAW_EINVAL, "field 'command' is required for runtime exec");
+    if (!rc && !cmd)
+        rc = thaw_errf(err, THAW_EINVAL, "field 'command' is required for runtime exec");
     if (!rc) rc = parse_command(cmd, spec, err);
     json_t *env = json_object_get(obj, "env");
     if (!rc && env) rc = parse_env(env, spec, err);
@@ -328,6 +406,8 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     if (!rc && scale) rc = parse_scale(scale, &spec->scale, err);
     json_t *limits = json_object_get(obj, "limits");
     if (!rc && limits) rc = parse_limits(limits, &spec->limits, err);
+    json_t *jobs = json_object_get(obj, "jobs");
+    if (!rc && jobs) rc = parse_jobs(jobs, &spec->jobs, err);
     if (rc) {
         registry_spec_free(spec);
         return rc;
@@ -340,7 +420,8 @@ int registry_spec_parse(const char *body, size_t len, const char *content_type,
                         struct deploy_spec **out, struct thaw_err *err)
 {
     size_t i = 0;
-    while (i < len && isspace((unsigned char)body[i])) i++;
+    while (i < len && isspace((unsigned char)body[i]))
+        i++;
     if (i == len) return thaw_errf(err, THAW_EINVAL, "empty manifest");
     bool yaml = content_type ? strstr(content_type, "yaml") != NULL : (i < len && body[i] != '{');
     json_t *doc = NULL;
@@ -362,7 +443,8 @@ int registry_spec_parse(const char *body, size_t len, const char *content_type,
 static json_t *strv_json(char **v)
 {
     json_t *a = json_array();
-    for (char **p = v; p && *p; p++) json_array_append_new(a, json_string(*p));
+    for (char **p = v; p && *p; p++)
+        json_array_append_new(a, json_string(*p));
     return a;
 }
 
@@ -381,8 +463,10 @@ static json_t *env_json(char **v)
 static json_t *ms_json(int64_t ms)
 {
     char s[32];
-    if (ms % 1000 == 0) snprintf(s, sizeof(s), "%llds", (long long)(ms / 1000));
-    else snprintf(s, sizeof(s), "%lldms", (long long)ms);
+    if (ms % 1000 == 0)
+        snprintf(s, sizeof(s), "%llds", (long long)(ms / 1000));
+    else
+        snprintf(s, sizeof(s), "%lldms", (long long)ms);
     return json_string(s);
 }
 
@@ -398,14 +482,25 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec)
         "target_utilization", sc->target_utilization, "stable_window",
         ms_json(sc->stable_window_ms), "panic_window", ms_json(sc->panic_window_ms),
         "panic_threshold", sc->panic_threshold, "startup_timeout", ms_json(sc->startup_timeout_ms));
-    json_t *limits = json_pack("{s:I, s:I, s:I, s:I}", "memory", (json_int_t)l->memory_bytes,
-                               "open_files", (json_int_t)l->open_files, "cpu_seconds",
-                               (json_int_t)l->cpu_seconds, "max_body_size",
-                               (json_int_t)l->max_body_bytes);
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o}", "name", spec->name,
-                          "runtime", spec->runtime, "command", strv_json(spec->command), "env",
+    json_t *limits =
+        json_pack("{s:I, s:I, s:I, s:I}", "memory", (json_int_t)l->memory_bytes, "open_files",
+                  (json_int_t)l->open_files, "cpu_seconds", (json_int_t)l->cpu_seconds,
+                  "max_body_size", (json_int_t)l->max_body_bytes);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o}", "name", spec->name, "runtime",
+                          spec->runtime, "command", strv_json(spec->command), "env",
                           env_json(spec->env), "concurrency", spec->concurrency, "timeout",
                           ms_json(spec->timeout_ms), "scale", scale, "limits", limits);
     if (o && spec->workdir) json_object_set_new(o, "workdir", json_string(spec->workdir));
+    const struct deploy_jobs *j = &spec->jobs;
+    json_t *jobs = json_pack(
+        "{s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}", "max_attempts", j->max_attempts, "backoff_base",
+        ms_json(j->backoff_base_ms), "backoff_cap", ms_json(j->backoff_cap_ms),
+        "visibility_timeout", ms_json(j->visibility_timeout_ms), "result_ttl",
+        ms_json(j->result_ttl_ms), "queue_limit", j->queue_limit, "concurrency", j->concurrency,
+        "webhook", j->webhook ? json_string(j->webhook) : json_null());
+    if (o)
+        json_object_set_new(o, "jobs", jobs);
+    else
+        json_decref(jobs);
     return o;
 }

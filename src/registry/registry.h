@@ -15,15 +15,15 @@
 struct deploy_scale {
     int min_instances;
     int max_instances;
-    int64_t idle_timeout_ms;     /* warm -> standby after this long without requests */
-    int64_t standby_timeout_ms;  /* standby -> cold */
-    int queue_limit;             /* requests held while no instance can take them */
+    int64_t idle_timeout_ms;    /* warm -> standby after this long without requests */
+    int64_t standby_timeout_ms; /* standby -> cold */
+    int queue_limit;            /* requests held while no instance can take them */
     int64_t queue_timeout_ms;
-    double target_utilization;   /* fraction of concurrency the autoscaler aims for */
+    double target_utilization; /* fraction of concurrency the autoscaler aims for */
     int64_t stable_window_ms;
     int64_t panic_window_ms;
-    double panic_threshold;      /* panic when desired >= threshold x ready */
-    int64_t startup_timeout_ms;  /* an instance that is not ready by then is killed */
+    double panic_threshold;     /* panic when desired >= threshold x ready */
+    int64_t startup_timeout_ms; /* an instance that is not ready by then is killed */
 };
 
 struct deploy_limits {
@@ -33,16 +33,29 @@ struct deploy_limits {
     int64_t max_body_bytes; /* largest request body accepted */
 };
 
+/* Asynchronous jobs (the manifest's `jobs:` block). */
+struct deploy_jobs {
+    int max_attempts;        /* 1 = no retries */
+    int64_t backoff_base_ms; /* retry n waits rand(0, min(cap, base * 2^(n-1))) */
+    int64_t backoff_cap_ms;
+    int64_t visibility_timeout_ms; /* a lease not renewed for this long returns the job */
+    int64_t result_ttl_ms;         /* results are deleted this long after the job ends */
+    int queue_limit;               /* unfinished jobs past which submits get 429 */
+    int concurrency;               /* jobs in flight at once; 0 = max_instances x concurrency */
+    char *webhook;                 /* URL called when a job ends; NULL = none */
+};
+
 struct deploy_spec {
     char name[DEPLOY_NAME_MAX + 1];
-    char *runtime;   /* "exec" */
-    char **command;  /* argv, NULL-terminated */
-    char **env;      /* "KEY=VALUE" strings, NULL-terminated */
-    char *workdir;   /* NULL = the node's data dir */
+    char *runtime;  /* "exec" */
+    char **command; /* argv, NULL-terminated */
+    char **env;     /* "KEY=VALUE" strings, NULL-terminated */
+    char *workdir;  /* NULL = the node's data dir */
     int concurrency;
     int64_t timeout_ms;
     struct deploy_scale scale;
     struct deploy_limits limits;
+    struct deploy_jobs jobs;
 };
 
 /* Parses a manifest. content_type selects YAML ("yaml" anywhere in it) or
