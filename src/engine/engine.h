@@ -144,6 +144,8 @@ struct engine_gen_params {
     uint64_t seed;
     float rope_base;             /* 0: 10000 */
     enum engine_pooling pooling; /* written when not NONE */
+    float rope_scale;            /* > 1: linear RoPE scaling by this factor */
+    bool rope_freq_factors;      /* write a rope_freqs.weight (as Llama 3 files carry) */
 };
 
 /* Fills p with a named preset: "smollm2-135m", "tinyllama-1.1b", "tiny"

@@ -46,6 +46,8 @@ struct engine_ctx {
     float *hidden;  /* [n_batch][n_embd] when embeddings */
     float *logits;  /* [n_outputs][n_vocab] */
     int32_t n_logits_valid;
+    struct engine_batch_entry *feed; /* n_batch, for engine_feed / engine_embed */
+    double *pool_acc;                /* n_embd, for engine_embed */
     uint8_t *prep[MAX_SLOTS];
     size_t prep_cap; /* bytes of each prep buffer */
 
@@ -455,8 +457,7 @@ int engine_feed(struct engine_ctx *c, int32_t seq, const int32_t *tokens, int32_
         return thaw_errf(err, THAW_ERANGE,
                          "engine: %d tokens do not fit: sequence %d holds %d of n_ctx %d", n, seq,
                          c->seq_len[seq], c->n_ctx);
-    struct engine_batch_entry *be = malloc((size_t)c->n_batch * sizeof(*be));
-    if (!be) return thaw_errf(err, THAW_ENOMEM, "engine: out of memory");
+    struct engine_batch_entry *be = c->feed;
     int rc = 0;
     for (int32_t done = 0; done < n && !rc;) {
         int32_t k = MIN(n - done, c->n_batch), pos = c->seq_len[seq];
@@ -465,7 +466,6 @@ int engine_feed(struct engine_ctx *c, int32_t seq, const int32_t *tokens, int32_
         rc = engine_forward(c, be, k, err);
         done += k;
     }
-    free(be);
     return rc;
 }
 
@@ -521,6 +521,9 @@ static int ctx_alloc(struct engine_ctx *c, int n_threads)
     c->tok_seq = calloc(nb, sizeof(int32_t));
     c->tok_pos = calloc(nb, sizeof(int32_t));
     c->out_rows = calloc(c->n_outputs, sizeof(int32_t));
+    c->feed = calloc(nb, sizeof(*c->feed));
+    c->pool_acc = calloc(d, sizeof(double));
+    if (!c->feed || !c->pool_acc) ok = false;
     if (!ok || !c->seq_len || !c->seq_next || !c->tok_seq || !c->tok_pos || !c->out_rows)
         return THAW_ENOMEM;
     return 0;
@@ -578,6 +581,8 @@ void engine_ctx_free(struct engine_ctx *c)
     free(c->tok_seq);
     free(c->tok_pos);
     free(c->out_rows);
+    free(c->feed);
+    free(c->pool_acc);
     free(c);
 }
 
@@ -618,9 +623,10 @@ int engine_embed(struct engine_ctx *c, int32_t seq, const int32_t *tokens, int32
         c->hp->pooling == ENGINE_POOL_NONE ? ENGINE_POOL_LAST : c->hp->pooling;
     engine_seq_clear(c, seq);
     memset(out, 0, d * sizeof(float));
-    double *acc = calloc(d, sizeof(double));
-    struct engine_batch_entry *be = malloc((size_t)c->n_batch * sizeof(*be));
-    int rc = acc && be ? 0 : thaw_errf(err, THAW_ENOMEM, "engine: out of memory");
+    double *acc = c->pool_acc;
+    struct engine_batch_entry *be = c->feed;
+    int rc = 0;
+    memset(acc, 0, d * sizeof(double));
     for (int32_t done = 0; done < n && !rc;) {
         int32_t k = MIN(n - done, c->n_batch);
         for (int32_t i = 0; i < k; i++)
@@ -644,7 +650,5 @@ int engine_embed(struct engine_ctx *c, int32_t seq, const int32_t *tokens, int32
         for (int j = 0; j < d; j++)
             out[j] = (float)(acc[j] * inv);
     }
-    free(acc);
-    free(be);
     return rc;
 }

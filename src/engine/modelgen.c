@@ -293,6 +293,12 @@ static int write_meta(struct gguf_writer *w, const struct engine_gen_params *p, 
     U32("rope.dimension_count", p->n_embd / p->n_head);
     if (p->pooling != ENGINE_POOL_NONE) U32("pooling_type", p->pooling);
 #undef U32
+    if (p->rope_scale > 1.0f) {
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        if (!rc) rc = gguf_writer_set_str(w, k, "linear");
+        snprintf(k, sizeof k, "%s.rope.scaling.factor", arch);
+        if (!rc) rc = gguf_writer_set_f32(w, k, p->rope_scale);
+    }
     snprintf(k, sizeof k, "%s.rope.freq_base", arch);
     if (!rc) rc = gguf_writer_set_f32(w, k, p->rope_base > 0 ? p->rope_base : 10000.0f);
     snprintf(k, sizeof k, "%s.attention.layer_norm_rms_epsilon", arch);
@@ -315,6 +321,8 @@ int engine_gen_write(const struct engine_gen_params *p, const char *path, int *n
     for (int il = 0; il < p->n_layer && !rc; il++)
         rc = add_layer(&g, p, il);
     if (!rc) rc = add(&g, "output_norm.weight", GGML_TYPE_F32, p->n_embd, 1, 1.0f, 0.1f);
+    if (!rc && p->rope_freq_factors) /* factors in [1, 8], as long-context files have */
+        rc = add(&g, "rope_freqs.weight", GGML_TYPE_F32, p->n_embd / p->n_head / 2, 1, 4.5f, 3.5f);
     if (!rc && !p->tied_output)
         rc = add(&g, "output.weight", ot, p->n_embd, p->n_vocab, 0, sqrtf(3.0f / p->n_embd));
     if (rc)

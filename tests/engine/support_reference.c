@@ -18,6 +18,7 @@ struct ref_layer {
 struct ref_model {
     int vocab, d, n_layer, n_head, n_kv, hd, ff, n_rot;
     double eps, base, fscale;
+    double *freq_factors; /* n_rot / 2, or NULL */
     bool neox;
     double *emb, *out, *out_norm;
     struct ref_layer *L;
@@ -92,6 +93,7 @@ struct ref_model *ref_load(const char *path)
     m->out = load_t(g, "output.weight", d * m->vocab, false);
     if (!m->out) m->out = m->emb;
     m->out_norm = load_t(g, "output_norm.weight", d, true);
+    m->freq_factors = load_t(g, "rope_freqs.weight", m->n_rot / 2, false);
     m->L = calloc(m->n_layer, sizeof(*m->L));
     bool ok = m->emb && m->out_norm;
     for (int il = 0; il < m->n_layer && ok; il++) {
@@ -137,6 +139,7 @@ void ref_free(struct ref_model *m)
     if (m->out != m->emb) free(m->out);
     free(m->emb);
     free(m->out_norm);
+    free(m->freq_factors);
     free(m);
 }
 
@@ -177,6 +180,7 @@ static void rope(const struct ref_model *m, double *v, int n_heads, int pos)
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < half; i++) {
             double th = pos * pow(m->base, -2.0 * i / m->n_rot) * m->fscale;
+            if (m->freq_factors) th /= m->freq_factors[i];
             int i0 = m->neox ? i : 2 * i, i1 = m->neox ? i + half : 2 * i + 1;
             double *p = v + (size_t)h * m->hd, a = p[i0], b = p[i1];
             p[i0] = a * cos(th) - b * sin(th);

@@ -157,6 +157,31 @@ static void test_architectures_vs_reference(void)
         }
 }
 
+/* Linear RoPE scaling and Llama 3 style frequency factors. */
+static void test_rope_scaling_vs_reference(void)
+{
+    for (int k = 0; k < 2; k++) {
+        struct engine_gen_params p;
+        struct thaw_err err = {0};
+        ASSERT_EQ(engine_gen_preset(k ? "tiny-qwen2" : "tiny", &p, &err), 0);
+        p.type = GGML_TYPE_F32;
+        p.rope_scale = 4.0f;
+        p.rope_freq_factors = k == 0;
+        p.rope_base = 500000.0f;
+        const char *path = "/tmp/thaw_test_model_rope.gguf";
+        ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), 0);
+        struct engine_model *m;
+        ASSERT_EQ(engine_model_load(path, &m, &err), 0);
+        ASSERT_NEAR(engine_model_info(m)->rope_freq_scale, 0.25, 1e-7);
+        ASSERT_EQ(engine_model_info(m)->rope_freq_factors, k == 0);
+        engine_model_free(m);
+        double e = compare_prompt(path, 2);
+        unlink(path);
+        fprintf(stderr, "  rope scaling%s: rel err %.3g\n", k ? "" : " + freq factors", e);
+        ASSERT(e <= 1e-5);
+    }
+}
+
 /* Greedy decoding: the engine's tokens equal the reference's. */
 static void greedy_matches(const char *path, int steps)
 {
@@ -531,6 +556,7 @@ int main(void)
 {
     RUN(test_every_type_vs_reference);
     RUN(test_architectures_vs_reference);
+    RUN(test_rope_scaling_vs_reference);
     RUN(test_greedy_f32_f16);
     RUN(test_threads_bit_identical);
     RUN(test_batched_equals_sequential);
