@@ -108,9 +108,12 @@ int tokenizer_encode(const struct engine_tokenizer *tok, const char *text, size_
                      bool parse_special, int32_t **ids, size_t *n, struct thaw_err *err);
 
 enum tokenizer_decode_flags {
-    TOKENIZER_DECODE_SPECIAL = 1,     /* render control tokens' text (default: nothing) */
-    TOKENIZER_DECODE_STRIP_SPACE = 2, /* SPM: drop the leading space the encoder added;
-                                         BOS at the start is skipped too */
+    TOKENIZER_DECODE_SPECIAL = 1, /* render control tokens' text (default: nothing) */
+    /* SPM: drop the leading space the encoder added, and a BOS at the start.
+     * Only for ids that start a text (decode(encode(x)) == x); tokens that
+     * continue a prompt (generation) must be decoded without it, or a first
+     * "▁word" loses its space. */
+    TOKENIZER_DECODE_STRIP_SPACE = 2,
 };
 
 /* Appends the bytes of one token to out (SPM: "▁" becomes a space, <0xXX>
