@@ -312,6 +312,16 @@ static void matmuls(struct engine_ctx *c, int n, const struct eng_mat *const *w,
     run(c, op_matmul, 1 << 20, 4);
 }
 
+/* Short attention (a decode step early in a sequence) is cheaper than
+ * waking another thread: one part per ~256k multiply-adds. */
+static int attention_parts(const struct engine_ctx *c)
+{
+    int64_t work = 0;
+    for (int t = 0; t < c->n_tok; t++)
+        work += (int64_t)(c->tok_pos[t] + 1) * c->hp->head_dim * c->hp->n_head * 2;
+    return (int)MAX(1, MIN(work / 262144, (int64_t)c->n_tok * c->hp->n_head));
+}
+
 static void layer_pass(struct engine_ctx *c, int il)
 {
     const struct engine_model_info *hp = c->hp;
@@ -325,7 +335,7 @@ static void layer_pass(struct engine_ctx *c, int il)
         matmuls(c, 3, w, y, ys, c->xb, d, PRE_RESID_NORM, il > 0, L->attn_norm);
     }
     run(c, op_rope_store, c->n_tok, 2);
-    run(c, op_attention, c->n_tok * c->hp->n_head, 4);
+    run(c, op_attention, attention_parts(c), 4);
     {
         const struct eng_mat *w[1] = {&L->wo};
         float *y[1] = {c->tmp};
