@@ -412,6 +412,8 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     }
     s->base = base;
     s->cfg = *cfg;
+    s->tmp_root = str_dup(cfg->tmp_root ? cfg->tmp_root : "/tmp");
+    s->cfg.tmp_root = s->tmp_root;
     if (s->cfg.tick_ms <= 0) s->cfg.tick_ms = 100;
     if (s->cfg.max_line_bytes == 0) s->cfg.max_line_bytes = 64u << 20;
     if (s->cfg.stop_grace_ms <= 0) s->cfg.stop_grace_ms = 5000;
@@ -433,7 +435,7 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     s->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, s);
     s->inbox_ev = event_new(base, -1, EV_READ, inbox_cb, s);
     s->sigchld_ev = evsignal_new(base, SIGCHLD, sigchld_cb, s);
-    if (!s->tick_ev || !s->inbox_ev || !s->sigchld_ev || event_add(s->tick_ev, &tv) ||
+    if (!s->tmp_root || !s->tick_ev || !s->inbox_ev || !s->sigchld_ev || event_add(s->tick_ev, &tv) ||
         event_add(s->sigchld_ev, NULL)) {
         thaw_errf(err, THAW_ENOMEM, "cannot create scale events");
         scale_free(s);
@@ -466,6 +468,7 @@ void scale_free(struct scale *s)
     if (s->inbox_ev) event_free(s->inbox_ev);
     if (s->sigchld_ev) event_free(s->sigchld_ev);
     buf_free(&s->line);
+    free(s->tmp_root);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->inbox_lock);
     free(s);

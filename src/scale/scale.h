@@ -18,7 +18,7 @@ struct event_base;
 struct scale;
 
 struct scale_config {
-    const char *tmp_root;       /* parent folder of instances' private temp dirs */
+    const char *tmp_root;       /* parent folder of instances' private temp dirs (copied) */
     int64_t stop_grace_ms;      /* SIGTERM -> SIGKILL */
     int64_t tick_ms;            /* autoscaler period; 0 = 100 ms */
     size_t max_line_bytes;      /* longest line an instance may write; 0 = 64 MiB */

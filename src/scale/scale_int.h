@@ -89,7 +89,8 @@ struct inbox_msg {
 
 struct scale {
     struct event_base *base;
-    struct scale_config cfg;
+    struct scale_config cfg; /* cfg.tmp_root points to tmp_root below */
+    char *tmp_root;
     pthread_mutex_t lock;
     struct pool *pools;
     struct event *tick_ev, *inbox_ev, *sigchld_ev;
