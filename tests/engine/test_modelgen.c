@@ -1,0 +1,184 @@
+/* The model generator: same seed gives the same bytes, shapes and
+ * fallbacks as asked, and a vocabulary the tokenizer can load and round-trip.
+ * Also drives `thaw model ...` and `thaw generate` when THAW_BIN is set. */
+#include "engine/engine.h"
+#include "test.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(n > 0 ? n : 1);
+    if (p && fread(p, 1, n, f) != (size_t)n) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+static void test_deterministic(void)
+{
+    struct engine_gen_params p;
+    struct thaw_err err = {0};
+    ASSERT_EQ(engine_gen_preset("tiny-qwen2", &p, &err), 0);
+    p.type = GGML_TYPE_Q4_K;
+    const char *a = "/tmp/thaw_test_gen_a.gguf", *b = "/tmp/thaw_test_gen_b.gguf";
+    ASSERT_EQ(engine_gen_write(&p, a, NULL, &err), 0);
+    ASSERT_EQ(engine_gen_write(&p, b, NULL, &err), 0);
+    size_t la, lb;
+    uint8_t *da = slurp(a, &la), *db = slurp(b, &lb);
+    ASSERT(da && db);
+    int same = la == lb && !memcmp(da, db, la);
+    free(db);
+    p.seed = 2;
+    ASSERT_EQ(engine_gen_write(&p, b, NULL, &err), 0);
+    db = slurp(b, &lb);
+    int differs = la == lb && memcmp(da, db, la) != 0; /* same layout, other weights */
+    free(da), free(db);
+    unlink(a), unlink(b);
+    ASSERT(same);
+    ASSERT(differs);
+}
+
+/* A smollm2-shaped Q4_K file: rows of 576 do not fit 256-blocks, so those
+ * tensors fall back to Q5_0 while rows of 1536 stay Q4_K. */
+static void test_fallback_types(void)
+{
+    struct engine_gen_params p;
+    struct thaw_err err = {0};
+    ASSERT_EQ(engine_gen_preset("smollm2-135m", &p, &err), 0);
+    p.type = GGML_TYPE_Q4_K;
+    p.n_layer = 1;
+    p.n_vocab = 1000;
+    const char *path = "/tmp/thaw_test_gen_fb.gguf";
+    int nf = -1;
+    ASSERT_EQ(engine_gen_write(&p, path, &nf, &err), 0);
+    struct engine_model *m;
+    ASSERT_EQ(engine_model_load(path, &m, &err), 0);
+    const struct gguf *g = engine_model_gguf(m);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.0.attn_q.weight")->type, GGML_TYPE_Q5_0);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.0.ffn_down.weight")->type, GGML_TYPE_Q4_K);
+    ASSERT_EQ(gguf_find_tensor(g, "token_embd.weight")->type, GGML_TYPE_Q5_0);
+    ASSERT_EQ(nf, 7); /* q, k, v, o, gate, up, token_embd */
+    const struct engine_model_info *hp = engine_model_info(m);
+    ASSERT_EQ(hp->n_embd, 576);
+    ASSERT_EQ(hp->n_head, 9);
+    ASSERT_EQ(hp->n_head_kv, 3);
+    ASSERT_EQ(hp->n_ff, 1536);
+    ASSERT(hp->tied_output);
+    engine_model_free(m);
+    unlink(path);
+    ASSERT_EQ(engine_gen_preset("gpt-9", &p, &err), THAW_ENOTFOUND);
+    ASSERT_CONTAINS(err.msg, "tinyllama-1.1b");
+    ASSERT_EQ(engine_gen_preset("tiny", &p, &err), 0);
+    p.n_head_kv = 3;
+    ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), THAW_EINVAL);
+}
+
+static void test_vocab_loads(void)
+{
+    struct engine_gen_params p;
+    struct thaw_err err = {0};
+    ASSERT_EQ(engine_gen_preset("tiny", &p, &err), 0);
+    p.n_vocab = 2000;
+    const char *path = "/tmp/thaw_test_gen_vocab.gguf";
+    ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), 0);
+    struct gguf *g;
+    ASSERT_EQ(gguf_open(path, &g, &err), 0);
+    struct engine_tokenizer *tok;
+    ASSERT_EQ(tokenizer_from_gguf(g, &tok, &err), 0);
+    ASSERT_EQ(tokenizer_n_tokens(tok), 2000);
+    ASSERT_EQ(tokenizer_bos(tok), 1);
+    ASSERT_EQ(tokenizer_eos(tok), 2);
+    const char *text = "the quick brown fox, jumps! \xc3\xa9t\xc3\xa9";
+    int32_t *ids;
+    size_t n;
+    ASSERT_EQ(tokenizer_encode(tok, text, strlen(text), true, false, &ids, &n, &err), 0);
+    ASSERT(n > 3);
+    ASSERT_EQ(ids[0], 1);
+    struct buf out = {0};
+    ASSERT_EQ(tokenizer_decode(tok, ids, n, TOKENIZER_DECODE_STRIP_SPACE, &out, &err), 0);
+    ASSERT_STR_EQ(out.data, text); /* byte fallback covers the accents */
+    buf_free(&out);
+    free(ids);
+    tokenizer_free(tok);
+    gguf_close(g);
+    unlink(path);
+}
+
+/* Runs a shell command, captures stdout (and stderr when err2out). */
+static int sh(const char *cmd, struct buf *out)
+{
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    char chunk[4096];
+    size_t n;
+    buf_reset(out);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(out, chunk, n);
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void)
+{
+    const char *bin = getenv("THAW_BIN");
+    if (!bin || access(bin, X_OK)) {
+        fprintf(stderr, "  SKIP: THAW_BIN not set (run through ctest)\n");
+        return;
+    }
+    char cmd[1024];
+    struct buf out = {0}, out2 = {0};
+    const char *path = "/tmp/thaw_test_gen_cli.gguf";
+    snprintf(cmd, sizeof cmd, "%s model gen --preset tiny --type Q8_0 --seed 4 -o %s 2>&1", bin,
+             path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    snprintf(cmd, sizeof cmd, "%s model info %s", bin, path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    ASSERT_CONTAINS(out.data, "llama.embedding_length");
+    ASSERT_CONTAINS(out.data, "blk.1.ffn_down.weight");
+    ASSERT_CONTAINS(out.data, "Q8_0");
+    ASSERT_CONTAINS(out.data, "dim 256, layers 2");
+    snprintf(cmd, sizeof cmd, "%s model tokenize %s 'ab c'", bin, path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    ASSERT(out.len > 1 && out.data[0] != '1'); /* no BOS by default */
+    snprintf(cmd, sizeof cmd, "%s model tokenize %s 'ab c' --bos", bin, path);
+    ASSERT_EQ(sh(cmd, &out2), 0);
+    ASSERT(!strncmp(out2.data, "1 ", 2));
+    ASSERT_STR_EQ(out2.data + 2, out.data);
+    snprintf(cmd, sizeof cmd, "%s generate -m %s -p 'the cat' -n 6 --temp 0 2>/dev/null", bin,
+             path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    ASSERT_EQ(sh(cmd, &out2), 0);
+    ASSERT(out.len > 1);
+    ASSERT_STR_EQ(out.data, out2.data); /* greedy is reproducible */
+    snprintf(cmd, sizeof cmd,
+             "%s generate -m %s -p 'the cat' -n 6 --temp 0 --threads 2 2>/dev/null", bin, path);
+    ASSERT_EQ(sh(cmd, &out2), 0);
+    ASSERT_STR_EQ(out.data, out2.data);
+    snprintf(cmd, sizeof cmd, "%s generate -m /nonexistent.gguf -p x 2>&1", bin);
+    ASSERT_EQ(sh(cmd, &out), 1);
+    ASSERT_CONTAINS(out.data, "/nonexistent.gguf");
+    snprintf(cmd, sizeof cmd, "%s model gen --preset tiny 2>&1", bin);
+    ASSERT_EQ(sh(cmd, &out), 2);
+    buf_free(&out);
+    buf_free(&out2);
+    unlink(path);
+}
+
+int main(void)
+{
+    RUN(test_deterministic);
+    RUN(test_fallback_types);
+    RUN(test_vocab_loads);
+    RUN(test_cli);
+    return TEST_REPORT();
+}
