@@ -16,6 +16,9 @@
 #include <immintrin.h>
 
 #define KX_INLINE KX_TGT static inline __attribute__((always_inline))
+/* Loops over tokens, rows and sub-blocks must unroll fully so their arrays
+ * of accumulators live in registers (-O2 alone leaves them in memory). */
+#define KX_UNROLL _Pragma("GCC unroll 8")
 #define KX_TILE   4  /* tokens per row visit */
 #define KX_TCHUNK 64 /* tokens whose prepared rows stay in L2 while rows stream */
 
@@ -65,17 +68,20 @@ KX_INLINE __m256 kx_wbf16(const uint8_t *row, int i)
                              const int NT)                                                         \
     {                                                                                              \
         __m256 acc[KX_TILE][2];                                                                    \
+        KX_UNROLL                                                                                  \
         for (int t = 0; t < NT; t++)                                                               \
             acc[t][0] = acc[t][1] = _mm256_setzero_ps();                                           \
         int i = 0;                                                                                 \
         for (; i + 16 <= n; i += 16) {                                                             \
             __m256 w0 = LOADW(row, i), w1 = LOADW(row, i + 8);                                     \
+            KX_UNROLL                                                                              \
             for (int t = 0; t < NT; t++) {                                                         \
                 const float *x = (const float *)xp[t] + i;                                         \
                 acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc[t][0]);                    \
                 acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc[t][1]);                \
             }                                                                                      \
         }                                                                                          \
+        KX_UNROLL                                                                                  \
         for (int t = 0; t < NT; t++) {                                                             \
             float s = kx_hsum(_mm256_add_ps(acc[t][0], acc[t][1]));                                \
             for (int k = i; k < n; k++)                                                            \
@@ -113,19 +119,29 @@ KX_INLINE void kx_q8_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                           const int NT)
 {
     __m256 acc[2][KX_TILE];
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         acc[0][t] = acc[1][t] = _mm256_setzero_ps();
-    for (int b = 0; b < n / KQ; b++, row += KB_Q8_0) {
-        /* |w| times x with w's sign keeps the unsigned operand <= 128 */
-        __m256i w = kx_load(row + 2), aw = _mm256_sign_epi8(w, w);
-        float dw = kx_h2f(row);
-        for (int t = 0; t < NT; t++) {
-            __m256i sx = _mm256_sign_epi8(kx_load(xp[t] + KQ * b), w);
-            __m256i p = KX_DOT(_mm256_setzero_si256(), aw, sx);
-            __m256 s = _mm256_set1_ps(dw * KX_XD(xp[t], n)[b]);
-            acc[b & 1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[b & 1][t]);
+    const int nb = n / KQ;
+    for (int b0 = 0; b0 < nb; b0 += 2) {
+        KX_UNROLL
+        for (int e = 0; e < 2; e++) {
+            int b = b0 + e;
+            if (b >= nb) break;
+            const uint8_t *blk = row + (size_t)b * KB_Q8_0;
+            /* |w| times x with w's sign keeps the unsigned operand <= 128 */
+            __m256i w = kx_load(blk + 2), aw = _mm256_sign_epi8(w, w);
+            float dw = kx_h2f(blk);
+            KX_UNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256i sx = _mm256_sign_epi8(kx_load(xp[t] + KQ * b), w);
+                __m256i p = KX_DOT(_mm256_setzero_si256(), aw, sx);
+                __m256 s = _mm256_set1_ps(dw * KX_XD(xp[t], n)[b]);
+                acc[e][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[e][t]);
+            }
         }
     }
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         out[t] = kx_hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
@@ -154,6 +170,7 @@ KX_INLINE __m256i kx_bits_to_16(uint32_t qh)
 KX_INLINE void kx_qz_acc(__m256 *acc, __m256i u, float dw, int z, const uint8_t *const *xp, int n,
                          int b, const int NT)
 {
+    KX_UNROLL
     for (int t = 0; t < NT; t++) {
         __m256i c = _mm256_setr_epi32(-z * KX_XS(xp[t], n)[b], 0, 0, 0, 0, 0, 0, 0);
         __m256i p = KX_DOT(c, u, kx_load(xp[t] + KQ * b));
@@ -166,10 +183,20 @@ KX_INLINE void kx_q4_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                           const int NT)
 {
     __m256 acc[2][KX_TILE];
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         acc[0][t] = acc[1][t] = _mm256_setzero_ps();
-    for (int b = 0; b < n / KQ; b++, row += KB_Q4_0)
-        kx_qz_acc(acc[b & 1], kx_nibbles(row + 2), kx_h2f(row), 8, xp, n, b, NT);
+    const int nb = n / KQ;
+    for (int b0 = 0; b0 < nb; b0 += 2) {
+        KX_UNROLL
+        for (int e = 0; e < 2; e++) {
+            int b = b0 + e;
+            if (b >= nb) break;
+            const uint8_t *blk = row + (size_t)b * KB_Q4_0;
+            kx_qz_acc(acc[e], kx_nibbles(blk + 2), kx_h2f(blk), 8, xp, n, b, NT);
+        }
+    }
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         out[t] = kx_hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
@@ -178,12 +205,21 @@ KX_INLINE void kx_q5_0_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                           const int NT)
 {
     __m256 acc[2][KX_TILE];
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         acc[0][t] = acc[1][t] = _mm256_setzero_ps();
-    for (int b = 0; b < n / KQ; b++, row += KB_Q5_0) {
-        __m256i u = _mm256_or_si256(kx_nibbles(row + 6), kx_bits_to_16(kern_ld32(row + 2)));
-        kx_qz_acc(acc[b & 1], u, kx_h2f(row), 16, xp, n, b, NT);
+    const int nb = n / KQ;
+    for (int b0 = 0; b0 < nb; b0 += 2) {
+        KX_UNROLL
+        for (int e = 0; e < 2; e++) {
+            int b = b0 + e;
+            if (b >= nb) break;
+            const uint8_t *blk = row + (size_t)b * KB_Q5_0;
+            __m256i u = _mm256_or_si256(kx_nibbles(blk + 6), kx_bits_to_16(kern_ld32(blk + 2)));
+            kx_qz_acc(acc[e], u, kx_h2f(blk), 16, xp, n, b, NT);
+        }
     }
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         out[t] = kx_hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
 }
@@ -204,6 +240,7 @@ KX_INLINE void kx_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                           const int NT)
 {
     __m256 acc[KX_TILE], accm[KX_TILE];
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         acc[t] = accm[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15);
@@ -212,13 +249,16 @@ KX_INLINE void kx_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
         kx_k4_scales(row + 4, u);
         const uint8_t *sc = (const uint8_t *)u, *q = row + 16;
         __m256i sumi[KX_TILE];
+        KX_UNROLL
         for (int t = 0; t < NT; t++)
             sumi[t] = _mm256_setzero_si256();
+        KX_UNROLL
         for (int j = 0; j < 4; j++) {
             __m256i raw = kx_load(q + 32 * j);
             __m256i lo = _mm256_and_si256(raw, m4);
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
             __m256i s1 = _mm256_set1_epi16(sc[2 * j]), s2 = _mm256_set1_epi16(sc[2 * j + 1]);
+            KX_UNROLL
             for (int t = 0; t < NT; t++) {
                 const uint8_t *x = xp[t] + KQ_K * b + 64 * j;
                 /* the two products meet first so sumi's chain is one add per step */
@@ -231,6 +271,7 @@ KX_INLINE void kx_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
         __m128i m8 = _mm_cvtsi64_si128((long long)((uint64_t)u[2] | (uint64_t)u[3] << 32));
         __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
         float d = kx_h2f(row), dmin = kx_h2f(row + 2);
+        KX_UNROLL
         for (int t = 0; t < NT; t++) {
             float dx = KX_XD(xp[t], n)[b];
             __m256i bs = kx_load(KX_XBS(xp[t], n) + 16 * b);
@@ -239,6 +280,7 @@ KX_INLINE void kx_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
             accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), accm[t]);
         }
     }
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         out[t] = kx_hsum(acc[t]) - kx_hsum(accm[t]);
 }
@@ -247,14 +289,17 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                           const int NT)
 {
     __m256 acc[KX_TILE];
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
     for (int b = 0; b < n / KQ_K; b++, row += KB_Q6_K) {
         __m128i sc8 = _mm_loadu_si128((const __m128i *)(row + 192));
         __m256i sumi[KX_TILE];
+        KX_UNROLL
         for (int t = 0; t < NT; t++)
             sumi[t] = _mm256_setzero_si256();
+        KX_UNROLL
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = row + 64 * h, *qh = row + 128 + 32 * h;
             __m256i l0 = kx_load(ql), l1 = kx_load(ql + 32), hb = kx_load(qh);
@@ -271,6 +316,7 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                 _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
             __m256i scv[4];
+            KX_UNROLL
             for (int k = 0; k < 4; k++) {
                 /* groups 8h+2k and 8h+2k+1: 8 lanes of each scale */
                 int g = 8 * h + 2 * k;
@@ -278,6 +324,7 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                     _mm_set_epi64x(0x0101010101010101LL * (g + 1), 0x0101010101010101LL * g);
                 scv[k] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx));
             }
+            KX_UNROLL
             for (int t = 0; t < NT; t++) {
                 const uint8_t *x = xp[t] + KQ_K * b + 128 * h;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(v[0], kx_load(x)), scv[0]);
@@ -290,6 +337,7 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
         /* the -32 offset of every value: -32 * sum_g sc[g] * bs[g] */
         __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         float d = kx_h2f(row + 208);
+        KX_UNROLL
         for (int t = 0; t < NT; t++) {
             __m256i bs = kx_load(KX_XBS(xp[t], n) + 16 * b);
             __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
@@ -298,6 +346,7 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[t]);
         }
     }
+    KX_UNROLL
     for (int t = 0; t < NT; t++)
         out[t] = kx_hsum(acc[t]);
 }
