@@ -587,7 +587,12 @@ static int find_at(const struct text *t, size_t i, unsigned kinds, struct match 
         int d = __builtin_ctz(todo);
         todo &= todo - 1;
         if (!(detectors[d].kinds & kinds)) continue;
-        if (detectors[d].fn(t, i, m) && (kinds & (1u << m->kind))) return 1;
+        if (!detectors[d].fn(t, i, m)) continue;
+        /* A thaw key behind "Bearer" is still a token when only tokens are
+         * masked. */
+        if (m->kind == SECURITY_REDACT_THAW_KEY && !(kinds & (1u << m->kind)))
+            m->kind = SECURITY_REDACT_TOKEN;
+        if (kinds & (1u << m->kind)) return 1;
     }
     return 0;
 }

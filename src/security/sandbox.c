@@ -92,6 +92,7 @@ static void try_ns(struct security_sandbox_report *r, unsigned bit, const char *
 }
 
 static pid_t forward_to;
+static const int relayed[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
 
 static void forward_signal(int sig)
 {
@@ -100,16 +101,18 @@ static void forward_signal(int sig)
 
 /* The original process after the PID-namespace fork: it only relays
  * signals and the exit status of the real instance. */
-static void __attribute__((noreturn)) relay_child(pid_t child)
+static void __attribute__((noreturn)) relay_child(pid_t child, const sigset_t *old_mask)
 {
     forward_to = child;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = forward_signal;
     sigemptyset(&sa.sa_mask);
-    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        sigaction(sigs[i], &sa, NULL);
+    for (size_t i = 0; i < sizeof(relayed) / sizeof(relayed[0]); i++)
+        sigaction(relayed[i], &sa, NULL);
+    /* Signals that came while the handlers were not yet in place were held
+     * (blocked before the fork) and are forwarded now. */
+    sigprocmask(SIG_SETMASK, old_mask, NULL);
     /* The instance holds its own copies; the relay must not keep the node's
      * socketpair open after the instance dies. */
     close(STDIN_FILENO);
@@ -132,9 +135,19 @@ static void __attribute__((noreturn)) relay_child(pid_t child)
 static int enter_pid_ns(void)
 {
     if (unshare(CLONE_NEWPID) != 0) return -errno;
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (size_t i = 0; i < sizeof(relayed) / sizeof(relayed[0]); i++)
+        sigaddset(&block, relayed[i]);
+    sigprocmask(SIG_BLOCK, &block, &old);
     pid_t child = fork();
-    if (child < 0) return -errno;
-    if (child > 0) relay_child(child);
+    if (child < 0) {
+        int e = errno;
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return -e;
+    }
+    if (child > 0) relay_child(child, &old);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     /* If the relay dies (the node SIGKILLs it), so does the instance. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     return 0;

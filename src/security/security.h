@@ -545,6 +545,20 @@ struct security_sandbox {
     struct security_sandbox_report *report; /* optional; filled */
 };
 
+/* An instance's private scratch directory: creates base/<prefix>.XXXXXX
+ * with mode 0700 and writes its path (NUL-terminated) into out[0..n).
+ * Returns 0, THAW_ERANGE (out too small) or -errno, with err. */
+int security_tmpdir_create(const char *base, const char *prefix, char *out, size_t n,
+                           struct thaw_err *err);
+
+/* Removes dir and everything in it as left by a possibly hostile instance:
+ * never follows symlinks (they are unlinked, not their targets), never
+ * crosses into another filesystem (-EXDEV), fixes permissions it needs,
+ * and handles trees deeper than the descriptor budget by hoisting deep
+ * subtrees to the top. Returns 0 or a negative code with err; a missing dir
+ * is success. */
+int security_tmpdir_remove(const char *dir, struct thaw_err *err);
+
 /* Applies cfg to the calling process; irreversible. Call it in a
  * single-threaded child (user namespaces refuse threaded callers). Returns
  * 0, or a negative code with err naming the step that failed (a limit that

@@ -195,6 +195,15 @@ static void test_counts_and_kinds(void)
     ASSERT_STR_EQ(out.data, "mail a@b.co or c@d.io, ip [IP], card 4111111111111111, "
                             "key thaw_0123456789abcdef_secretsecretsecret");
     buf_reset(&out);
+    struct security_redact_counts c2 = {0};
+    const char *auth = "Authorization: Bearer thaw_0123456789abcdef_secretsecretsecret";
+    ASSERT_EQ(security_redact(auth, strlen(auth), 1u << SECURITY_REDACT_TOKEN, &out, &c2), 1);
+    ASSERT_STR_EQ(out.data, "Authorization: Bearer [TOKEN]");
+    ASSERT_EQ(c2.n[SECURITY_REDACT_TOKEN], 1);
+    buf_reset(&out);
+    ASSERT_EQ(security_redact(auth, strlen(auth), 1u << SECURITY_REDACT_THAW_KEY, &out, NULL), 1);
+    ASSERT_STR_EQ(out.data, "Authorization: Bearer [THAW_KEY]");
+    buf_reset(&out);
     ASSERT_EQ(security_redact(in, strlen(in), 0, &out, NULL), 0);
     ASSERT_STR_EQ(out.data, in);
     /* Appends after existing content; embedded NULs pass through. */
@@ -244,7 +253,8 @@ static void test_utf8(void)
     MASK("IP\xe2\x80\x94"
          "10.1.2.3\xe2\x80\xa6",
          "IP\xe2\x80\x94[IP]\xe2\x80\xa6");
-    SAME("\xc3\xa9" "1.2.3.4");
+    SAME("\xc3\xa9"
+         "1.2.3.4");
     /* Random mixes of matchable ASCII and multibyte characters stay valid. */
     const char *pieces[] = {"\xc3\xa9",
                             "\xe2\x82\xac",
