@@ -288,6 +288,7 @@ static double time_sgemm(const float *W, int rows, int cols, int n_tok, int nth,
     }
     free(x);
     free(y);
+    openblas_set_num_threads(1); /* what the engine's kernels expect */
     return best;
 }
 #endif

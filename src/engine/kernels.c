@@ -493,8 +493,12 @@ void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepar
     const struct kern_ops *ops = ops_get();
     assert((unsigned)t < KERN_N_TYPES && ops->mm[t]);
     if (r1 <= r0 || n_tok <= 0) return;
-    ops->mm[t](W, ggml_row_bytes(t, (uint64_t)n_cols), n_cols, prepared,
-               kern_prep_row_bytes(t, n_cols), n_tok, y, y_stride, r0, r1);
+    size_t rb = ggml_row_bytes(t, (uint64_t)n_cols), ps = kern_prep_row_bytes(t, n_cols);
+    /* the portable path stays free of OpenBLAS so every other path is tested against it */
+    if (ops != &ops_portable &&
+        kern_blas_matmul(t, W, rb, n_cols, prepared, ps, n_tok, y, y_stride, r0, r1))
+        return;
+    ops->mm[t](W, rb, n_cols, prepared, ps, n_tok, y, y_stride, r0, r1);
 }
 
 const char *kern_simd_level(void)

@@ -92,6 +92,12 @@ struct kern_ops {
     kern_mm_fn mm[KERN_N_TYPES];
 };
 
+/* F32/F16/BF16 products through OpenBLAS sgemm when n_tok is large enough
+ * for it to win; returns false (having done nothing) otherwise. */
+bool kern_blas_matmul(enum ggml_type t, const uint8_t *W, size_t row_bytes, int n_cols,
+                      const uint8_t *prep, size_t prep_stride, int n_tok, float *y, int y_stride,
+                      int r0, int r1);
+
 /* Each level fills the entries it implements and leaves the rest alone. */
 void kern_ops_portable(struct kern_ops *ops);
 void kern_ops_avx2(struct kern_ops *ops);
