@@ -25,6 +25,10 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     } else if (rc != THAW_EINVAL || err.msg[0] == '\0') {
         abort();
     }
+    /* The same bytes as an Authorization header value. */
+    if (security_apikey_from_authorization(s, size, &k, &err) == 0 &&
+        (k.secret < s || k.secret + k.secret_len != s + size))
+        abort();
     free(s);
 
     char *z = malloc(size + 1);

@@ -129,6 +129,24 @@ int security_apikey_parse(const char *s, size_t len, struct security_apikey *out
     return 0;
 }
 
+int security_apikey_from_authorization(const char *header, size_t len, struct security_apikey *out,
+                                       struct thaw_err *err)
+{
+    if (!header || len == 0) return thaw_errf(err, THAW_EINVAL, "missing Authorization header");
+    if (len < 7 || strncasecmp(header, "bearer", 6) != 0 || header[6] != ' ') {
+        size_t w = 0;
+        while (w < len && w < 16 && header[w] != ' ' && (unsigned char)header[w] > 0x20 &&
+               (unsigned char)header[w] < 0x7f)
+            w++;
+        return thaw_errf(err, THAW_EINVAL,
+                         "Authorization must use the Bearer scheme (got \"%.*s\")", (int)w, header);
+    }
+    size_t p = 6;
+    while (p < len && header[p] == ' ')
+        p++;
+    return security_apikey_parse(header + p, len - p, out, err);
+}
+
 int security_apikey_hash(const unsigned char pepper[SECURITY_PEPPER_LEN],
                          const struct security_apikey *key,
                          unsigned char out[SECURITY_KEY_HASH_LEN])

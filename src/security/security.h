@@ -59,6 +59,13 @@ int security_apikey_generate(char out[SECURITY_KEY_STR_SIZE], char out_id[SECURI
 int security_apikey_parse(const char *s, size_t len, struct security_apikey *out,
                           struct thaw_err *err);
 
+/* Parses an Authorization header value: "Bearer " (scheme case-insensitive,
+ * one or more spaces) then a key as security_apikey_parse wants it; the key
+ * points into header. THAW_EINVAL with a message for a missing header, another
+ * scheme, or a malformed key (never echoing the secret). */
+int security_apikey_from_authorization(const char *header, size_t len, struct security_apikey *out,
+                                       struct thaw_err *err);
+
 /* Computes the stored hash of a parsed key under the pepper. Returns 0. */
 int security_apikey_hash(const unsigned char pepper[SECURITY_PEPPER_LEN],
                          const struct security_apikey *key,

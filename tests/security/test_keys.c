@@ -122,6 +122,33 @@ static void test_parse_errors(void)
     ASSERT_EQ(k.secret_len, 40);
 }
 
+static void test_authorization_header(void)
+{
+    char key[SECURITY_KEY_STR_SIZE], hdr[128];
+    ASSERT_EQ(security_apikey_generate(key, NULL, NULL), 0);
+    struct security_apikey k;
+    struct thaw_err err = {0};
+    snprintf(hdr, sizeof(hdr), "Bearer %s", key);
+    ASSERT_EQ(security_apikey_from_authorization(hdr, strlen(hdr), &k, &err), 0);
+    ASSERT(k.secret == hdr + 7 + 22);
+    snprintf(hdr, sizeof(hdr), "bearer   %s", key);
+    ASSERT_EQ(security_apikey_from_authorization(hdr, strlen(hdr), &k, &err), 0);
+    ASSERT_EQ(security_apikey_from_authorization("", 0, &k, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "missing");
+    snprintf(hdr, sizeof(hdr), "Basic %s", key);
+    ASSERT_EQ(security_apikey_from_authorization(hdr, strlen(hdr), &k, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "Bearer scheme (got \"Basic\")");
+    ASSERT(!strstr(err.msg, key + 22));
+    ASSERT_EQ(security_apikey_from_authorization(key, strlen(key), &k, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "Bearer scheme");
+    ASSERT(!strstr(err.msg, key + 22));
+    ASSERT_EQ(security_apikey_from_authorization("Bearer ", 7, &k, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "empty");
+    snprintf(hdr, sizeof(hdr), "Bearer %s ", key);
+    ASSERT_EQ(security_apikey_from_authorization(hdr, strlen(hdr), &k, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "whitespace");
+}
+
 static void test_scopes(void)
 {
     unsigned m = 0;
@@ -248,6 +275,7 @@ int main(void)
     RUN(test_generate_and_parse);
     RUN(test_hash_verify);
     RUN(test_parse_errors);
+    RUN(test_authorization_header);
     RUN(test_scopes);
     RUN(test_secret32);
     return TEST_REPORT();
