@@ -156,12 +156,14 @@ int security_kek_load_file(const char *path, uint32_t id, struct security_kek **
 /* Same, from the environment variable `name`; THAW_ENOTFOUND when unset. */
 int security_kek_from_env(const char *name, uint32_t id, struct security_kek **out,
                           struct thaw_err *err);
+/* The id given when the KEK was made. */
 uint32_t security_kek_id(const struct security_kek *kek);
 /* Zeroes and frees; NULL is a no-op. */
 void security_kek_free(struct security_kek *kek);
 
 /* Makes a fresh random DEK with the given version number (>= 1). */
 int security_dek_generate(uint32_t version, struct security_dek **out, struct thaw_err *err);
+/* The DEK's version number. */
 uint32_t security_dek_version(const struct security_dek *dek);
 /* Zeroes and frees; NULL is a no-op. */
 void security_dek_free(struct security_dek *dek);
@@ -273,8 +275,12 @@ int security_gcra(uint64_t *tat, double rate, uint32_t burst, uint32_t cost, uin
  * information and are dropped first when the table is full; if none is idle,
  * the key closest to idle is dropped (it gets a fresh bucket a little early). */
 struct security_ratelimiter; /* opaque */
+/* Makes a table for at most max_entries keys (about 100 bytes each plus the
+ * key); *out is the caller's. Returns 0, THAW_EINVAL (0 entries) or
+ * THAW_ENOMEM. The conclimiter and quota constructors work the same way. */
 int security_ratelimiter_new(size_t max_entries, struct security_ratelimiter **out,
                              struct thaw_err *err);
+/* Frees the table; NULL is a no-op. */
 void security_ratelimiter_free(struct security_ratelimiter *rl);
 /* Checks one request of weight cost for key under (rate, burst). rate and
  * burst may differ per call (a tenant's limit changed). Returns 0 and fills
@@ -290,6 +296,7 @@ size_t security_ratelimiter_size(struct security_ratelimiter *rl);
 struct security_conclimiter; /* opaque */
 int security_conclimiter_new(size_t max_entries, struct security_conclimiter **out,
                              struct thaw_err *err);
+/* Frees the table; NULL is a no-op. */
 void security_conclimiter_free(struct security_conclimiter *cl);
 /* Takes one slot for key if fewer than limit are taken. Returns 0, or
  * THAW_EBUSY (at the limit, or the table is full), THAW_EINVAL, THAW_ENOMEM.
@@ -299,6 +306,7 @@ int security_conc_acquire(struct security_conclimiter *cl, const char *key, uint
                           uint32_t *in_flight);
 /* Gives a slot back. Returns 0, or THAW_ENOTFOUND when key holds none. */
 int security_conc_release(struct security_conclimiter *cl, const char *key);
+/* Slots key holds now (0 for an unknown or invalid key). */
 uint32_t security_conc_in_flight(struct security_conclimiter *cl, const char *key);
 
 /* Daily quotas: a counter per key per UTC day (wall_s / 86400). Counts from
@@ -313,6 +321,7 @@ struct security_quota_result {
 };
 struct security_quota; /* opaque */
 int security_quota_new(size_t max_entries, struct security_quota **out, struct thaw_err *err);
+/* Frees the table; NULL is a no-op. */
 void security_quota_free(struct security_quota *q);
 /* Adds amount to key's count for today if that stays within limit; otherwise
  * counts nothing and reports allowed = false. amount 0 just reads. Returns 0,
