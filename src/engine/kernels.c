@@ -454,6 +454,7 @@ static struct kern_ops ops_portable, ops_avx2, ops_avx512, ops_neon;
 static const struct kern_ops *ops_best = &ops_portable;
 static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
 static _Atomic(const struct kern_ops *) ops_forced;
+static atomic_bool blas_off;
 
 /* Each level starts from the one below, so a type a level lacks falls back. */
 static void ops_init(void)
@@ -495,7 +496,7 @@ void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepar
     if (r1 <= r0 || n_tok <= 0) return;
     size_t rb = ggml_row_bytes(t, (uint64_t)n_cols), ps = kern_prep_row_bytes(t, n_cols);
     /* the portable path stays free of OpenBLAS so every other path is tested against it */
-    if (ops != &ops_portable &&
+    if (ops != &ops_portable && !atomic_load_explicit(&blas_off, memory_order_relaxed) &&
         kern_blas_matmul(t, W, rb, n_cols, prepared, ps, n_tok, y, y_stride, r0, r1))
         return;
     ops->mm[t](W, rb, n_cols, prepared, ps, n_tok, y, y_stride, r0, r1);
@@ -510,6 +511,11 @@ void kern_force_portable(bool on)
 {
     pthread_once(&ops_once, ops_init);
     atomic_store(&ops_forced, on ? &ops_portable : NULL);
+}
+
+void kern_use_blas(bool on)
+{
+    atomic_store(&blas_off, !on);
 }
 
 int kern_force_level(const char *name)

@@ -77,5 +77,8 @@ void kern_force_portable(bool on);
  * tests and benchmarks). Returns 0, or -1 when the level is unknown or not
  * available here, changing nothing. */
 int kern_force_level(const char *name);
+/* F32/F16/BF16 products with many tokens go through OpenBLAS sgemm (faster
+ * there); kern_use_blas(false) keeps them on our kernels (for benchmarks). */
+void kern_use_blas(bool on);
 
 #endif

@@ -631,13 +631,13 @@ static void test_matmul_portable_vs_reference(void)
 static void check_level_matches_portable(const char *level)
 {
     const int n_rows = 29, n_cols = 1024, ys = n_rows + 3;
-    /* 8+ and 32+ tokens take the OpenBLAS path for F32 and F16/BF16 */
-    static const int toks[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
-    float *x = malloc(sizeof(float) * 33 * n_cols);
-    float *ysimd = malloc(sizeof(float) * 33 * ys);
-    float *yp = malloc(sizeof(float) * 33 * ys);
+    /* 16+ and 128+ tokens take the OpenBLAS path for F32 and F16/BF16 */
+    static const int toks[] = {1, 2, 3, 4, 5, 8, 9, 17, 33, 130};
+    float *x = malloc(sizeof(float) * 130 * n_cols);
+    float *ysimd = malloc(sizeof(float) * 130 * ys);
+    float *yp = malloc(sizeof(float) * 130 * ys);
     ASSERT(x && ysimd && yp);
-    fill_normal(x, 33 * n_cols, 1.0f);
+    fill_normal(x, 130 * n_cols, 1.0f);
     x[77] = -30.0f;
     int bad = 0;
     for (size_t i = 0; i < ARRAY_LEN(all_types) && !bad; i++) {
