@@ -543,7 +543,8 @@ struct security_sandbox {
     uint64_t max_cpu_seconds;   /* RLIMIT_CPU: SIGXCPU at n, SIGKILL at n+1 */
     uint64_t max_processes;     /* RLIMIT_NPROC (per uid; root ignores it) */
     uint64_t max_file_size;     /* RLIMIT_FSIZE */
-    bool set_ids;               /* switch to uid/gid (dropping groups) */
+    bool set_ids;               /* switch to uid/gid, dropping groups (in a user namespace only the
+                                 * caller's own ids are mapped, so only they can be chosen) */
     unsigned uid, gid;
     enum security_seccomp_profile profile;
     bool allow_network;       /* exec profile */
