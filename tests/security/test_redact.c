@@ -173,6 +173,22 @@ static void test_thaw_keys(void)
     SAME("thaw_serve");
 }
 
+/* Things common in logs that must survive untouched. */
+static void test_log_noise(void)
+{
+    SAME("request 123e4567-e89b-12d3-a456-426614174000 done");
+    SAME("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    SAME("at 2024-01-15T10:30:00.123Z took 1234567890 ns");
+    SAME("GET /v1/deployments/summarize HTTP/1.1 200 in 12.5 ms");
+    SAME("listening on port 8080, pid 4242, 16 threads");
+    SAME("  File \"main.py\", line 1234, in <module>");
+    SAME("tokens=4096 max_tokens=512 temperature=0.7 top_p=0.95");
+    SAME("thaw_deployment_requests_total{code=\"200\"} 1024");
+    SAME("v1.2.3.4 released");
+    SAME("0x7ffd5e8a1b20 0xdeadbeef");
+    SAME("weights 1.5 GiB, 32 layers, 4096 dims, 151936 vocab");
+}
+
 static void test_counts_and_kinds(void)
 {
     const char *in = "mail a@b.co or c@d.io, ip 1.2.3.4, card 4111111111111111, "
@@ -331,6 +347,7 @@ int main(void)
     RUN(test_ip);
     RUN(test_tokens);
     RUN(test_thaw_keys);
+    RUN(test_log_noise);
     RUN(test_counts_and_kinds);
     RUN(test_utf8);
     RUN(test_linear_time);
