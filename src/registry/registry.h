@@ -77,4 +77,142 @@ bool registry_name_valid(const char *name);
  * refused, nesting is bounded. Caller owns the result. */
 int registry_yaml_to_json(const char *text, size_t len, json_t **out, struct thaw_err *err);
 
+/* ---- artifacts (artifacts.c) ----
+ * Immutable blobs stored content-addressed under one root directory:
+ *   <root>/sha256/<2 hex>/<62 hex>   complete blobs, named by their digest
+ *   <root>/uploads/<id>/data         resumable upload sessions (+ "size")
+ *   <root>/tmp/                      single-request writes in progress
+ * A blob appears under its digest only after its bytes are fsync'd: the
+ * finished temporary file is hard-linked into place (which fails if another
+ * upload got there first) and the directory fsync'd, so a crash never leaves
+ * a partial blob under a digest. Every call is thread-safe. Digests are
+ * written "sha256:" followed by 64 lowercase hex digits. */
+
+#include <sys/uio.h>
+
+#define ARTIFACT_DIGEST_SIZE 72    /* "sha256:" + 64 hex + NUL */
+#define ARTIFACT_UPLOAD_ID_SIZE 33 /* 32 hex + NUL */
+
+struct artifact_store;
+
+struct artifact_store_config {
+    const char *root;      /* created if missing */
+    int64_t chunk_max;     /* largest single write (one request body) */
+    int64_t upload_ttl_ms; /* upload sessions idle this long expire */
+};
+
+struct artifact_info {
+    char digest[ARTIFACT_DIGEST_SIZE];
+    int64_t size;
+    bool created; /* false: the blob was already stored (nothing written) */
+};
+
+struct artifact_upload_info {
+    char id[ARTIFACT_UPLOAD_ID_SIZE];
+    int64_t offset;  /* bytes received so far */
+    int64_t size;    /* declared total size, -1 when not declared */
+    int64_t idle_ms; /* since the last write */
+};
+
+/* Opens (creating the layout if needed) the store at cfg->root, removing
+ * single-request temporaries a crashed run left behind; upload sessions are
+ * kept. The config's strings are copied. */
+int artifact_store_open(const struct artifact_store_config *cfg, struct artifact_store **out,
+                        struct thaw_err *err);
+void artifact_store_free(struct artifact_store *as);
+int64_t artifact_store_chunk_max(const struct artifact_store *as);
+int64_t artifact_store_upload_ttl_ms(const struct artifact_store *as);
+
+/* True for "sha256:" + exactly 64 lowercase hex digits. */
+bool artifact_digest_valid(const char *s);
+
+/* Size of a stored blob; THAW_ENOTFOUND when absent (or digest invalid). */
+int artifact_stat(struct artifact_store *as, const char *digest, int64_t *size,
+                  struct thaw_err *err);
+/* Opens a stored blob read-only; *fd is the caller's to close. */
+int artifact_open(struct artifact_store *as, const char *digest, int *fd, int64_t *size,
+                  struct thaw_err *err);
+/* Stores the bytes of iov[0..n_iov) as one blob (at most chunk_max bytes:
+ * THAW_ERANGE otherwise). With expect (may be NULL), a different digest is
+ * THAW_ECONFLICT with both digests in err and nothing is written. A blob
+ * already stored is not rewritten (out->created false). */
+int artifact_put(struct artifact_store *as, const struct iovec *iov, size_t n_iov,
+                 const char *expect, struct artifact_info *out, struct thaw_err *err);
+
+/* Resumable uploads. A session survives a node restart: its hash state is
+ * rebuilt from the partial file the first time it is used again. */
+
+/* Starts a session; size is the declared total or -1. THAW_EBUSY when too
+ * many sessions are open. */
+int artifact_upload_create(struct artifact_store *as, int64_t size,
+                           struct artifact_upload_info *out, struct thaw_err *err);
+/* THAW_ENOTFOUND for an unknown, finished, aborted or expired session. */
+int artifact_upload_stat(struct artifact_store *as, const char *id,
+                         struct artifact_upload_info *out, struct thaw_err *err);
+/* Appends iov at offset. THAW_ECONFLICT when offset is not the session's
+ * current offset (out->offset says where it is); THAW_ERANGE when the chunk
+ * is larger than chunk_max or goes past the declared size. On any error
+ * nothing of the chunk is kept. out may be NULL. */
+int artifact_upload_append(struct artifact_store *as, const char *id, int64_t offset,
+                           const struct iovec *iov, size_t n_iov,
+                           struct artifact_upload_info *out, struct thaw_err *err);
+/* Finishes a session: verifies against expect (may be NULL), fsyncs and
+ * links the blob into place, and ends the session. THAW_ECONFLICT on a
+ * digest mismatch (the session is discarded: nothing is kept); THAW_ESTATE
+ * when fewer bytes than the declared size arrived (the session stays). */
+int artifact_upload_complete(struct artifact_store *as, const char *id, const char *expect,
+                             struct artifact_info *out, struct thaw_err *err);
+/* Discards a session and its bytes. */
+int artifact_upload_abort(struct artifact_store *as, const char *id, struct thaw_err *err);
+/* Discards sessions idle longer than the TTL that no call is using; returns
+ * how many (>= 0) or an error. */
+int artifact_uploads_expire(struct artifact_store *as, struct thaw_err *err);
+
+/* Calls cb for each stored blob (order unspecified); a non-zero return
+ * stops the walk and is returned. */
+typedef int (*artifact_list_fn)(void *ctx, const char *digest, int64_t size);
+int artifact_list(struct artifact_store *as, artifact_list_fn cb, void *ctx,
+                  struct thaw_err *err);
+
+/* Garbage collection: removes every blob that is_referenced says no to and
+ * that was stored or re-confirmed (uploaded again) more than min_age_ms
+ * ago, so an upload that finished moments before the version naming it is
+ * written survives. Upload sessions are never touched except to expire
+ * idle ones (artifact_uploads_expire). is_referenced runs under the store's
+ * lock: keep it quick. removed (may be NULL) hears of each blob removed. */
+typedef bool (*artifact_ref_fn)(void *ctx, const char *digest);
+typedef void (*artifact_removed_fn)(void *ctx, const char *digest, int64_t size);
+struct artifact_gc_opts {
+    artifact_ref_fn is_referenced; /* NULL: nothing is referenced */
+    void *ref_ctx;
+    int64_t min_age_ms;
+    bool dry_run; /* report what would go, remove nothing */
+    artifact_removed_fn removed;
+    void *removed_ctx;
+};
+struct artifact_gc_stats {
+    int64_t removed, removed_bytes;
+    int64_t kept_referenced, kept_young;
+    int64_t expired_uploads;
+};
+int artifact_gc(struct artifact_store *as, const struct artifact_gc_opts *opts,
+                struct artifact_gc_stats *stats, struct thaw_err *err);
+
+/* A set of digests, e.g. every digest some version names. */
+struct artifact_refs {
+    char (*digests)[ARTIFACT_DIGEST_SIZE];
+    size_t n, cap;
+    bool sorted;
+};
+/* Adds one digest (ignored unless valid). Returns 0 or THAW_ENOMEM. */
+int artifact_refs_add(struct artifact_refs *r, const char *digest);
+/* Adds every "sha256:<64 hex>" found inside any string of a JSON value
+ * (keys included), however deeply nested. */
+int artifact_refs_scan_json(struct artifact_refs *r, const json_t *v);
+bool artifact_refs_has(struct artifact_refs *r, const char *digest);
+/* Frees the storage; the struct itself is the caller's. */
+void artifact_refs_free(struct artifact_refs *r);
+/* An artifact_ref_fn over a struct artifact_refs (ctx). */
+bool artifact_refs_contains_cb(void *ctx, const char *digest);
+
 #endif
