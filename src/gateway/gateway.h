@@ -36,6 +36,9 @@ int gw_start(struct gateway *gw, struct thaw_err *err);
 /* Tells the gateway about a deployment that exists (at start-up: those in
  * the store). Thread-safe. */
 void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec);
+/* Serves the jobs API with jobs (borrowed); call before gw_start. */
+struct jobs;
+void gw_set_jobs(struct gateway *gw, struct jobs *jobs);
 /* Marks the node ready (readyz answers 200). */
 void gw_set_ready(struct gateway *gw, int ready);
 /* Stops accepting connections; requests already in flight continue. */

@@ -72,6 +72,7 @@ struct gateway {
     size_t n_deps, cap_deps;
 
     struct metric_family *f_requests, *f_duration;
+    struct jobs *jobs; /* jobs: set by gw_set_jobs, NULL = none */
 };
 
 /* One HTTP request to a deployment, wrapping the invocation handed to scale. */
@@ -109,5 +110,11 @@ void gw_route(struct evhttp_request *req, void *worker);
 void gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
                       const char *rid);
 void gw_outbox_cb(evutil_socket_t fd, short what, void *arg);
+/* Jobs (jobs_routes.c): /v1/deployments/NAME/jobs, and /v1/jobs... and
+ * /v1/dlq...; both return true when the request logs itself (answered later). */
+bool gw_handle_jobs(struct gw_worker *w, struct evhttp_request *req, const char *name,
+                    const char *rid);
+bool gw_route_jobs(struct gw_worker *w, struct evhttp_request *req, const char *path,
+                   const char *rid);
 
 #endif

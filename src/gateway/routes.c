@@ -191,6 +191,8 @@ static void route_deployment(struct gateway *gw, struct gw_worker *w, struct evh
     } else if (strcmp(action, "invoke") == 0) {
         if (cmd == EVHTTP_REQ_POST) gw_handle_invoke(w, req, name, rid);
         else method_not_allowed(req, "POST");
+    } else if (strcmp(action, "jobs") == 0) { /* jobs: jobs_routes.c */
+        gw_handle_jobs(w, req, name, rid);
     } else {
         gw_reply_error(req, 404, "not_found", "no such route: %s", path);
     }
@@ -220,7 +222,11 @@ void gw_route(struct evhttp_request *req, void *arg)
         } else {
             route_deployment(gw, w, req, path, rid);
             if (strstr(logpath, "/invoke") && cmd == EVHTTP_REQ_POST) return; /* logs itself */
+            if (strstr(logpath, "/jobs") && cmd == EVHTTP_REQ_POST) return; /* jobs: logs itself */
         }
+    } else if ((strncmp(path, "/v1/jobs", 8) == 0 && (path[8] == 0 || path[8] == '/')) ||
+               (strncmp(path, "/v1/dlq", 7) == 0 && (path[7] == 0 || path[7] == '/'))) {
+        if (gw_route_jobs(w, req, path, rid)) return; /* jobs: jobs_routes.c */
     } else if (strcmp(path, "/healthz") == 0) {
         if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
             gw_reply_json(req, 200, "{\"status\":\"ok\"}", 15);

@@ -3,6 +3,7 @@
  * in flight within the drain timeout, stop instances, exit 0). */
 #include "node/node.h"
 #include "gateway/gateway.h"
+#include "jobs/jobs.h"
 #include "obs/obs.h"
 #include "registry/registry.h"
 #include "scale/scale.h"
@@ -14,6 +15,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@ struct node {
     struct store *store;
     struct scale *scale;
     struct gateway *gw;
+    struct jobs *jobs;
     struct event *sigterm_ev, *sigint_ev, *drain_ev;
     uint64_t drain_deadline_ms;
     bool draining;
@@ -99,13 +102,14 @@ static void scale_stopped(void *arg)
 static void drain_check(evutil_socket_t fd, short what, void *arg)
 {
     struct node *n = arg;
-    int inflight = gw_inflight(n->gw);
+    int inflight = gw_inflight(n->gw) + (n->jobs ? jobs_running(n->jobs) : 0); /* jobs */
     uint64_t now = time_now_ns() / 1000000;
     if (inflight > 0 && now < n->drain_deadline_ms) return;
     if (n->scale_stopping) return;
     if (inflight > 0)
         OBS_LOG(LOG_WARN, "drain_timeout", LOG_I("unanswered", inflight));
     n->scale_stopping = true;
+    if (n->jobs) jobs_release_all(n->jobs); /* jobs: unfinished ones back to the queue */
     scale_shutdown(n->scale, scale_stopped, n);
 }
 
@@ -122,10 +126,74 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
             LOG_I("in_flight", gw_inflight(n->gw)),
             LOG_I("drain_timeout_ms", n->cfg->drain_timeout_ms));
     gw_stop_accepting(n->gw);
+    if (n->jobs) jobs_drain(n->jobs); /* jobs: stop leasing */
     n->drain_deadline_ms = time_now_ns() / 1000000 + (uint64_t)n->cfg->drain_timeout_ms;
     struct timeval tv = {0, 20000};
     n->drain_ev = event_new(n->base, -1, EV_PERSIST, drain_check, n);
     if (n->drain_ev) event_add(n->drain_ev, &tv);
+}
+
+/* jobs: the webhook signing secret: THAW_WEBHOOK_SECRET, else a random one
+ * kept in <data>/webhook.secret (created 0600 on first start). */
+static int webhook_secret(const struct node_config *cfg, char *out, size_t n, struct thaw_err *err)
+{
+    const char *env = getenv("THAW_WEBHOOK_SECRET");
+    if (env && *env) {
+        str_copy(out, env, n);
+        return 0;
+    }
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/webhook.secret", cfg->data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        bool ok = fgets(out, (int)n, f) != NULL;
+        fclose(f);
+        out[strcspn(out, "\r\n")] = 0;
+        if (ok && out[0]) return 0;
+    }
+    unsigned char raw[32];
+    if (random_bytes(raw, sizeof(raw))) return thaw_errf(err, THAW_EIO, "cannot draw a secret");
+    for (size_t i = 0; i < sizeof(raw) && 2 * i + 2 < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, out, strlen(out)) != (ssize_t)strlen(out) || fsync(fd)) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return thaw_errf(err, -e, "cannot write %s: %s", path, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+/* jobs: the runner and its API; knobs for webhooks come from the environment. */
+static int start_jobs(struct node *n, struct thaw_err *err)
+{
+    char secret[256];
+    int rc = webhook_secret(n->cfg, secret, sizeof(secret), err);
+    if (rc) return rc;
+    int64_t base = 0, ttl = 0;
+    const char *v;
+    if ((v = getenv("THAW_WEBHOOK_BACKOFF")) && parse_duration_ms(v, &base))
+        return thaw_errf(err, THAW_EINVAL, "THAW_WEBHOOK_BACKOFF: not a duration: %s", v);
+    if ((v = getenv("THAW_IDEMPOTENCY_TTL")) && parse_duration_ms(v, &ttl))
+        return thaw_errf(err, THAW_EINVAL, "THAW_IDEMPOTENCY_TTL: not a duration: %s", v);
+    v = getenv("THAW_WEBHOOK_MAX_ATTEMPTS");
+    struct jobs_config jc = {
+        .store = n->store,
+        .scale = n->scale,
+        .idempotency_ttl_ms = ttl,
+        .webhook_secret = secret,
+        .webhook_allow = getenv("THAW_WEBHOOK_ALLOW"),
+        .webhook_max_attempts = v ? atoi(v) : 0,
+        .webhook_backoff_base_ms = base,
+        .webhook_backoff_cap_ms = base ? base * 32 : 0,
+        .self_port = gw_port(n->gw),
+    };
+    n->jobs = jobs_new(&jc, err);
+    sodium_memzero(secret, sizeof(secret));
+    if (!n->jobs) return err->code ? err->code : THAW_ENOMEM;
+    gw_set_jobs(n->gw, n->jobs);
+    return jobs_start(n->jobs, err);
 }
 
 static int start(struct node *n, struct thaw_err *err)
@@ -154,6 +222,7 @@ static int start(struct node *n, struct thaw_err *err)
     if (!n->gw) return err->code ? err->code : THAW_EIO;
     struct restore_ctx rctx = {n, 0};
     if ((rc = store_deployment_list(n->store, restore_cb, &rctx, err))) return rc;
+    if ((rc = start_jobs(n, err))) return rc; /* jobs */
     n->sigterm_ev = evsignal_new(n->base, SIGTERM, on_stop_signal, n);
     n->sigint_ev = evsignal_new(n->base, SIGINT, on_stop_signal, n);
     if (!n->sigterm_ev || !n->sigint_ev || event_add(n->sigterm_ev, NULL) ||
@@ -191,6 +260,7 @@ int node_run(const struct node_config *cfg)
     if (n.gw) gw_stop_accepting(n.gw);
     gw_free(n.gw); /* joins the workers before the scale goes away */
     scale_free(n.scale);
+    jobs_free(n.jobs); /* jobs: after the scale has answered everything */
     if (n.sigterm_ev) event_free(n.sigterm_ev);
     if (n.sigint_ev) event_free(n.sigint_ev);
     if (n.drain_ev) event_free(n.drain_ev);

@@ -37,6 +37,7 @@ static int sq_exec(struct sqlite_store *st, const char *sql, struct thaw_err *er
 static void sq_close(struct store *s)
 {
     struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite_jobs_detach(s); /* jobs: its own connection */
     sqlite3_close(st->db);
     pthread_mutex_destroy(&st->lock);
     free(st);
@@ -165,6 +166,7 @@ int store_open_sqlite(const char *path, struct store **out, struct thaw_err *err
     int rc = sq_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
     if (!rc) rc = sq_exec(st, schema_v1, err);
     if (!rc) rc = sq_exec(st, "PRAGMA user_version=1;", err);
+    if (!rc) rc = sqlite_jobs_attach(&st->base, path, err); /* jobs: tables and ops */
     if (rc) {
         sq_close(&st->base);
         return rc;

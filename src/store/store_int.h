@@ -15,8 +15,51 @@ struct store_ops {
                            struct thaw_err *err);
 };
 
+/* ---- jobs section: each implementation that keeps jobs fills these ---- */
+struct store_jobs_ops {
+    int (*submit)(struct store *s, struct store_job_submit *subs, size_t n, int64_t now_ms,
+                  struct thaw_err *err);
+    int (*lease)(struct store *s, const char *deployment, int64_t now_ms, int64_t lease_until_ms,
+                 struct store_job_lease *out, int max, struct thaw_err *err);
+    int (*renew)(struct store *s, const char *const *ids, const int *attempts,
+                 const int64_t *until_ms, size_t n, struct thaw_err *err);
+    int (*complete)(struct store *s, struct store_job_outcome *o, size_t n, struct thaw_err *err);
+    int (*get)(struct store *s, const char *id, bool with_data, struct store_job *out,
+               struct thaw_err *err);
+    int (*list)(struct store *s, const struct store_job_filter *f, store_job_cb cb, void *ctx,
+                struct thaw_err *err);
+    int (*cancel)(struct store *s, const char *id, int64_t now_ms, int64_t expires_ms,
+                  int *prev_state, struct thaw_err *err);
+    int (*replay)(struct store *s, const char *id, const char *deployment, int64_t now_ms,
+                  void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
+                  struct thaw_err *err);
+    int (*purge)(struct store *s, const char *id, const char *deployment, int *n,
+                 struct thaw_err *err);
+    int (*recover)(struct store *s, int64_t now_ms, struct thaw_err *err);
+    int (*active_counts)(struct store *s, void (*cb)(void *ctx, const char *deployment, int n),
+                         void *ctx, struct thaw_err *err);
+    int (*expire)(struct store *s, int64_t now_ms, int64_t tombstone_ms, struct thaw_err *err);
+    int (*webhook_due)(struct store *s, int64_t now_ms, struct store_webhook *out, int max,
+                       struct thaw_err *err);
+    int (*webhook_update)(struct store *s, int64_t id, int state, int attempts, int64_t next_ms,
+                          const char *last_error, struct thaw_err *err);
+    int (*webhook_next)(struct store *s, int64_t *next_ms, struct thaw_err *err);
+    int (*webhook_list)(struct store *s, int state, int limit, store_webhook_cb cb, void *ctx,
+                        struct thaw_err *err);
+    int (*webhook_replay)(struct store *s, int64_t id, int64_t now_ms, int *n,
+                          struct thaw_err *err);
+    int (*webhook_purge)(struct store *s, int64_t id, int *n, struct thaw_err *err);
+};
+
+/* The SQLite implementation (sqlite_jobs.c) keeps jobs on its own connection
+ * to the same file: attach after the main schema exists, detach in close. */
+int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err);
+void sqlite_jobs_detach(struct store *s);
+
 struct store {
     const struct store_ops *ops;
+    const struct store_jobs_ops *jobs_ops; /* NULL: this store keeps no jobs */
+    void *jobs_state;                      /* the implementation's */
 };
 
 #endif
