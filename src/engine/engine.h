@@ -85,6 +85,9 @@ int engine_ctx_new(struct engine_model *m, const struct engine_ctx_params *p,
                    struct engine_ctx **out, struct thaw_err *err);
 void engine_ctx_free(struct engine_ctx *c);
 int32_t engine_ctx_n_ctx(const struct engine_ctx *c);
+/* Bytes the context allocated (pages are touched only when used), and of
+ * them the KV cache's (f32 keys and values for n_seq_max x n_ctx). */
+size_t engine_ctx_bytes(const struct engine_ctx *c, size_t *kv_bytes);
 int32_t engine_ctx_n_seq(const struct engine_ctx *c);
 
 /* Forgets a sequence's cache so its id can start a new one. */

@@ -46,6 +46,7 @@ struct engine_ctx {
     float *hidden;  /* [n_batch][n_embd] when embeddings */
     float *logits;  /* [n_outputs][n_vocab] */
     int32_t n_logits_valid;
+    size_t bytes, kv_bytes;          /* allocated in all, and of them the KV cache */
     struct engine_batch_entry *feed; /* n_batch, for engine_feed / engine_embed */
     double *pool_acc;                /* n_embd, for engine_embed */
     uint8_t *prep[MAX_SLOTS];
@@ -181,18 +182,39 @@ static void op_out_prep(struct engine_ctx *c, int ith, int nth, int thread)
     }
 }
 
-static void op_matmul(struct engine_ctx *c, int ith, int nth, int thread)
+/* Rows per matmul part. Parts depend only on the matrix and the number of
+ * tokens, never on the thread count: a kernel (or sgemm) may round a row
+ * differently depending on where its block starts, so the same blocks on any
+ * number of threads keep the logits bit-identical. */
+static int mm_chunk(int n_tok)
 {
+    return n_tok < 16 ? 64 : 256;
+}
+
+static void op_matmul(struct engine_ctx *c, int part, int n_parts, int thread)
+{
+    int ch = mm_chunk(c->pre_rows);
     for (int i = 0; i < c->n_items; i++) {
         const struct mm_item *it = &c->items[i];
-        int rows = it->w->n_rows;
-        /* chunk boundaries on multiples of 16 rows keep SIMD row groups whole */
-        int r0 = (int)(((int64_t)rows * ith / nth) & ~15);
-        int r1 = ith == nth - 1 ? rows : (int)(((int64_t)rows * (ith + 1) / nth) & ~15);
-        if (r0 >= r1) continue;
+        int rows = it->w->n_rows, n = (rows + ch - 1) / ch;
+        if (part >= n) {
+            part -= n;
+            continue;
+        }
+        int r0 = part * ch, r1 = MIN(rows, r0 + ch);
         kern_matmul(it->w->type, it->w->data, it->w->n_cols, c->prep[it->slot], c->pre_rows, it->y,
                     it->y_stride, r0, r1);
+        return;
     }
+}
+
+static void run_matmul(struct engine_ctx *c)
+{
+    int ch = mm_chunk(c->pre_rows), n = 0;
+    for (int i = 0; i < c->n_items; i++)
+        n += (c->items[i].w->n_rows + ch - 1) / ch;
+    c->op = op_matmul;
+    tpool_run(c->pool, trampoline, c, n);
 }
 
 static void rope(float *v, int n_heads, int hd, int n_rot, const float *cs, bool neox)
@@ -309,7 +331,7 @@ static void matmuls(struct engine_ctx *c, int n, const struct eng_mat *const *w,
     c->resid = resid;
     c->norm_w = norm_w;
     run(c, op_prep, c->n_tok, 2);
-    run(c, op_matmul, 1 << 20, 4);
+    run_matmul(c);
 }
 
 /* Short attention (a decode step early in a sequence) is cheaper than
@@ -446,7 +468,7 @@ int engine_forward(struct engine_ctx *c, const struct engine_batch_entry *b, int
         c->pre_cols = hp->n_embd;
         c->pre_rows = c->n_out;
         run(c, op_out_prep, c->n_out, 2);
-        run(c, op_matmul, 1 << 20, 4);
+        run_matmul(c);
     }
     return 0;
 }
@@ -481,10 +503,13 @@ int engine_feed(struct engine_ctx *c, int32_t seq, const int32_t *tokens, int32_
 
 /* ---- contexts ------------------------------------------------------- */
 
-static void *alloc_f(size_t n, bool *ok)
+/* Allocates n floats on a cache line, counting the bytes in c->bytes. */
+static void *alloc_f(struct engine_ctx *c, size_t n, bool *ok)
 {
-    void *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+    size_t bytes = ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes);
     if (!p) *ok = false;
+    c->bytes += bytes;
     return p;
 }
 
@@ -507,25 +532,26 @@ static int ctx_alloc(struct engine_ctx *c, int n_threads)
     size_t nb = c->n_batch, d = hp->n_embd;
     size_t kv = (size_t)hp->n_layer * c->n_seq * c->n_ctx * c->kv_dim;
     bool ok = true;
-    c->kc = alloc_f(kv, &ok);
-    c->vc = alloc_f(kv, &ok);
-    c->x = alloc_f(nb * d, &ok);
-    c->xb = alloc_f(nb * d, &ok);
-    c->tmp = alloc_f(nb * d, &ok);
-    c->q = alloc_f(nb * c->q_dim, &ok);
-    c->att = alloc_f(nb * c->q_dim, &ok);
-    c->k = alloc_f(nb * c->kv_dim, &ok);
-    c->v = alloc_f(nb * c->kv_dim, &ok);
-    c->hb = alloc_f(nb * hp->n_ff, &ok);
-    c->hb2 = alloc_f(nb * hp->n_ff, &ok);
-    c->xo = alloc_f((size_t)c->n_outputs * d, &ok);
-    c->rope_cs = alloc_f(nb * hp->n_rot, &ok);
-    c->scores = alloc_f((size_t)n_threads * c->n_ctx, &ok);
-    c->logits = alloc_f((size_t)c->n_outputs * hp->n_vocab, &ok);
-    if (c->embeddings) c->hidden = alloc_f(nb * d, &ok);
+    c->kc = alloc_f(c, kv, &ok);
+    c->vc = alloc_f(c, kv, &ok);
+    c->kv_bytes = c->bytes;
+    c->x = alloc_f(c, nb * d, &ok);
+    c->xb = alloc_f(c, nb * d, &ok);
+    c->tmp = alloc_f(c, nb * d, &ok);
+    c->q = alloc_f(c, nb * c->q_dim, &ok);
+    c->att = alloc_f(c, nb * c->q_dim, &ok);
+    c->k = alloc_f(c, nb * c->kv_dim, &ok);
+    c->v = alloc_f(c, nb * c->kv_dim, &ok);
+    c->hb = alloc_f(c, nb * hp->n_ff, &ok);
+    c->hb2 = alloc_f(c, nb * hp->n_ff, &ok);
+    c->xo = alloc_f(c, (size_t)c->n_outputs * d, &ok);
+    c->rope_cs = alloc_f(c, nb * hp->n_rot, &ok);
+    c->scores = alloc_f(c, (size_t)n_threads * c->n_ctx, &ok);
+    c->logits = alloc_f(c, (size_t)c->n_outputs * hp->n_vocab, &ok);
+    if (c->embeddings) c->hidden = alloc_f(c, nb * d, &ok);
     c->prep_cap = prep_need(c->m, c->n_batch, c->n_outputs);
     for (int s = 0; s < MAX_SLOTS; s++)
-        c->prep[s] = alloc_f(c->prep_cap / sizeof(float) + 1, &ok);
+        c->prep[s] = alloc_f(c, c->prep_cap / sizeof(float) + 1, &ok);
     c->seq_len = calloc(c->n_seq, sizeof(int32_t));
     c->seq_next = calloc(c->n_seq, sizeof(int32_t));
     c->tok_seq = calloc(nb, sizeof(int32_t));
@@ -594,6 +620,12 @@ void engine_ctx_free(struct engine_ctx *c)
     free(c->feed);
     free(c->pool_acc);
     free(c);
+}
+
+size_t engine_ctx_bytes(const struct engine_ctx *c, size_t *kv_bytes)
+{
+    if (kv_bytes) *kv_bytes = c->kv_bytes;
+    return c->bytes;
 }
 
 int32_t engine_ctx_n_ctx(const struct engine_ctx *c)
