@@ -224,8 +224,25 @@ static int sj_submit(struct store *s, struct store_job_submit *subs, size_t n, i
     struct sj *j = SJ(s);
     int rc = begin(j, err);
     if (rc) return rc;
-    for (size_t i = 0; i < n && !rc; i++)
+    size_t first = 0;
+    bool conflict = false;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i == 0 || subs[i].group_start) {
+            first = i;
+            conflict = false;
+            rc = exec(j, "SAVEPOINT request", err);
+            if (rc) break;
+        }
         rc = submit_one(j, &subs[i], now, err);
+        conflict |= subs[i].outcome == THAW_ECONFLICT;
+        if (rc || (i + 1 < n && !subs[i + 1].group_start)) continue;
+        /* The request's last job: a conflict anywhere undoes all of it. */
+        if (conflict) {
+            rc = exec(j, "ROLLBACK TO request", err);
+            for (size_t k = first; k <= i; k++) subs[k].outcome = THAW_ECONFLICT;
+        }
+        if (!rc) rc = exec(j, "RELEASE request", err);
+    }
     return end(j, rc, err);
 }
 
