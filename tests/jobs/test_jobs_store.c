@@ -258,7 +258,7 @@ static void test_list_expire(void)
     ASSERT(job.result == NULL);
     ASSERT(job.input == NULL);
     store_job_clear(&job);
-    ASSERT_EQ(store_job_expire(s, 200000, 100000, &err), 0);
+    ASSERT_EQ(store_job_expire(s, 200000, 100000, &err), 1); /* now j1 */
     ASSERT_EQ(store_job_get(s, "j2", false, &job, &err), THAW_ENOTFOUND);
     store_close(s);
 }
