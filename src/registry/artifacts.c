@@ -363,6 +363,15 @@ static bool blob_confirm(struct artifact_store *as, const char *digest, struct a
     return found;
 }
 
+int artifact_confirm(struct artifact_store *as, const char *digest, struct artifact_info *out)
+{
+    char d[ARTIFACT_DIGEST_SIZE] = "";
+    if (artifact_digest_valid(digest)) str_copy(d, digest, sizeof(d)); /* may point into out */
+    memset(out, 0, sizeof(*out));
+    if (!d[0]) return THAW_ENOTFOUND;
+    return blob_confirm(as, d, out) ? 0 : THAW_ENOTFOUND;
+}
+
 static int mismatch(struct thaw_err *err, const char *expect, const char *got)
 {
     return thaw_errf(err, THAW_ECONFLICT, "digest mismatch: expected %s, the data is %s", expect,

@@ -132,6 +132,9 @@ int artifact_stat(struct artifact_store *as, const char *digest, int64_t *size,
 /* Opens a stored blob read-only; *fd is the caller's to close. */
 int artifact_open(struct artifact_store *as, const char *digest, int *fd, int64_t *size,
                   struct thaw_err *err);
+/* If the blob is stored, marks it re-confirmed (GC's min_age counts from
+ * now), fills out and returns 0; else THAW_ENOTFOUND. */
+int artifact_confirm(struct artifact_store *as, const char *digest, struct artifact_info *out);
 /* Stores the bytes of iov[0..n_iov) as one blob (at most chunk_max bytes:
  * THAW_ERANGE otherwise). With expect (may be NULL), a different digest is
  * THAW_ECONFLICT with both digests in err and nothing is written. A blob
