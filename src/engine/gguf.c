@@ -539,6 +539,15 @@ void gguf_close(struct gguf *g)
     free(g);
 }
 
+int gguf_prefault(const struct gguf *g)
+{
+    if (!g->mapped) return 0;
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)g->base, g->len, MADV_POPULATE_READ) == 0) return 0;
+#endif
+    return madvise((void *)g->base, g->len, MADV_WILLNEED) ? -errno : 0;
+}
+
 uint32_t gguf_version(const struct gguf *g)
 {
     return g->version;

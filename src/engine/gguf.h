@@ -83,6 +83,10 @@ int gguf_arr_f32(const struct gguf *g, const char *key, uint64_t i, float *out);
 /* Renders value i as text into out (strings as JSON literals, arrays as
  * [a, b, ...] showing at most max_elems elements). Returns 0 or a status. */
 int gguf_format_value(const struct gguf *g, int64_t i, size_t max_elems, struct buf *out);
+/* Reads the whole file in and maps it now (MADV_POPULATE_READ, else a
+ * readahead hint) so the first pass over the weights takes no page faults.
+ * No-op for gguf_open_memory. Returns 0 or -errno. */
+int gguf_prefault(const struct gguf *g);
 /* File offset where tensor data starts, and the whole mapping. */
 uint64_t gguf_data_offset(const struct gguf *g);
 const void *gguf_base(const struct gguf *g, size_t *len);
