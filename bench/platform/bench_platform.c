@@ -65,6 +65,7 @@ static double timed_invoke(int fd, const char *name, const char *body, int *stat
     char req[1024], buf[65536];
     int n = snprintf(req, sizeof(req),
                      "POST /v1/deployments/%s/invoke HTTP/1.1\r\nHost: b\r\n"
+                     "Authorization: Bearer " TEST_ADMIN_KEY "\r\n"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                      name, strlen(body), body);
     double t0 = now_us(), first = -1;

@@ -21,6 +21,9 @@ static const struct cli_command commands[] = {
     {"rm", cli_cmd_rm, "delete a deployment (drains, then stops its instances)"},
     {"model", cli_cmd_model, "inspect a GGUF file, tokenize text, generate test models"},
     {"generate", cli_cmd_generate, "run a GGUF model locally, streaming tokens (-m FILE -p TEXT)"},
+    {"tenants", cli_cmd_tenants, "list, create or delete tenants"},
+    {"keys", cli_cmd_keys, "create, list, revoke or rotate API keys"},
+    {"audit", cli_cmd_audit, "show the audit trail, or verify its hash chain (verify)"},
     {"version", cmd_version, "print the version"},
 };
 

@@ -9,6 +9,9 @@ int cli_cmd_ls(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_invoke(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);
+int cli_cmd_tenants(int argc, char **argv);
+int cli_cmd_keys(int argc, char **argv);
+int cli_cmd_audit(int argc, char **argv);
 int cli_cmd_model(int argc, char **argv);    /* cmd_model.c (engine) */
 int cli_cmd_generate(int argc, char **argv); /* cmd_generate.c (engine) */
 

@@ -111,9 +111,45 @@ void gw_request_done(struct gw_worker *w, const char *method, const char *path,
             LOG_D("ms", secs * 1000), LOG_S("start", start_state));
 }
 
+/* ---- who is calling ---- */
+
+static _Thread_local const struct access_principal *current_principal;
+
+void gw_set_principal(const struct access_principal *p)
+{
+    current_principal = p;
+}
+
+const struct access_principal *gw_principal(void)
+{
+    return current_principal;
+}
+
+bool gw_require_scope(struct evhttp_request *req, unsigned scope)
+{
+    const struct access_principal *p = current_principal;
+    if (p && security_scopes_allow(p->scopes, scope)) return true;
+    char need[32] = "";
+    security_scopes_format(scope, false, need, sizeof(need));
+    gw_reply_error(req, 403, "forbidden", "this key lacks the '%s' scope", need);
+    return false;
+}
+
+bool gw_usable_deployment(struct gateway *gw, struct evhttp_request *req, const char *name,
+                          struct gw_deployment *out)
+{
+    const struct access_principal *p = current_principal;
+    if (gw_deployment_lookup(gw, name, out) && p &&
+        access_can_use(gw->access, p, name, out->owner))
+        return true;
+    /* The same answer whether it is missing or someone else's. */
+    gw_reply_error(req, 404, "not_found", "deployment '%s' not found", name);
+    return false;
+}
+
 /* ---- deployment table ---- */
 
-void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec)
+void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec, const char *owner)
 {
     pthread_rwlock_wrlock(&gw->deps_lock);
     size_t i;
@@ -130,6 +166,7 @@ void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec)
         gw->n_deps++;
     }
     str_copy(gw->deps[i].name, spec->name, sizeof(gw->deps[i].name));
+    str_copy(gw->deps[i].owner, owner ? owner : "", sizeof(gw->deps[i].owner));
     gw->deps[i].max_body_bytes = spec->limits.max_body_bytes;
 out:
     pthread_rwlock_unlock(&gw->deps_lock);
@@ -240,7 +277,7 @@ static int worker_init(struct gateway *gw, struct gw_worker *w, int fd, struct t
 }
 
 struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, struct scale *scale,
-                       struct thaw_err *err)
+                       struct access *access, struct thaw_err *err)
 {
     struct gateway *gw = calloc(1, sizeof(*gw));
     if (!gw) {
@@ -250,6 +287,7 @@ struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, st
     gw->cfg = *cfg;
     gw->store = store;
     gw->scale = scale;
+    gw->access = access;
     pthread_rwlock_init(&gw->deps_lock, NULL);
     int n = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;

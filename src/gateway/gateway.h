@@ -13,6 +13,7 @@
 
 struct store;
 struct scale;
+struct access;
 struct gateway;
 
 struct gateway_config {
@@ -23,19 +24,20 @@ struct gateway_config {
     size_t max_body_bytes;     /* node-wide cap, enforced while reading */
     int read_timeout_s;        /* idle time allowed between bytes of a request */
     int access_log;            /* log one line per request */
+    struct artifact_store *artifacts; /* /v1/artifacts; borrowed, NULL = none */
 };
 
 /* Binds the listening sockets (so the port is known and errors surface
  * early) without starting threads. Returns NULL and fills err on failure. */
 struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, struct scale *scale,
-                       struct thaw_err *err);
+                       struct access *access, struct thaw_err *err);
 /* The port actually bound. */
 int gw_port(const struct gateway *gw);
 /* Starts the worker threads. */
 int gw_start(struct gateway *gw, struct thaw_err *err);
 /* Tells the gateway about a deployment that exists (at start-up: those in
- * the store). Thread-safe. */
-void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec);
+ * the store) and the tenant that owns it. Thread-safe. */
+void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec, const char *owner);
 /* Serves the jobs API with jobs (borrowed); call before gw_start. */
 struct jobs;
 void gw_set_jobs(struct gateway *gw, struct jobs *jobs);

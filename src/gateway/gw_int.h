@@ -3,6 +3,7 @@
 #ifndef THAW_GW_INT_H
 #define THAW_GW_INT_H
 
+#include "access/access.h"
 #include "gateway/gateway.h"
 #include "obs/obs.h"
 #include "scale/scale.h"
@@ -53,13 +54,21 @@ struct gw_worker {
 
 struct gw_deployment {
     char name[DEPLOY_NAME_MAX + 1];
+    char owner[ACCESS_NAME_MAX + 1];
     int64_t max_body_bytes;
+};
+
+/* Who is calling, for the request a worker is handling right now. */
+struct gw_auth {
+    struct access_principal who;
+    struct access_admission adm;
 };
 
 struct gateway {
     struct gateway_config cfg;
     struct store *store;
     struct scale *scale;
+    struct access *access;
     int port;
     int n_workers;
     struct gw_worker *workers;
@@ -83,6 +92,7 @@ struct gw_call {
     uint64_t t0_ns;
     bool stream_started;
     char path[128];
+    struct gw_auth auth; /* released when the call ends */
 };
 
 /* Responses. Each sends exactly one reply and ends the request. */
@@ -101,15 +111,33 @@ void gw_request_done(struct gw_worker *w, const char *method, const char *path,
                      const char *start_state);
 const char *gw_method_name(enum evhttp_cmd_type cmd);
 
+/* The caller of the request being handled on this worker thread (valid only
+ * inside a route handler, before it returns). */
+const struct access_principal *gw_principal(void);
+void gw_set_principal(const struct access_principal *p);
+/* Answers 403 unless the caller holds scope; returns true when it does. */
+bool gw_require_scope(struct evhttp_request *req, unsigned scope);
+/* Looks up a deployment the caller may use; answers 404 otherwise. */
+bool gw_usable_deployment(struct gateway *gw, struct evhttp_request *req, const char *name,
+                          struct gw_deployment *out);
+/* Admin routes: tenants, keys, grants and the audit trail. */
+bool gw_route_admin(struct gw_worker *w, struct evhttp_request *req, const char *path);
+void gw_route_grants(struct gw_worker *w, struct evhttp_request *req, const char *name,
+                     const char *rest);
+
 /* Deployment table. */
 bool gw_deployment_lookup(struct gateway *gw, const char *name, struct gw_deployment *out);
 void gw_deployment_forget(struct gateway *gw, const char *name);
 
 /* Routes. */
 void gw_route(struct evhttp_request *req, void *worker);
-void gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
-                      const char *rid);
+/* Returns true when the request became an invocation, which then owns auth
+ * (released when it is answered). */
+bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
+                      const char *rid, const struct gw_auth *auth);
 void gw_outbox_cb(evutil_socket_t fd, short what, void *arg);
+/* Artifacts (artifact_routes.c): everything under /v1/artifacts. */
+void gw_route_artifacts(struct gw_worker *w, struct evhttp_request *req, const char *path);
 /* Jobs (jobs_routes.c): /v1/deployments/NAME/jobs, and /v1/jobs... and
  * /v1/dlq...; both return true when the request logs itself (answered later). */
 bool gw_handle_jobs(struct gw_worker *w, struct evhttp_request *req, const char *name,

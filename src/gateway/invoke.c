@@ -15,6 +15,7 @@ static void call_free(struct gw_call *c)
 static void call_finish(struct gw_call *c, int status)
 {
     struct gw_worker *w = c->worker;
+    access_release(w->gw->access, &c->auth.who, &c->auth.adm);
     gw_request_done(w, "POST", c->path, c->inv.deployment, status, c->t0_ns, c->inv.request_id,
                     c->inv.start_state);
     atomic_fetch_sub(&w->gw->inflight, 1);
@@ -179,24 +180,29 @@ static void reject(struct gw_worker *w, struct evhttp_request *req, const char *
     gw_request_done(w, "POST", path, name, status, t0, rid, NULL);
 }
 
-void gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
-                      const char *rid)
+bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
+                      const char *rid, const struct gw_auth *auth)
 {
     struct gateway *gw = w->gw;
     uint64_t t0 = time_now_ns();
     char path[128], msg[320];
     str_copy(path, evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)), sizeof(path));
     struct gw_deployment dep;
-    if (!gw_deployment_lookup(gw, name, &dep)) {
+    if (!security_scopes_allow(auth->who.scopes, SECURITY_SCOPE_INVOKE)) {
+        reject(w, req, path, NULL, rid, t0, 403, "forbidden", "this key lacks the 'invoke' scope");
+        return false;
+    }
+    if (!gw_deployment_lookup(gw, name, &dep) ||
+        !access_can_use(gw->access, &auth->who, name, dep.owner)) {
         snprintf(msg, sizeof(msg), "deployment '%s' not found", name);
         reject(w, req, path, NULL, rid, t0, 404, "not_found", msg);
-        return;
+        return false;
     }
     struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
     if (!evhttp_find_header(hin, "Content-Length") && !evhttp_find_header(hin, "Transfer-Encoding")) {
         reject(w, req, path, name, rid, t0, 411, "length_required",
                "a request body needs a Content-Length (or chunked encoding)");
-        return;
+        return false;
     }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
@@ -204,19 +210,19 @@ void gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
         snprintf(msg, sizeof(msg), "request body of %zu bytes exceeds the deployment's limit of %lld",
                  len, (long long)dep.max_body_bytes);
         reject(w, req, path, name, rid, t0, 413, "body_too_large", msg);
-        return;
+        return false;
     }
     const char *body = (const char *)evbuffer_pullup(in, -1);
     struct gw_call *c = calloc(1, sizeof(*c));
     if (!c) {
         reject(w, req, path, name, rid, t0, 503, "overloaded", "out of memory");
-        return;
+        return false;
     }
     c->inv.input = input_line(body ? body : "", len, &c->inv.input_len, msg, sizeof(msg));
     if (!c->inv.input) {
         call_free(c);
         reject(w, req, path, name, rid, t0, 400, "invalid_json", msg);
-        return;
+        return false;
     }
     str_copy(c->inv.deployment, name, sizeof(c->inv.deployment));
     str_copy(c->inv.request_id, rid, sizeof(c->inv.request_id));
@@ -226,6 +232,8 @@ void gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
     c->req = req;
     c->worker = w;
     c->t0_ns = t0;
+    c->auth = *auth;
     atomic_fetch_add(&gw->inflight, 1);
     scale_submit(gw->scale, &c->inv);
+    return true;
 }

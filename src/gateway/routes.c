@@ -42,6 +42,13 @@ static char *body_copy(struct evhttp_request *req, size_t *len)
 
 static void handle_metrics(struct evhttp_request *req)
 {
+    /* Metrics name every tenant's deployments: the platform's own keys only. */
+    const struct access_principal *who = gw_principal();
+    if (!gw_require_scope(req, SECURITY_SCOPE_READ)) return;
+    if (strcmp(who->tenant, ACCESS_ROOT_TENANT) != 0) {
+        gw_reply_error(req, 403, "forbidden", "metrics need a read key of the root tenant");
+        return;
+    }
     struct buf out = {0};
     obs_metrics_render(&out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
@@ -65,6 +72,8 @@ static json_t *deployment_view(struct gateway *gw, const char *name, const char 
 
 static void create_deployment(struct gateway *gw, struct evhttp_request *req)
 {
+    if (!gw_require_scope(req, SECURITY_SCOPE_DEPLOY)) return;
+    const struct access_principal *who = gw_principal();
     size_t len;
     char *body = body_copy(req, &len);
     if (!body) {
@@ -82,21 +91,32 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
     free(body);
     json_t *canon = registry_spec_to_json(spec);
     char *canon_s = canon ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
-    char *old = NULL;
-    bool existed = store_deployment_get(gw->store, spec->name, &old, NULL) == 0;
-    free(old);
-    if (!canon_s || store_deployment_put(gw->store, spec->name, canon_s, &err)) {
+    struct gw_deployment prev;
+    bool existed = gw_deployment_lookup(gw, spec->name, &prev);
+    const char *owner = existed ? prev.owner : who->tenant;
+    if (existed && strcmp(prev.owner, who->tenant) && !who->platform_admin) {
+        /* Someone else's name: say no without saying whose. */
+        gw_reply_error(req, 403, "forbidden", "deployment name '%s' is taken", spec->name);
+        registry_spec_free(spec);
+        json_decref(canon);
+        free(canon_s);
+        return;
+    }
+    if (!canon_s || store_deployment_put(gw->store, spec->name, canon_s, owner, &err)) {
         gw_reply_error(req, 500, "store_failed", "%s", canon_s ? err.msg : "out of memory");
         registry_spec_free(spec);
         json_decref(canon);
         free(canon_s);
         return;
     }
-    char name[DEPLOY_NAME_MAX + 1];
+    char name[DEPLOY_NAME_MAX + 1], owner_copy[ACCESS_NAME_MAX + 1];
     str_copy(name, spec->name, sizeof(name));
-    gw_deployment_known(gw, spec);
+    str_copy(owner_copy, owner, sizeof(owner_copy));
+    gw_deployment_known(gw, spec, owner_copy);
     scale_apply(gw->scale, spec); /* takes ownership */
     free(canon_s);
+    access_audit(gw->access, who, existed ? "deployment.update" : "deployment.create", name, "ok",
+                 NULL);
     gw_reply_jsonv(req, existed ? 200 : 201, canon);
 }
 
@@ -105,9 +125,10 @@ struct list_ctx {
     json_t *arr;
 };
 
-static int list_cb(void *arg, const char *name, const char *spec_json)
+static int list_cb(void *arg, const char *name, const char *spec_json, const char *owner)
 {
     struct list_ctx *c = arg;
+    if (!access_can_use(c->gw->access, gw_principal(), name, owner)) return 0;
     json_t *v = deployment_view(c->gw, name, spec_json);
     if (v) json_array_append_new(c->arr, v);
     return 0;
@@ -115,6 +136,7 @@ static int list_cb(void *arg, const char *name, const char *spec_json)
 
 static void list_deployments(struct gateway *gw, struct evhttp_request *req)
 {
+    if (!gw_require_scope(req, SECURITY_SCOPE_READ)) return;
     struct list_ctx c = {gw, json_array()};
     struct thaw_err err = {0};
     if (store_deployment_list(gw->store, list_cb, &c, &err)) {
@@ -127,6 +149,9 @@ static void list_deployments(struct gateway *gw, struct evhttp_request *req)
 
 static void get_deployment(struct gateway *gw, struct evhttp_request *req, const char *name)
 {
+    struct gw_deployment dep;
+    if (!gw_require_scope(req, SECURITY_SCOPE_READ) || !gw_usable_deployment(gw, req, name, &dep))
+        return;
     char *spec = NULL;
     struct thaw_err err = {0};
     int rc = store_deployment_get(gw->store, name, &spec, &err);
@@ -140,11 +165,23 @@ static void get_deployment(struct gateway *gw, struct evhttp_request *req, const
     }
     json_t *v = deployment_view(gw, name, spec);
     free(spec);
+    if (v) {
+        json_object_set_new(v, "owner", json_string(dep.owner));
+        json_object_set_new(v, "grants", access_grant_list(gw->access, name));
+    }
     gw_reply_jsonv(req, 200, v);
 }
 
 static void delete_deployment(struct gateway *gw, struct evhttp_request *req, const char *name)
 {
+    struct gw_deployment dep;
+    const struct access_principal *who = gw_principal();
+    if (!gw_require_scope(req, SECURITY_SCOPE_DEPLOY) || !gw_usable_deployment(gw, req, name, &dep))
+        return;
+    if (strcmp(dep.owner, who->tenant) && !who->platform_admin) {
+        gw_reply_error(req, 403, "forbidden", "only the owner may delete deployment '%s'", name);
+        return;
+    }
     struct thaw_err err = {0};
     int rc = store_deployment_delete(gw->store, name, &err);
     if (rc == THAW_ENOTFOUND) {
@@ -156,7 +193,9 @@ static void delete_deployment(struct gateway *gw, struct evhttp_request *req, co
         return;
     }
     gw_deployment_forget(gw, name);
+    access_grants_forget(gw->access, name);
     scale_remove(gw->scale, name);
+    access_audit(gw->access, who, "deployment.delete", name, "ok", NULL);
     gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "name", name, "deleted", 1));
 }
 
@@ -174,28 +213,63 @@ static bool split_deployment_path(const char *path, char *name, size_t n, const 
     return true;
 }
 
-static void route_deployment(struct gateway *gw, struct gw_worker *w, struct evhttp_request *req,
-                             const char *path, const char *rid)
+static bool route_deployment(struct gateway *gw, struct gw_worker *w, struct evhttp_request *req,
+                             const char *path, const char *rid, struct gw_auth *auth)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     char name[DEPLOY_NAME_MAX + 2];
     const char *action;
     if (!split_deployment_path(path, name, sizeof(name), &action) || !registry_name_valid(name)) {
         gw_reply_error(req, 404, "not_found", "no such route: %s", path);
-        return;
+        return false;
     }
     if (strcmp(action, "") == 0) {
         if (cmd == EVHTTP_REQ_GET) get_deployment(gw, req, name);
         else if (cmd == EVHTTP_REQ_DELETE) delete_deployment(gw, req, name);
         else method_not_allowed(req, "GET, DELETE");
     } else if (strcmp(action, "invoke") == 0) {
-        if (cmd == EVHTTP_REQ_POST) gw_handle_invoke(w, req, name, rid);
-        else method_not_allowed(req, "POST");
+        if (cmd == EVHTTP_REQ_POST) return gw_handle_invoke(w, req, name, rid, auth);
+        method_not_allowed(req, "POST");
     } else if (strcmp(action, "jobs") == 0) { /* jobs: jobs_routes.c */
         gw_handle_jobs(w, req, name, rid);
+    } else if (strcmp(action, "grants") == 0 || strncmp(action, "grants/", 7) == 0) {
+        gw_route_grants(w, req, name, action + 6);
     } else {
         gw_reply_error(req, 404, "not_found", "no such route: %s", path);
     }
+    return false;
+}
+
+/* 401 for a missing or bad key, 429 past a limit; true when the request may
+ * go on (then auth->adm must be released once it is answered). */
+static bool authenticate_and_admit(struct gateway *gw, struct evhttp_request *req,
+                                   struct gw_auth *auth)
+{
+    memset(auth, 0, sizeof(*auth));
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    const char *hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    struct thaw_err err = {0};
+    if (access_authenticate(gw->access, hdr, &auth->who, &err)) {
+        evhttp_add_header(out, "WWW-Authenticate", "Bearer");
+        gw_reply_error(req, 401, "unauthorized", "%s", err.msg);
+        return false;
+    }
+    access_admit(gw->access, &auth->who, &auth->adm);
+    char v[24];
+    if (auth->adm.has_rate) {
+        snprintf(v, sizeof(v), "%u", auth->adm.limit);
+        evhttp_add_header(out, "x-ratelimit-limit", v);
+        snprintf(v, sizeof(v), "%u", auth->adm.remaining);
+        evhttp_add_header(out, "x-ratelimit-remaining", v);
+        snprintf(v, sizeof(v), "%u", auth->adm.reset_s);
+        evhttp_add_header(out, "x-ratelimit-reset", v);
+    }
+    if (auth->adm.allowed) return true;
+    snprintf(v, sizeof(v), "%u", auth->adm.retry_after_s ? auth->adm.retry_after_s : 1);
+    evhttp_add_header(out, "Retry-After", v);
+    gw_reply_error(req, 429, "rate_limited", "too many requests for this key or tenant (%s limit)",
+                   auth->adm.reason);
+    return false;
 }
 
 void gw_route(struct evhttp_request *req, void *arg)
@@ -214,34 +288,58 @@ void gw_route(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     w->last_status = 200;
 
+    if (strcmp(path, "/healthz") == 0) {
+        if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
+            gw_reply_json(req, 200, "{\"status\":\"ok\"}", 15);
+        else method_not_allowed(req, "GET");
+        goto out;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) method_not_allowed(req, "GET");
+        else if (atomic_load(&gw->ready) && !atomic_load(&gw->draining))
+            gw_reply_json(req, 200, "{\"status\":\"ready\"}", 18);
+        else gw_reply_error(req, 503, "not_ready", "the node is %s",
+                            atomic_load(&gw->draining) ? "draining" : "starting");
+        goto out;
+    }
+    /* Everything else needs a key, and passes the key's and tenant's limits. */
+    struct gw_auth auth;
+    if (!authenticate_and_admit(gw, req, &auth)) goto out;
+    gw_set_principal(&auth.who);
+    bool taken = false; /* an invocation took over the admission */
     if (strcmp(path, "/v1/deployments") == 0 || strncmp(path, PREFIX "/", sizeof(PREFIX)) == 0) {
         if (strcmp(path, PREFIX) == 0) {
             if (cmd == EVHTTP_REQ_GET) list_deployments(gw, req);
             else if (cmd == EVHTTP_REQ_POST) create_deployment(gw, req);
             else method_not_allowed(req, "GET, POST");
         } else {
-            route_deployment(gw, w, req, path, rid);
-            if (strstr(logpath, "/invoke") && cmd == EVHTTP_REQ_POST) return; /* logs itself */
-            if (strstr(logpath, "/jobs") && cmd == EVHTTP_REQ_POST) return; /* jobs: logs itself */
+            taken = route_deployment(gw, w, req, path, rid, &auth);
+            if ((strstr(logpath, "/invoke") || strstr(logpath, "/jobs")) && cmd == EVHTTP_REQ_POST) {
+                /* invoke and jobs log themselves */
+                gw_set_principal(NULL);
+                if (!taken) access_release(gw->access, &auth.who, &auth.adm);
+                return;
+            }
         }
     } else if ((strncmp(path, "/v1/jobs", 8) == 0 && (path[8] == 0 || path[8] == '/')) ||
                (strncmp(path, "/v1/dlq", 7) == 0 && (path[7] == 0 || path[7] == '/'))) {
-        if (gw_route_jobs(w, req, path, rid)) return; /* jobs: jobs_routes.c */
-    } else if (strcmp(path, "/healthz") == 0) {
-        if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
-            gw_reply_json(req, 200, "{\"status\":\"ok\"}", 15);
-        else method_not_allowed(req, "GET");
-    } else if (strcmp(path, "/readyz") == 0) {
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) method_not_allowed(req, "GET");
-        else if (atomic_load(&gw->ready) && !atomic_load(&gw->draining))
-            gw_reply_json(req, 200, "{\"status\":\"ready\"}", 18);
-        else gw_reply_error(req, 503, "not_ready", "the node is %s",
-                            atomic_load(&gw->draining) ? "draining" : "starting");
+        if (gw_route_jobs(w, req, path, rid)) { /* jobs: jobs_routes.c */
+            gw_set_principal(NULL);
+            access_release(gw->access, &auth.who, &auth.adm);
+            return;
+        }
+    } else if (strncmp(path, "/v1/artifacts", 13) == 0 && (path[13] == 0 || path[13] == '/')) {
+        gw_route_artifacts(w, req, path); /* artifact_routes.c */
+    } else if (gw_route_admin(w, req, path)) {
+        /* tenants, keys, audit: admin_routes.c */
     } else if (strcmp(path, "/metrics") == 0) {
         if (cmd == EVHTTP_REQ_GET) handle_metrics(req);
         else method_not_allowed(req, "GET");
     } else {
         gw_reply_error(req, 404, "not_found", "no such route: %s", path);
     }
+    gw_set_principal(NULL);
+    if (!taken) access_release(gw->access, &auth.who, &auth.adm);
+out:
     gw_request_done(w, method, logpath, NULL, w->last_status, t0, rid, NULL);
 }

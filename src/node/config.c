@@ -22,6 +22,8 @@ void node_config_defaults(struct node_config *cfg)
     cfg->max_header_bytes = 16 << 10;
     cfg->read_timeout_s = 30;
     cfg->access_log = 1;
+    cfg->artifact_chunk_max = 64LL << 20;
+    cfg->artifact_upload_ttl_ms = 24LL * 3600 * 1000;
 }
 
 /* "HOST:PORT", "[v6]:PORT" or ":PORT". */
@@ -84,6 +86,13 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
         cfg->threads = (int)n;
         return 0;
     }
+    if (!strcmp(key, "kek_file") || !strcmp(key, "admin_key_file")) {
+        char *dst = key[0] == 'k' ? cfg->kek_file : cfg->admin_key_file;
+        if (!*v || strlen(v) >= sizeof(cfg->kek_file))
+            return thaw_errf(err, THAW_EINVAL, "%s: %s must be a path", src, key);
+        str_copy(dst, v, sizeof(cfg->kek_file));
+        return 0;
+    }
     if (!strcmp(key, "access_log")) {
         if (strcmp(v, "on") && strcmp(v, "off") && strcmp(v, "true") && strcmp(v, "false"))
             return thaw_errf(err, THAW_EINVAL, "%s: access log must be on or off", src);
@@ -109,12 +118,26 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
         *(key[4] == 'b' ? &cfg->max_body_bytes : &cfg->max_header_bytes) = n;
         return 0;
     }
+    if (!strcmp(key, "artifact_chunk_max")) {
+        if (parse_int(v, 4096, 1L << 30, &n))
+            return thaw_errf(err, THAW_EINVAL, "%s: %s must be bytes between 4096 and 1Gi", src,
+                             key);
+        cfg->artifact_chunk_max = n;
+        return 0;
+    }
+    if (!strcmp(key, "artifact_upload_ttl")) {
+        if (parse_duration_ms(v, &ms) || ms < 1000)
+            return thaw_errf(err, THAW_EINVAL, "%s: %s must be a duration >= 1s", src, key);
+        cfg->artifact_upload_ttl_ms = ms;
+        return 0;
+    }
     return thaw_errf(err, THAW_EINVAL, "%s: unknown setting '%s'", src, key);
 }
 
 static const char *const settings[] = {"listen",        "data",          "log_level",
                                        "threads",       "read_timeout",  "drain_timeout",
-                                       "stop_grace",    "max_body_size", "max_header_size", "access_log", NULL};
+                                       "stop_grace",    "max_body_size", "max_header_size", "access_log", "kek_file",
+                                       "admin_key_file", "artifact_chunk_max", "artifact_upload_ttl", NULL};
 
 static int load_file(struct node_config *cfg, const char *path, struct thaw_err *err)
 {

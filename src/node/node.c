@@ -1,7 +1,8 @@
 /* The node's life: start-up in dependency order, restoring deployments from
  * the store, and a graceful drain on SIGTERM (stop accepting, finish what is
  * in flight within the drain timeout, stop instances, exit 0). */
-#include "node/node.h"
+#include "node/node_int.h"
+#include "access/access.h"
 #include "gateway/gateway.h"
 #include "jobs/jobs.h"
 #include "obs/obs.h"
@@ -26,9 +27,11 @@ struct node {
     const struct node_config *cfg;
     struct event_base *base;
     struct store *store;
+    struct access *access;
     struct scale *scale;
     struct gateway *gw;
     struct jobs *jobs;
+    struct artifact_store *artifacts;
     struct event *sigterm_ev, *sigint_ev, *drain_ev;
     uint64_t drain_deadline_ms;
     bool draining;
@@ -74,7 +77,7 @@ struct restore_ctx {
     int n;
 };
 
-static int restore_cb(void *arg, const char *name, const char *spec_json)
+static int restore_cb(void *arg, const char *name, const char *spec_json, const char *owner)
 {
     struct restore_ctx *c = arg;
     struct deploy_spec *spec = NULL;
@@ -87,7 +90,7 @@ static int restore_cb(void *arg, const char *name, const char *spec_json)
                 LOG_S("error", err.msg));
         return 0;
     }
-    gw_deployment_known(c->node->gw, spec);
+    gw_deployment_known(c->node->gw, spec, owner);
     scale_apply(c->node->scale, spec);
     c->n++;
     return 0;
@@ -131,6 +134,28 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     struct timeval tv = {0, 20000};
     n->drain_ev = event_new(n->base, -1, EV_PERSIST, drain_check, n);
     if (n->drain_ev) event_add(n->drain_ev, &tv);
+}
+
+/* Tenants and keys, under subkeys of the KEK; makes sure an admin key
+ * exists, printing a generated one exactly once (never into the log). */
+static int open_access(struct node *n, struct thaw_err *err)
+{
+    unsigned char kek[32];
+    char admin[256], generated[SECURITY_KEY_STR_SIZE] = "";
+    bool was_generated = false;
+    int rc = node_load_kek(n->cfg, kek, err);
+    if (!rc) rc = access_open(n->store, kek, &n->access, err);
+    sodium_memzero(kek, sizeof(kek));
+    if (!rc) rc = node_load_admin_key(n->cfg, admin, sizeof(admin), err);
+    if (!rc) rc = access_bootstrap(n->access, admin[0] ? admin : NULL, generated, &was_generated, err);
+    sodium_memzero(admin, sizeof(admin));
+    if (!rc && was_generated) {
+        fprintf(stderr, "\nthaw: no admin key was configured, so one was generated. It is shown "
+                        "only now:\n\n    %s\n\nexport THAW_KEY=%s to use the CLI.\n\n",
+                generated, generated);
+        sodium_memzero(generated, sizeof(generated));
+    }
+    return rc;
 }
 
 /* jobs: the webhook signing secret: THAW_WEBHOOK_SECRET, else a random one
@@ -196,6 +221,20 @@ static int start_jobs(struct node *n, struct thaw_err *err)
     return jobs_start(n->jobs, err);
 }
 
+/* <data>/artifacts. One request never carries more than the gateway's body
+ * limit, so neither may a chunk. */
+static int open_artifacts(struct node *n, struct thaw_err *err)
+{
+    char root[1100];
+    snprintf(root, sizeof(root), "%s/artifacts", n->cfg->data_dir);
+    struct artifact_store_config ac = {
+        .root = root,
+        .chunk_max = MIN(n->cfg->artifact_chunk_max, n->cfg->max_body_bytes),
+        .upload_ttl_ms = n->cfg->artifact_upload_ttl_ms,
+    };
+    return artifact_store_open(&ac, &n->artifacts, err);
+}
+
 static int start(struct node *n, struct thaw_err *err)
 {
     const struct node_config *cfg = n->cfg;
@@ -204,12 +243,15 @@ static int start(struct node *n, struct thaw_err *err)
     if (rc) return rc;
     snprintf(db, sizeof(db), "%s/thaw.db", cfg->data_dir);
     if ((rc = store_open_sqlite(db, &n->store, err))) return rc;
+    if ((rc = open_access(n, err))) return rc;
     n->base = event_base_new();
     if (!n->base) return thaw_errf(err, THAW_ENOMEM, "cannot create event loop");
     struct scale_config sc = {.tmp_root = tmp, .stop_grace_ms = cfg->stop_grace_ms};
     n->scale = scale_new(n->base, &sc, err);
     if (!n->scale) return err->code ? err->code : THAW_ENOMEM;
+    if ((rc = open_artifacts(n, err))) return rc;
     struct gateway_config gc = {
+        .artifacts = n->artifacts,
         .host = cfg->host,
         .port = cfg->port,
         .threads = cfg->threads,
@@ -218,7 +260,7 @@ static int start(struct node *n, struct thaw_err *err)
         .read_timeout_s = cfg->read_timeout_s,
         .access_log = cfg->access_log,
     };
-    n->gw = gw_new(&gc, n->store, n->scale, err);
+    n->gw = gw_new(&gc, n->store, n->scale, n->access, err);
     if (!n->gw) return err->code ? err->code : THAW_EIO;
     struct restore_ctx rctx = {n, 0};
     if ((rc = store_deployment_list(n->store, restore_cb, &rctx, err))) return rc;
@@ -261,10 +303,12 @@ int node_run(const struct node_config *cfg)
     gw_free(n.gw); /* joins the workers before the scale goes away */
     scale_free(n.scale);
     jobs_free(n.jobs); /* jobs: after the scale has answered everything */
+    artifact_store_free(n.artifacts); /* after the gateway's workers are gone */
     if (n.sigterm_ev) event_free(n.sigterm_ev);
     if (n.sigint_ev) event_free(n.sigint_ev);
     if (n.drain_ev) event_free(n.drain_ev);
     if (n.base) event_base_free(n.base);
+    access_free(n.access);
     store_close(n.store);
     obs_metrics_reset();
     libevent_global_shutdown();

@@ -462,7 +462,8 @@ static void scale_for_demand(struct pool *p)
     int need = p->n_held - free_soon;
     if (need <= 0) return;
     int want = (need + conc - 1) / conc;
-    int room = p->spec->scale.max_instances - ready - starting;
+    /* Parked standbys count against max_instances too. */
+    int room = p->spec->scale.max_instances - ready - starting - pool_count(p, INST_PARKED, true);
     int n = MIN(want, room);
     if (n <= 0 || pool_now_ms() < p->next_start_ms) return;
     OBS_LOG(LOG_INFO, "scale_decision", LOG_S("deployment", p->spec->name),

@@ -143,6 +143,8 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
                 n--;
             }
         }
+        /* Never past max_instances, parked standbys included. */
+        n = MIN(n, cfg->max_instances - current - pool_count(p, INST_PARKED, true));
         if (n > 0) log_decision(p, "up", serving, p->desired, why);
         for (int i = 0; i < n; i++)
             if (!pool_spawn(p, false)) break;

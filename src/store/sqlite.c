@@ -16,7 +16,29 @@ struct sqlite_store {
 static const char *schema_v1 = "CREATE TABLE IF NOT EXISTS deployments ("
                                "  name TEXT PRIMARY KEY,"
                                "  spec TEXT NOT NULL,"
-                               "  updated_ms INTEGER NOT NULL);";
+                               "  updated_ms INTEGER NOT NULL,"
+                               "  owner TEXT NOT NULL DEFAULT '');";
+
+/* v2: deployments have an owner; documents; the audit trail. */
+static const char *schema_v2 = "CREATE TABLE IF NOT EXISTS docs ("
+                               "  collection TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL,"
+                               "  PRIMARY KEY (collection, id)) WITHOUT ROWID;"
+                               "CREATE TABLE IF NOT EXISTS audit ("
+                               "  seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
+                               "  actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
+                               "  outcome TEXT NOT NULL, details TEXT NOT NULL, prev_hash BLOB NOT NULL,"
+                               "  hash BLOB NOT NULL);";
+
+static int user_version(struct sqlite_store *st)
+{
+    sqlite3_stmt *stmt = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        v = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    return v;
+}
 
 static int db_error(struct sqlite_store *st, struct thaw_err *err, const char *what)
 {
@@ -44,15 +66,16 @@ static void sq_close(struct store *s)
 }
 
 static int sq_deployment_put(struct store *s, const char *name, const char *spec,
-                             struct thaw_err *err)
+                             const char *owner, struct thaw_err *err)
 {
     struct sqlite_store *st = (struct sqlite_store *)s;
     sqlite3_stmt *stmt = NULL;
     int rc = 0;
     pthread_mutex_lock(&st->lock);
     if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO deployments(name, spec, updated_ms) VALUES (?1, ?2, ?3) "
-                           "ON CONFLICT(name) DO UPDATE SET spec = ?2, updated_ms = ?3",
+                           "INSERT INTO deployments(name, spec, updated_ms, owner) "
+                           "VALUES (?1, ?2, ?3, ?4) "
+                           "ON CONFLICT(name) DO UPDATE SET spec = ?2, updated_ms = ?3, owner = ?4",
                            -1, &stmt, NULL) != SQLITE_OK) {
         rc = db_error(st, err, "prepare");
         goto out;
@@ -60,6 +83,7 @@ static int sq_deployment_put(struct store *s, const char *name, const char *spec
     sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(stmt, 2, spec, -1, SQLITE_STATIC);
     sqlite3_bind_int64(stmt, 3, time_wall_ms());
+    sqlite3_bind_text(stmt, 4, owner ? owner : "", -1, SQLITE_STATIC);
     if (sqlite3_step(stmt) != SQLITE_DONE) rc = db_error(st, err, "write deployment");
 out:
     sqlite3_finalize(stmt);
@@ -123,7 +147,7 @@ static int sq_deployment_list(struct store *s, store_deployment_cb cb, void *ctx
     sqlite3_stmt *stmt = NULL;
     int rc = 0;
     pthread_mutex_lock(&st->lock);
-    if (sqlite3_prepare_v2(st->db, "SELECT name, spec FROM deployments ORDER BY name", -1, &stmt,
+    if (sqlite3_prepare_v2(st->db, "SELECT name, spec, owner FROM deployments ORDER BY name", -1, &stmt,
                            NULL) != SQLITE_OK) {
         rc = db_error(st, err, "prepare");
         goto out;
@@ -131,7 +155,8 @@ static int sq_deployment_list(struct store *s, store_deployment_cb cb, void *ctx
     int step;
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
         rc = cb(ctx, (const char *)sqlite3_column_text(stmt, 0),
-                (const char *)sqlite3_column_text(stmt, 1));
+                (const char *)sqlite3_column_text(stmt, 1),
+                (const char *)sqlite3_column_text(stmt, 2));
         if (rc) goto out;
     }
     if (step != SQLITE_DONE) rc = db_error(st, err, "list deployments");
@@ -141,12 +166,183 @@ out:
     return rc;
 }
 
+/* ---- documents ---- */
+
+/* Prepares sql under the lock; on failure unlocks and reports. */
+static int prep(struct sqlite_store *st, const char *sql, sqlite3_stmt **stmt, struct thaw_err *err)
+{
+    pthread_mutex_lock(&st->lock);
+    if (sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL) != SQLITE_OK) {
+        int rc = db_error(st, err, "prepare");
+        pthread_mutex_unlock(&st->lock);
+        return rc;
+    }
+    return 0;
+}
+
+static int done(struct sqlite_store *st, sqlite3_stmt *stmt, int rc)
+{
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int sq_doc_put(struct store *s, const char *collection, const char *id, const char *json,
+                      struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    int rc = prep(st, "INSERT OR REPLACE INTO docs(collection, id, value) VALUES (?1, ?2, ?3)",
+                  &stmt, err);
+    if (rc) return rc;
+    sqlite3_bind_text(stmt, 1, collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, json, -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) != SQLITE_DONE) rc = db_error(st, err, "write document");
+    return done(st, stmt, rc);
+}
+
+static int sq_doc_get(struct store *s, const char *collection, const char *id, char **json,
+                      struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    *json = NULL;
+    int rc = prep(st, "SELECT value FROM docs WHERE collection = ?1 AND id = ?2", &stmt, err);
+    if (rc) return rc;
+    sqlite3_bind_text(stmt, 1, collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        *json = str_dup((const char *)sqlite3_column_text(stmt, 0));
+        if (!*json) rc = thaw_errf(err, THAW_ENOMEM, "store: out of memory");
+    } else if (step == SQLITE_DONE) {
+        rc = thaw_errf(err, THAW_ENOTFOUND, "%s '%s' not found", collection, id);
+    } else {
+        rc = db_error(st, err, "read document");
+    }
+    return done(st, stmt, rc);
+}
+
+static int sq_doc_delete(struct store *s, const char *collection, const char *id,
+                         struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    int rc = prep(st, "DELETE FROM docs WHERE collection = ?1 AND id = ?2", &stmt, err);
+    if (rc) return rc;
+    sqlite3_bind_text(stmt, 1, collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) != SQLITE_DONE) rc = db_error(st, err, "delete document");
+    else if (sqlite3_changes(st->db) == 0)
+        rc = thaw_errf(err, THAW_ENOTFOUND, "%s '%s' not found", collection, id);
+    return done(st, stmt, rc);
+}
+
+static int sq_doc_list(struct store *s, const char *collection, store_doc_cb cb, void *ctx,
+                       struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    int rc = prep(st, "SELECT id, value FROM docs WHERE collection = ?1 ORDER BY id", &stmt, err);
+    if (rc) return rc;
+    sqlite3_bind_text(stmt, 1, collection, -1, SQLITE_STATIC);
+    int step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        rc = cb(ctx, (const char *)sqlite3_column_text(stmt, 0),
+                (const char *)sqlite3_column_text(stmt, 1));
+        if (rc) return done(st, stmt, rc);
+    }
+    if (step != SQLITE_DONE) rc = db_error(st, err, "list documents");
+    return done(st, stmt, rc);
+}
+
+/* ---- audit ---- */
+
+static int sq_audit_append(struct store *s, const struct store_audit_row *r, struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    int rc = prep(st,
+                  "INSERT INTO audit(seq, time_ms, actor, action, target, outcome, details, "
+                  "prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                  &stmt, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)r->seq);
+    sqlite3_bind_int64(stmt, 2, r->time_ms);
+    sqlite3_bind_text(stmt, 3, r->actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 4, r->action, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 5, r->target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 6, r->outcome, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 7, r->details ? r->details : "", -1, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 8, r->prev_hash, sizeof(r->prev_hash), SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 9, r->hash, sizeof(r->hash), SQLITE_STATIC);
+    int step = sqlite3_step(stmt);
+    if (step == SQLITE_CONSTRAINT)
+        rc = thaw_errf(err, THAW_ECONFLICT, "audit entry %llu exists", (unsigned long long)r->seq);
+    else if (step != SQLITE_DONE) rc = db_error(st, err, "append audit entry");
+    return done(st, stmt, rc);
+}
+
+static int sq_audit_list(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
+                         void *ctx, struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    int rc = prep(st,
+                  "SELECT seq, time_ms, actor, action, target, outcome, details, prev_hash, hash "
+                  "FROM audit "
+                  "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                  &stmt, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)after_seq);
+    sqlite3_bind_int64(stmt, 2, limit ? (sqlite3_int64)limit : -1);
+    int step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct store_audit_row row = {
+            .seq = (uint64_t)sqlite3_column_int64(stmt, 0),
+            .time_ms = sqlite3_column_int64(stmt, 1),
+            .actor = (const char *)sqlite3_column_text(stmt, 2),
+            .action = (const char *)sqlite3_column_text(stmt, 3),
+            .target = (const char *)sqlite3_column_text(stmt, 4),
+            .outcome = (const char *)sqlite3_column_text(stmt, 5),
+            .details = (const char *)sqlite3_column_text(stmt, 6),
+        };
+        const void *ph = sqlite3_column_blob(stmt, 7), *h = sqlite3_column_blob(stmt, 8);
+        if (ph && sqlite3_column_bytes(stmt, 7) == (int)sizeof(row.prev_hash))
+            memcpy(row.prev_hash, ph, sizeof(row.prev_hash));
+        if (h && sqlite3_column_bytes(stmt, 8) == (int)sizeof(row.hash))
+            memcpy(row.hash, h, sizeof(row.hash));
+        rc = cb(ctx, &row);
+        if (rc) return done(st, stmt, rc);
+    }
+    if (step != SQLITE_DONE) rc = db_error(st, err, "list audit entries");
+    return done(st, stmt, rc);
+}
+
+static int migrate(struct sqlite_store *st, struct thaw_err *err)
+{
+    int v = user_version(st);
+    int rc = sq_exec(st, schema_v1, err);
+    if (!rc && v == 1) /* v1 files predate owners */
+        rc = sq_exec(st, "ALTER TABLE deployments ADD COLUMN owner TEXT NOT NULL DEFAULT ''", err);
+    if (!rc) rc = sq_exec(st, schema_v2, err);
+    if (!rc) rc = sq_exec(st, "PRAGMA user_version=2;", err);
+    return rc;
+}
+
 static const struct store_ops sqlite_ops = {
     .close = sq_close,
     .deployment_put = sq_deployment_put,
     .deployment_get = sq_deployment_get,
     .deployment_delete = sq_deployment_delete,
     .deployment_list = sq_deployment_list,
+    .doc_put = sq_doc_put,
+    .doc_get = sq_doc_get,
+    .doc_delete = sq_doc_delete,
+    .doc_list = sq_doc_list,
+    .audit_append = sq_audit_append,
+    .audit_list = sq_audit_list,
 };
 
 int store_open_sqlite(const char *path, struct store **out, struct thaw_err *err)
@@ -164,8 +360,7 @@ int store_open_sqlite(const char *path, struct store **out, struct thaw_err *err
     }
     sqlite3_busy_timeout(st->db, 5000);
     int rc = sq_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
-    if (!rc) rc = sq_exec(st, schema_v1, err);
-    if (!rc) rc = sq_exec(st, "PRAGMA user_version=1;", err);
+    if (!rc) rc = migrate(st, err);
     if (!rc) rc = sqlite_jobs_attach(&st->base, path, err); /* jobs: tables and ops */
     if (rc) {
         sq_close(&st->base);

@@ -7,9 +7,9 @@ void store_close(struct store *s)
 }
 
 int store_deployment_put(struct store *s, const char *name, const char *spec_json,
-                         struct thaw_err *err)
+                         const char *owner, struct thaw_err *err)
 {
-    return s->ops->deployment_put(s, name, spec_json, err);
+    return s->ops->deployment_put(s, name, spec_json, owner, err);
 }
 
 int store_deployment_get(struct store *s, const char *name, char **spec_json,
@@ -27,4 +27,39 @@ int store_deployment_list(struct store *s, store_deployment_cb cb, void *ctx,
                           struct thaw_err *err)
 {
     return s->ops->deployment_list(s, cb, ctx, err);
+}
+
+int store_doc_put(struct store *s, const char *collection, const char *id, const char *json,
+                  struct thaw_err *err)
+{
+    return s->ops->doc_put(s, collection, id, json, err);
+}
+
+int store_doc_get(struct store *s, const char *collection, const char *id, char **json,
+                  struct thaw_err *err)
+{
+    return s->ops->doc_get(s, collection, id, json, err);
+}
+
+int store_doc_delete(struct store *s, const char *collection, const char *id,
+                     struct thaw_err *err)
+{
+    return s->ops->doc_delete(s, collection, id, err);
+}
+
+int store_doc_list(struct store *s, const char *collection, store_doc_cb cb, void *ctx,
+                   struct thaw_err *err)
+{
+    return s->ops->doc_list(s, collection, cb, ctx, err);
+}
+
+int store_audit_append(struct store *s, const struct store_audit_row *row, struct thaw_err *err)
+{
+    return s->ops->audit_append(s, row, err);
+}
+
+int store_audit_list(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
+                     void *ctx, struct thaw_err *err)
+{
+    return s->ops->audit_list(s, after_seq, limit, cb, ctx, err);
 }

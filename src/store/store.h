@@ -15,9 +15,10 @@ int store_open_sqlite(const char *path, struct store **out, struct thaw_err *err
 /* Closes the store; NULL is a no-op. */
 void store_close(struct store *s);
 
-/* Deployments: name -> spec (canonical JSON). put inserts or replaces. */
+/* Deployments: name -> spec (canonical JSON) and the tenant that owns it.
+ * put inserts or replaces. */
 int store_deployment_put(struct store *s, const char *name, const char *spec_json,
-                         struct thaw_err *err);
+                         const char *owner, struct thaw_err *err);
 /* *spec_json is the caller's to free(); THAW_ENOTFOUND when absent. */
 int store_deployment_get(struct store *s, const char *name, char **spec_json,
                          struct thaw_err *err);
@@ -25,7 +26,8 @@ int store_deployment_get(struct store *s, const char *name, char **spec_json,
 int store_deployment_delete(struct store *s, const char *name, struct thaw_err *err);
 /* Calls cb for each deployment in name order; a non-zero return from cb stops
  * the walk and is returned. The strings are valid only during the call. */
-typedef int (*store_deployment_cb)(void *ctx, const char *name, const char *spec_json);
+typedef int (*store_deployment_cb)(void *ctx, const char *name, const char *spec_json,
+                                   const char *owner);
 int store_deployment_list(struct store *s, store_deployment_cb cb, void *ctx,
                           struct thaw_err *err);
 
@@ -218,5 +220,35 @@ int store_webhook_list(struct store *s, int state, int limit, store_webhook_cb c
 /* Dead deliveries (id, or all when id is 0) back to pending now / deleted. */
 int store_webhook_replay(struct store *s, int64_t id, int64_t now_ms, int *n, struct thaw_err *err);
 int store_webhook_purge(struct store *s, int64_t id, int *n, struct thaw_err *err);
+
+/* ---- documents: small JSON records by collection and id ----
+ * Tenants, API keys, grants and wrapped data keys (src/access gives them
+ * meaning). put inserts or replaces; get and delete answer THAW_ENOTFOUND. */
+int store_doc_put(struct store *s, const char *collection, const char *id, const char *json,
+                  struct thaw_err *err);
+/* *json is the caller's to free(). */
+int store_doc_get(struct store *s, const char *collection, const char *id, char **json,
+                  struct thaw_err *err);
+int store_doc_delete(struct store *s, const char *collection, const char *id,
+                     struct thaw_err *err);
+/* In id order; a non-zero return from cb stops the walk and is returned. */
+typedef int (*store_doc_cb)(void *ctx, const char *id, const char *json);
+int store_doc_list(struct store *s, const char *collection, store_doc_cb cb, void *ctx,
+                   struct thaw_err *err);
+
+/* ---- audit: append-only rows, hash-chained by the caller ---- */
+struct store_audit_row {
+    uint64_t seq;
+    int64_t time_ms;
+    const char *actor, *action, *target, *outcome, *details;
+    unsigned char prev_hash[32];
+    unsigned char hash[32];
+};
+/* Appends one row; THAW_ECONFLICT if its seq exists (another writer won). */
+int store_audit_append(struct store *s, const struct store_audit_row *row, struct thaw_err *err);
+/* Rows with seq > after_seq in order, at most limit (0 = all). */
+typedef int (*store_audit_cb)(void *ctx, const struct store_audit_row *row);
+int store_audit_list(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
+                     void *ctx, struct thaw_err *err);
 
 #endif

@@ -7,12 +7,23 @@
 struct store_ops {
     void (*close)(struct store *s);
     int (*deployment_put)(struct store *s, const char *name, const char *spec_json,
-                          struct thaw_err *err);
+                          const char *owner, struct thaw_err *err);
     int (*deployment_get)(struct store *s, const char *name, char **spec_json,
                           struct thaw_err *err);
     int (*deployment_delete)(struct store *s, const char *name, struct thaw_err *err);
     int (*deployment_list)(struct store *s, store_deployment_cb cb, void *ctx,
                            struct thaw_err *err);
+    int (*doc_put)(struct store *s, const char *collection, const char *id, const char *json,
+                   struct thaw_err *err);
+    int (*doc_get)(struct store *s, const char *collection, const char *id, char **json,
+                   struct thaw_err *err);
+    int (*doc_delete)(struct store *s, const char *collection, const char *id,
+                      struct thaw_err *err);
+    int (*doc_list)(struct store *s, const char *collection, store_doc_cb cb, void *ctx,
+                    struct thaw_err *err);
+    int (*audit_append)(struct store *s, const struct store_audit_row *row, struct thaw_err *err);
+    int (*audit_list)(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
+                      void *ctx, struct thaw_err *err);
 };
 
 /* ---- jobs section: each implementation that keeps jobs fills these ---- */

@@ -79,6 +79,8 @@ int node_start(struct node *n, const char *const *extra)
     n->pid = fork();
     if (n->pid < 0) return -1;
     if (n->pid == 0) {
+        setenv("THAW_ADMIN_KEY", TEST_ADMIN_KEY, 1);
+        setenv("THAW_KEK", TEST_KEK, 1);
         int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
@@ -182,7 +184,12 @@ int http(const struct node *n, const char *method, const char *path, const char 
     char url[512];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", n->port, path);
     struct curl_slist *h = NULL;
-    for (int i = 0; headers && headers[i]; i++) h = curl_slist_append(h, headers[i]);
+    bool own_auth = false;
+    for (int i = 0; headers && headers[i]; i++) {
+        h = curl_slist_append(h, headers[i]);
+        own_auth |= strncasecmp(headers[i], "Authorization:", 14) == 0;
+    }
+    if (!own_auth) h = curl_slist_append(h, "Authorization: Bearer " TEST_ADMIN_KEY);
     if (body) h = curl_slist_append(h, "Content-Type: application/json");
     struct sink k = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);

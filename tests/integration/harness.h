@@ -53,6 +53,12 @@ int instances_in(const struct node *n, const char *name, const char *state);
 int raw_exchange(const struct node *n, const char *data, size_t len, char *out, size_t cap,
                  int timeout_ms);
 
+/* The node's bootstrap admin key (root tenant, every scope) and its KEK, as
+ * node_start passes them; http() sends the admin key unless the headers
+ * name an Authorization of their own ("Authorization:" alone sends none). */
+#define TEST_ADMIN_KEY "thaw_0123456789abcdef_adminadminadminadminadminadminadminadmin123"
+#define TEST_KEK "8f2c3a9d4e5b6a7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
+
 /* Paths of the test function and the binary. */
 const char *testfn_path(void);
 const char *thaw_path(void);

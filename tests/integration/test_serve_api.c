@@ -118,7 +118,8 @@ static void test_body_limits(void)
     free(big);
     /* No Content-Length on a POST: 411. */
     char out[2048];
-    const char *req = "POST /v1/deployments/echo/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    const char *req = "POST /v1/deployments/echo/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      "Authorization: Bearer " TEST_ADMIN_KEY "\r\n\r\n";
     ASSERT_CMP(raw_exchange(&N, req, strlen(req), out, sizeof(out), 3000), >, 0);
     ASSERT_CONTAINS(out, "HTTP/1.1 411");
     ASSERT_CONTAINS(out, "\"length_required\"");
@@ -174,6 +175,7 @@ static void test_sse_stream(void)
     char url[256];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/deployments/fn/invoke", N.port);
     struct curl_slist *h = curl_slist_append(NULL, "Accept: text/event-stream");
+    h = curl_slist_append(h, "Authorization: Bearer " TEST_ADMIN_KEY);
     h = curl_slist_append(h, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -281,7 +283,8 @@ static void test_restart_keeps_deployments(void)
 static int run_cli(const char *args, char *out, size_t cap)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "THAW_SERVER=http://127.0.0.1:%d %s %s 2>&1", N.port, thaw_path(), args);
+    snprintf(cmd, sizeof(cmd), "THAW_KEY=%s THAW_SERVER=http://127.0.0.1:%d %s %s 2>&1",
+             TEST_ADMIN_KEY, N.port, thaw_path(), args);
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = 0;

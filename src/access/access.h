@@ -1,0 +1,121 @@
+/* Access: who may do what on this node. Tenants, their API keys (only keyed
+ * hashes are stored), grants of deployments to other tenants, per-tenant and
+ * per-key limits, and the hash-chained audit trail of every change. Built on
+ * the primitives of src/security and persisted through the store; the gateway
+ * asks it to authenticate, authorise and admit each request. Thread-safe. */
+#ifndef THAW_ACCESS_H
+#define THAW_ACCESS_H
+
+#include "base/base.h"
+#include "security/security.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct store;
+struct access;
+
+/* The platform's own tenant: its admin keys administer every tenant. */
+#define ACCESS_ROOT_TENANT "root"
+#define ACCESS_NAME_MAX 63
+
+struct access_principal {
+    char key_id[SECURITY_KEY_ID_LEN + 1];
+    char tenant[ACCESS_NAME_MAX + 1];
+    unsigned scopes;     /* effective scopes (admin implies all) */
+    bool platform_admin; /* an admin key of the root tenant */
+};
+
+struct access_limits {
+    double rps;               /* requests per second; 0 = unlimited */
+    uint32_t burst;           /* requests allowed at once */
+    uint32_t concurrency;     /* requests in flight; 0 = unlimited */
+    uint64_t daily_requests;  /* 0 = unlimited */
+    uint64_t daily_tokens;    /* 0 = unlimited */
+};
+
+/* The outcome of admitting a request, with what the rate-limit headers say. */
+struct access_admission {
+    bool allowed;
+    const char *reason;   /* static: "rate", "concurrency", "daily_requests" when denied */
+    bool has_rate;        /* a rate limit applied: the x-ratelimit-* fields are set */
+    uint32_t limit, remaining, reset_s, retry_after_s;
+    bool holds_tenant_slot, holds_key_slot; /* pass back to access_release */
+};
+
+/* secret32: 32 bytes from which the key pepper and the audit key are derived
+ * (the node's key-encryption key). Loads tenants, keys and grants from the
+ * store and the tail of the audit chain. */
+int access_open(struct store *store, const unsigned char secret32[32], struct access **out,
+                struct thaw_err *err);
+void access_free(struct access *a);
+
+/* Makes sure the root tenant exists and an admin key can reach the node: with
+ * admin_key (a thaw_ key string) that key is registered (idempotent); with
+ * none, if the node has no keys yet, one is generated into generated (shown
+ * once by the caller) and *was_generated set. */
+int access_bootstrap(struct access *a, const char *admin_key, char generated[SECURITY_KEY_STR_SIZE],
+                     bool *was_generated, struct thaw_err *err);
+
+/* Checks an Authorization header value ("Bearer thaw_..."). Returns 0 and
+ * fills p, or THAW_EDENIED with a message that never contains the secret. */
+int access_authenticate(struct access *a, const char *authorization, struct access_principal *p,
+                        struct thaw_err *err);
+
+/* May p use (invoke, read) the deployment owned by owner? Its own tenant's,
+ * granted ones, and everything for the platform admin. */
+bool access_can_use(struct access *a, const struct access_principal *p, const char *deployment,
+                    const char *owner);
+
+/* Tenants. Changes need the platform admin; each is audited. Returned JSON
+ * objects are the caller's (json_decref). */
+int access_tenant_create(struct access *a, const struct access_principal *actor, const char *name,
+                         const json_t *limits, json_t **out, struct thaw_err *err);
+int access_tenant_delete(struct access *a, const struct access_principal *actor, const char *name,
+                         struct thaw_err *err);
+json_t *access_tenant_list(struct access *a, const struct access_principal *actor);
+bool access_tenant_exists(struct access *a, const char *name);
+
+/* Keys: the platform admin or an admin of the key's tenant. key_out gets the
+ * new key string, shown once. */
+int access_key_create(struct access *a, const struct access_principal *actor, const char *tenant,
+                      const json_t *body, char key_out[SECURITY_KEY_STR_SIZE], json_t **info,
+                      struct thaw_err *err);
+int access_key_revoke(struct access *a, const struct access_principal *actor, const char *key_id,
+                      struct thaw_err *err);
+int access_key_rotate(struct access *a, const struct access_principal *actor, const char *key_id,
+                      char key_out[SECURITY_KEY_STR_SIZE], json_t **info, struct thaw_err *err);
+int access_key_list(struct access *a, const struct access_principal *actor, const char *tenant,
+                    json_t **out, struct thaw_err *err);
+
+/* Grants of a deployment (owned by owner) to another tenant. */
+int access_grant_add(struct access *a, const struct access_principal *actor,
+                     const char *deployment, const char *owner, const char *tenant,
+                     struct thaw_err *err);
+int access_grant_remove(struct access *a, const struct access_principal *actor,
+                        const char *deployment, const char *owner, const char *tenant,
+                        struct thaw_err *err);
+json_t *access_grant_list(struct access *a, const char *deployment);
+/* Drops every grant of a deleted deployment. */
+void access_grants_forget(struct access *a, const char *deployment);
+
+/* Admission: rate (GCRA), concurrency and daily request quota of the key
+ * and its tenant. Every admitted request must be released once. */
+void access_admit(struct access *a, const struct access_principal *p,
+                  struct access_admission *out);
+void access_release(struct access *a, const struct access_principal *p,
+                    const struct access_admission *adm);
+
+/* Appends to the audit trail: actor (NULL = the node itself), action
+ * ("deployment.create"), target, outcome ("ok" or an error code), details
+ * (short JSON text or NULL; never request content). */
+int access_audit(struct access *a, const struct access_principal *actor, const char *action,
+                 const char *target, const char *outcome, const char *details);
+json_t *access_audit_list(struct access *a, uint64_t after_seq, size_t limit);
+/* Verifies the audit chain in a store. Returns 0 when intact, THAW_EFORMAT
+ * with err naming the first changed, inserted or removed entry otherwise. */
+int access_audit_verify(struct store *store, const unsigned char secret32[32], uint64_t *n_entries,
+                        struct thaw_err *err);
+
+#endif
