@@ -275,7 +275,9 @@ static void bench_model(const struct opts *o, const char *preset, const char *ty
         fflush(stdout);
     }
     if (o->batch && !strcmp(preset, "tinyllama-1.1b")) {
-        int th = 2, seqs[3] = {1, 4, 8};
+        /* at the largest thread count asked for */
+        const char *last = strrchr(o->threads, ',');
+        int th = atoi(last ? last + 1 : o->threads), seqs[3] = {1, 4, 8};
         double agg[3];
         for (int i = 0; i < 3; i++)
             agg[i] = run_batch(m, th, seqs[i], o->decode / 2 > 4 ? o->decode / 2 : 4);
