@@ -38,6 +38,12 @@ int autoscale_decide(const struct deploy_scale *cfg, int concurrency,
         desired = stable;
         *reason = "stable window average concurrency";
     }
+    /* Averages lag; never drop below what is in flight or waiting now. */
+    int now_need = in->demand > 0 ? (in->demand + concurrency - 1) / concurrency : 0;
+    if (desired < now_need) {
+        desired = now_need;
+        *reason = "requests in flight or held now";
+    }
     bool recent = in->last_request_ms && in->now_ms - in->last_request_ms < (uint64_t)cfg->idle_timeout_ms;
     if (desired == 0 && recent) {
         desired = 1;

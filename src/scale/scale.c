@@ -121,6 +121,7 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
         .ready = ready,
         .now_ms = now,
         .last_request_ms = p->last_request_ms,
+        .demand = p->inflight + p->n_held,
     };
     const char *why;
     bool was_panicking = p->mem.panicking;

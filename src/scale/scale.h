@@ -89,6 +89,7 @@ struct autoscale_input {
     int ready;
     uint64_t now_ms;
     uint64_t last_request_ms; /* 0: never */
+    int demand;               /* requests in flight or held right now */
 };
 
 /* Returns the desired number of instances (clamped to min/max; 0 means the

@@ -57,6 +57,18 @@ static void test_panic_scales_fast_and_holds(void)
     ASSERT(!m.panicking);
 }
 
+static void test_never_below_current_demand(void)
+{
+    struct deploy_scale c = cfg();
+    struct autoscale_memory m = {0};
+    const char *why;
+    /* The windows have not caught up with a sudden queue of 9 requests. */
+    struct autoscale_input in = {.stable_avg = 0.1, .panic_avg = 0.1, .current = 3, .ready = 2,
+                                 .now_ms = 5000, .last_request_ms = 5000, .demand = 9};
+    ASSERT_EQ(autoscale_decide(&c, 4, &in, &m, &why), 3);
+    ASSERT_CONTAINS(why, "now");
+}
+
 static void test_idle_and_min(void)
 {
     struct deploy_scale c = cfg();
@@ -80,6 +92,7 @@ int main(void)
 {
     RUN(test_stable_sizing);
     RUN(test_panic_scales_fast_and_holds);
+    RUN(test_never_below_current_demand);
     RUN(test_idle_and_min);
     return TEST_REPORT();
 }
