@@ -576,7 +576,7 @@ int engine_ctx_new(struct engine_model *m, const struct engine_ctx_params *p,
     c->hp = hp;
     c->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : MIN(hp->n_ctx_train, 4096);
     c->n_seq = p && p->n_seq_max > 0 ? p->n_seq_max : 1;
-    c->n_batch = p && p->n_batch > 0 ? p->n_batch : 512;
+    c->n_batch = p && p->n_batch > 0 ? p->n_batch : 128;
     c->n_outputs = p && p->n_outputs > 0 ? p->n_outputs : c->n_seq;
     c->embeddings = p && p->embeddings;
     int n_threads = p && p->n_threads > 0 ? p->n_threads : 1;
