@@ -24,6 +24,7 @@ static const struct cli_command commands[] = {
     {"tenants", cli_cmd_tenants, "list, create or delete tenants"},
     {"keys", cli_cmd_keys, "create, list, revoke or rotate API keys"},
     {"audit", cli_cmd_audit, "show the audit trail, or verify its hash chain (verify)"},
+    {"push", cli_cmd_push, "upload a file as an artifact (resumable) and print its digest"},
     {"version", cmd_version, "print the version"},
 };
 
