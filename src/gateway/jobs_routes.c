@@ -35,7 +35,8 @@ struct later {
 
 static void later_free(struct later *l)
 {
-    for (size_t i = 0; l->inputs && i < l->r.n; i++) free(l->inputs[i]);
+    for (size_t i = 0; l->inputs && i < l->r.n; i++)
+        free(l->inputs[i]);
     free(l->inputs);
     free(l->lens);
     free(l->webhook);
@@ -48,8 +49,8 @@ static void later_free(struct later *l)
 static void later_done(struct later *l)
 {
     struct gw_worker *w = l->w;
-    gw_request_done(w, l->method, l->path, l->deployment[0] ? l->deployment : NULL,
-                    w->last_status, l->t0, l->rid, NULL);
+    gw_request_done(w, l->method, l->path, l->deployment[0] ? l->deployment : NULL, w->last_status,
+                    l->t0, l->rid, NULL);
     atomic_fetch_sub(&w->gw->inflight, 1);
     later_free(l);
 }
@@ -101,10 +102,18 @@ static int parse_query(struct evhttp_request *req, struct evkeyvalq *q)
 static int reply_err_status(struct evhttp_request *req, int rc, const struct thaw_err *err)
 {
     switch (rc) {
-    case THAW_ENOTFOUND: gw_reply_error(req, 404, "not_found", "%s", err->msg); return 404;
-    case THAW_ESTATE: gw_reply_error(req, 409, "conflict", "%s", err->msg); return 409;
-    case THAW_EINVAL: gw_reply_error(req, 400, "invalid_request", "%s", err->msg); return 400;
-    default: gw_reply_error(req, 500, "store_failed", "%s", err->msg); return 500;
+    case THAW_ENOTFOUND:
+        gw_reply_error(req, 404, "not_found", "%s", err->msg);
+        return 404;
+    case THAW_ESTATE:
+        gw_reply_error(req, 409, "conflict", "%s", err->msg);
+        return 409;
+    case THAW_EINVAL:
+        gw_reply_error(req, 400, "invalid_request", "%s", err->msg);
+        return 400;
+    default:
+        gw_reply_error(req, 500, "store_failed", "%s", err->msg);
+        return 500;
     }
 }
 
@@ -166,8 +175,8 @@ static char *compact(const json_t *v, size_t *len)
 
 /* Fills l's inputs from the body: {"input": X} or {"inputs": [X, ...]},
  * with an optional "webhook". Returns 0 or an HTTP status with msg set. */
-static int parse_submit(struct later *l, const char *body, size_t len, int64_t max_input,
-                        char *msg, size_t msg_n)
+static int parse_submit(struct later *l, const char *body, size_t len, int64_t max_input, char *msg,
+                        size_t msg_n)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -341,8 +350,10 @@ static void cancel_job(struct gateway *gw, struct evhttp_request *req, const cha
     json_t *v = NULL;
     struct thaw_err err = {0};
     int rc = jobs_cancel(gw->jobs, id, &v, &err);
-    if (rc) reply_err_status(req, rc, &err);
-    else gw_reply_jsonv(req, 200, v);
+    if (rc)
+        reply_err_status(req, rc, &err);
+    else
+        gw_reply_jsonv(req, 200, v);
 }
 
 static int query_int(struct evkeyvalq *q, const char *name, int dflt)
@@ -363,8 +374,10 @@ static void list_jobs(struct gateway *gw, struct evhttp_request *req, const char
     int rc = jobs_list(gw->jobs, dep, state, evhttp_find_header(&q, "after"),
                        query_int(&q, "limit", 100), &v, &err);
     evhttp_clear_headers(&q);
-    if (rc) reply_err_status(req, rc, &err);
-    else gw_reply_jsonv(req, 200, v);
+    if (rc)
+        reply_err_status(req, rc, &err);
+    else
+        gw_reply_jsonv(req, 200, v);
 }
 
 static void method_not_allowed(struct evhttp_request *req, const char *allow)
@@ -383,8 +396,10 @@ bool gw_handle_jobs(struct gw_worker *w, struct evhttp_request *req, const char 
         submit(w, req, name, rid);
         return true;
     }
-    if (cmd == EVHTTP_REQ_GET) list_jobs(w->gw, req, name, NULL);
-    else method_not_allowed(req, "GET, POST");
+    if (cmd == EVHTTP_REQ_GET)
+        list_jobs(w->gw, req, name, NULL);
+    else
+        method_not_allowed(req, "GET, POST");
     return false;
 }
 
@@ -393,8 +408,10 @@ bool gw_handle_jobs(struct gw_worker *w, struct evhttp_request *req, const char 
 static void reply_count(struct evhttp_request *req, const char *what, int rc, int n,
                         const struct thaw_err *err)
 {
-    if (rc) reply_err_status(req, rc, err);
-    else gw_reply_jsonv(req, 200, json_pack("{s:i}", what, n));
+    if (rc)
+        reply_err_status(req, rc, err);
+    else
+        gw_reply_jsonv(req, 200, json_pack("{s:i}", what, n));
 }
 
 static void dlq_webhooks(struct gateway *gw, struct evhttp_request *req, const char *rest)
@@ -408,22 +425,29 @@ static void dlq_webhooks(struct gateway *gw, struct evhttp_request *req, const c
             parse_query(req, &q);
             const char *st = evhttp_find_header(&q, "state");
             json_t *v = NULL;
-            int rc = jobs_webhook_list(gw->jobs, st ? st : "dead", query_int(&q, "limit", 100),
-                                       &v, &err);
+            int rc = jobs_webhook_list(gw->jobs, st ? st : "dead", query_int(&q, "limit", 100), &v,
+                                       &err);
             evhttp_clear_headers(&q);
-            if (rc) reply_err_status(req, rc, &err);
-            else gw_reply_jsonv(req, 200, v);
+            if (rc)
+                reply_err_status(req, rc, &err);
+            else
+                gw_reply_jsonv(req, 200, v);
         } else if (cmd == EVHTTP_REQ_DELETE) {
-            reply_count(req, "purged", jobs_webhook_purge(gw->jobs, 0, &n, &err), n, &err);
+            {
+                int rc_ = jobs_webhook_purge(gw->jobs, 0, &n, &err);
+                reply_count(req, "purged", rc_, n, &err);
+            }
         } else {
             method_not_allowed(req, "GET, DELETE");
         }
         return;
     }
     if (strcmp(rest, "/replay") == 0) {
-        if (cmd == EVHTTP_REQ_POST)
-            reply_count(req, "replayed", jobs_webhook_replay(gw->jobs, 0, &n, &err), n, &err);
-        else method_not_allowed(req, "POST");
+        if (cmd == EVHTTP_REQ_POST) {
+            int rc_ = jobs_webhook_replay(gw->jobs, 0, &n, &err);
+            reply_count(req, "replayed", rc_, n, &err);
+        } else
+            method_not_allowed(req, "POST");
         return;
     }
     char *end;
@@ -433,11 +457,16 @@ static void dlq_webhooks(struct gateway *gw, struct evhttp_request *req, const c
         return;
     }
     if (*end) {
-        if (cmd == EVHTTP_REQ_POST)
-            reply_count(req, "replayed", jobs_webhook_replay(gw->jobs, id, &n, &err), n, &err);
-        else method_not_allowed(req, "POST");
+        if (cmd == EVHTTP_REQ_POST) {
+            int rc_ = jobs_webhook_replay(gw->jobs, id, &n, &err);
+            reply_count(req, "replayed", rc_, n, &err);
+        } else
+            method_not_allowed(req, "POST");
     } else if (cmd == EVHTTP_REQ_DELETE) {
-        reply_count(req, "purged", jobs_webhook_purge(gw->jobs, id, &n, &err), n, &err);
+        {
+            int rc_ = jobs_webhook_purge(gw->jobs, id, &n, &err);
+            reply_count(req, "purged", rc_, n, &err);
+        }
     } else {
         method_not_allowed(req, "DELETE");
     }
@@ -463,9 +492,11 @@ static void dlq_one(struct gateway *gw, struct evhttp_request *req, const char *
     struct thaw_err err = {0};
     int n = 0;
     if (strcmp(action, "/replay") == 0) {
-        if (cmd == EVHTTP_REQ_POST)
-            reply_count(req, "replayed", jobs_dlq_replay(gw->jobs, id, NULL, &n, &err), n, &err);
-        else method_not_allowed(req, "POST");
+        if (cmd == EVHTTP_REQ_POST) {
+            int rc_ = jobs_dlq_replay(gw->jobs, id, NULL, &n, &err);
+            reply_count(req, "replayed", rc_, n, &err);
+        } else
+            method_not_allowed(req, "POST");
         return;
     }
     if (*action) {
@@ -473,7 +504,10 @@ static void dlq_one(struct gateway *gw, struct evhttp_request *req, const char *
         return;
     }
     if (cmd == EVHTTP_REQ_DELETE) {
-        reply_count(req, "purged", jobs_dlq_purge(gw->jobs, id, NULL, &n, &err), n, &err);
+        {
+            int rc_ = jobs_dlq_purge(gw->jobs, id, NULL, &n, &err);
+            reply_count(req, "purged", rc_, n, &err);
+        }
         return;
     }
     if (cmd != EVHTTP_REQ_GET) {
@@ -487,20 +521,27 @@ static void dlq_one(struct gateway *gw, struct evhttp_request *req, const char *
         gw_reply_error(req, 404, "not_found", "job '%s' is not in the dead-letter queue", id);
         return;
     }
-    if (rc) reply_err_status(req, rc, &err);
-    else gw_reply_jsonv(req, 200, v);
+    if (rc)
+        reply_err_status(req, rc, &err);
+    else
+        gw_reply_jsonv(req, 200, v);
 }
 
 static void route_dlq(struct gateway *gw, struct evhttp_request *req, const char *rest)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     if (*rest == 0) {
-        if (cmd == EVHTTP_REQ_GET) list_jobs(gw, req, NULL, "dead");
-        else if (cmd == EVHTTP_REQ_DELETE) dlq_all(gw, req, false);
-        else method_not_allowed(req, "GET, DELETE");
+        if (cmd == EVHTTP_REQ_GET)
+            list_jobs(gw, req, NULL, "dead");
+        else if (cmd == EVHTTP_REQ_DELETE)
+            dlq_all(gw, req, false);
+        else
+            method_not_allowed(req, "GET, DELETE");
     } else if (strcmp(rest, "/replay") == 0) {
-        if (cmd == EVHTTP_REQ_POST) dlq_all(gw, req, true);
-        else method_not_allowed(req, "POST");
+        if (cmd == EVHTTP_REQ_POST)
+            dlq_all(gw, req, true);
+        else
+            method_not_allowed(req, "POST");
     } else if (strncmp(rest, "/webhooks", 9) == 0 && (rest[9] == 0 || rest[9] == '/')) {
         dlq_webhooks(gw, req, rest + 9);
     } else {
@@ -513,8 +554,10 @@ static void route_dlq(struct gateway *gw, struct evhttp_request *req, const char
         }
         memcpy(id, rest + 1, len);
         id[len] = 0;
-        if (!job_id_valid(id)) gw_reply_error(req, 404, "not_found", "job '%s' not found", id);
-        else dlq_one(gw, req, id, slash ? slash : "");
+        if (!job_id_valid(id))
+            gw_reply_error(req, 404, "not_found", "job '%s' not found", id);
+        else
+            dlq_one(gw, req, id, slash ? slash : "");
     }
 }
 
@@ -530,8 +573,10 @@ bool gw_route_jobs(struct gw_worker *w, struct evhttp_request *req, const char *
     }
     const char *rest = path + 8; /* after "/v1/jobs" */
     if (*rest == 0) {
-        if (cmd == EVHTTP_REQ_GET) list_jobs(gw, req, NULL, NULL);
-        else method_not_allowed(req, "GET");
+        if (cmd == EVHTTP_REQ_GET)
+            list_jobs(gw, req, NULL, NULL);
+        else
+            method_not_allowed(req, "GET");
         return false;
     }
     const char *id = rest + 1;
@@ -540,8 +585,11 @@ bool gw_route_jobs(struct gw_worker *w, struct evhttp_request *req, const char *
         return false;
     }
     bool async = false;
-    if (cmd == EVHTTP_REQ_GET) get_job(w, req, id, rid, &async);
-    else if (cmd == EVHTTP_REQ_DELETE) cancel_job(gw, req, id);
-    else method_not_allowed(req, "GET, DELETE");
+    if (cmd == EVHTTP_REQ_GET)
+        get_job(w, req, id, rid, &async);
+    else if (cmd == EVHTTP_REQ_DELETE)
+        cancel_job(gw, req, id);
+    else
+        method_not_allowed(req, "GET, DELETE");
     return async;
 }

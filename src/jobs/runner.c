@@ -12,8 +12,8 @@
 #include <time.h>
 
 #define LEASE_BATCH     256
-#define POLL_MS         1000 /* how often a deployment with unfinished jobs is looked at anyway */
-#define EXPIRE_EVERY_MS 10000
+#define POLL_MS         100 /* how often a deployment with jobs waiting is looked at anyway */
+#define EXPIRE_EVERY_MS 1000
 
 /* Runs on the scale thread: hand the answer to the runner. */
 static void on_event(struct invocation *inv, enum inv_event_kind kind, int status, const char *code,
@@ -316,7 +316,10 @@ static size_t wants(struct jobs *j, int64_t now, struct want *out, size_t max)
     size_t n = 0;
     for (struct jdep *d = j->deps; d && n < max; d = d->next) {
         jobs_dep(j, d->name); /* refresh a stale spec */
-        if (!d->exists || d->active <= d->inflight || d->inflight >= d->capacity) continue;
+        /* Jobs of a deleted deployment still run: scale answers 404 and
+         * they fail instead of waiting forever. */
+        if (!d->exists) d->capacity = 16;
+        if (d->active <= d->inflight || d->inflight >= d->capacity) continue;
         bool due = d->kick || now >= d->next_poll_ms || (d->next_due_ms && now >= d->next_due_ms);
         if (!due) continue;
         d->kick = false;

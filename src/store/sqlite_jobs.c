@@ -92,6 +92,14 @@ static int exec(struct sj *j, const char *sql, struct thaw_err *err)
     return 0;
 }
 
+/* A stepped statement left unreset keeps a read transaction open, and a
+ * stale one makes the next write fail at once with "database is locked":
+ * every cached statement is reset whenever the connection is put down. */
+static void reset_all(struct sj *j)
+{
+    for (int i = 0; i < N_CACHED && j->cache[i].stmt; i++) sqlite3_reset(j->cache[i].stmt);
+}
+
 static int begin(struct sj *j, struct thaw_err *err)
 {
     pthread_mutex_lock(&j->lock);
@@ -104,6 +112,7 @@ static int begin(struct sj *j, struct thaw_err *err)
  * commit's error). */
 static int end(struct sj *j, int rc, struct thaw_err *err)
 {
+    reset_all(j);
     if (!rc) rc = exec(j, "COMMIT", err);
     if (rc) exec(j, "ROLLBACK", NULL);
     pthread_mutex_unlock(&j->lock);
@@ -125,6 +134,7 @@ static int begin_lazy(struct sj *j, struct thaw_err *err)
 
 static int end_lazy(struct sj *j, int rc, struct thaw_err *err)
 {
+    reset_all(j);
     if (!rc) rc = exec(j, "COMMIT", err);
     if (rc) exec(j, "ROLLBACK", NULL);
     exec(j, "PRAGMA synchronous=FULL", NULL);
@@ -464,7 +474,7 @@ static int sj_get(struct store *s, const char *id, bool with_data, struct store_
         rc = read_attempts(j, out, err);
     }
 out:
-    if (st) sqlite3_reset(st);
+    reset_all(j);
     pthread_mutex_unlock(&j->lock);
     if (rc) store_job_clear(out);
     return rc;
@@ -721,7 +731,7 @@ static int sj_webhook_due(struct store *s, int64_t now, struct store_webhook *ou
     while (n < max && (step = sqlite3_step(st)) == SQLITE_ROW)
         read_hook(st, &out[n++], true);
     if (n < max && step != SQLITE_DONE) rc = db_err(j, err, "read webhooks");
-    sqlite3_reset(st);
+    reset_all(j);
     pthread_mutex_unlock(&j->lock);
     if (rc) {
         for (int i = 0; i < n; i++)
