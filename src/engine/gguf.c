@@ -1080,7 +1080,7 @@ static uint64_t align_up(uint64_t x, uint64_t a)
 }
 
 /* Serialises header, metadata and tensor infos into b. */
-static int write_header(const struct gguf_writer *w, struct buf *b)
+static int write_header(const struct gguf_writer *w, uint32_t align, struct buf *b)
 {
     uint32_t u32[2] = {GGUF_MAGIC, 3};
     uint64_t counts[2] = {w->n_t, w->n_kv};
@@ -1101,21 +1101,37 @@ static int write_header(const struct gguf_writer *w, struct buf *b)
         if (!rc) rc = buf_append(b, t->ne, 8 * nd);
         if (!rc) rc = buf_append(b, &ty, 4);
         if (!rc) rc = buf_append(b, &off, 8);
-        off = align_up(off + t->nbytes, GGUF_DEFAULT_ALIGNMENT);
+        off = align_up(off + t->nbytes, align);
     }
-    while (!rc && b->len % GGUF_DEFAULT_ALIGNMENT)
+    while (!rc && b->len % align)
         rc = buf_append(b, "", 1);
     return rc;
 }
 
-static int write_all(FILE *f, const struct gguf_writer *w, const struct buf *hdr)
+static int write_all(FILE *f, const struct gguf_writer *w, uint32_t align, const struct buf *hdr)
 {
-    static const char zeros[GGUF_DEFAULT_ALIGNMENT];
+    static const char zeros[4096];
     if (fwrite(hdr->data, 1, hdr->len, f) != hdr->len) return -1;
     for (size_t i = 0; i < w->n_t; i++) {
-        size_t n = w->t[i].nbytes, pad = align_up(n, GGUF_DEFAULT_ALIGNMENT) - n;
+        size_t n = w->t[i].nbytes, pad = align_up(n, align) - n;
         if (fwrite(w->t[i].data, 1, n, f) != n) return -1;
-        if (i + 1 < w->n_t && pad && fwrite(zeros, 1, pad, f) != pad) return -1;
+        for (size_t k; i + 1 < w->n_t && pad; pad -= k) {
+            k = MIN(pad, sizeof zeros);
+            if (fwrite(zeros, 1, k, f) != k) return -1;
+        }
+    }
+    return 0;
+}
+
+/* The alignment the file declares in general.alignment (u32), else 32. */
+static int writer_alignment(const struct gguf_writer *w, uint32_t *out)
+{
+    *out = GGUF_DEFAULT_ALIGNMENT;
+    for (size_t i = 0; i < w->n_kv; i++) {
+        if (strcmp(w->kv[i].key, "general.alignment")) continue;
+        if (w->kv[i].type != GGUF_VTYPE_UINT32) return THAW_EINVAL;
+        memcpy(out, w->kv[i].val.data, 4);
+        if (!*out || (*out & (*out - 1)) || *out > (1u << 20)) return THAW_EINVAL;
     }
     return 0;
 }
@@ -1124,7 +1140,11 @@ int gguf_writer_write(struct gguf_writer *w, const char *path, struct thaw_err *
 {
     struct buf hdr = {0};
     struct buf tmp = {0};
-    int rc = write_header(w, &hdr);
+    uint32_t align;
+    if (writer_alignment(w, &align))
+        return thaw_errf(err, THAW_EINVAL,
+                         "gguf: general.alignment must be a u32 power of two up to 1 MiB");
+    int rc = write_header(w, align, &hdr);
     if (!rc) rc = buf_printf(&tmp, "%s.tmp.XXXXXX", path);
     if (rc) {
         buf_free(&hdr);
@@ -1143,7 +1163,7 @@ int gguf_writer_write(struct gguf_writer *w, const char *path, struct thaw_err *
         close(fd);
         goto out_unlink;
     }
-    int bad = write_all(f, w, &hdr);
+    int bad = write_all(f, w, align, &hdr);
     int e = errno;
     if (!bad && fflush(f)) bad = 1, e = errno;
     if (!bad && fsync(fileno(f))) bad = 1, e = errno;

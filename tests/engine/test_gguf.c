@@ -323,8 +323,10 @@ static void test_corrupt_every_byte(void)
             uint8_t save = f[i];
             f[i] = v == 0 ? (uint8_t)~save : v == 1 ? 0xff : 0x7f;
             struct thaw_err err = {0};
-            if (open_copy(f, len, &err) == 0) opened++;
-            else failed++;
+            if (open_copy(f, len, &err) == 0)
+                opened++;
+            else
+                failed++;
             f[i] = save;
         }
     }
@@ -570,6 +572,32 @@ static void test_hostile_tensors(void)
     buf_free(&b);
 }
 
+/* A declared general.alignment is honoured by the writer and the reader. */
+static void test_alignment_64(void)
+{
+    struct gguf_writer *w = gguf_writer_new();
+    ASSERT_EQ(gguf_writer_set_u32(w, "general.alignment", 64), 0);
+    float d[48] = {0};
+    uint64_t ne1[1] = {8}, ne2[1] = {40};
+    ASSERT_EQ(gguf_writer_add_tensor(w, "a", GGML_TYPE_F32, 1, ne1, d), 0);
+    ASSERT_EQ(gguf_writer_add_tensor(w, "b", GGML_TYPE_F32, 1, ne2, d), 0);
+    const char *path = tmpfile_path("align");
+    struct thaw_err err = {0};
+    ASSERT_EQ(gguf_writer_write(w, path, &err), 0);
+    gguf_writer_free(w);
+    struct gguf *g;
+    ASSERT_EQ(gguf_open(path, &g, &err), 0);
+    unlink(path);
+    ASSERT_EQ(gguf_alignment(g), 64);
+    const uint8_t *base = gguf_base(g, NULL);
+    ASSERT_EQ(((const uint8_t *)gguf_find_tensor(g, "b")->data - base) % 64, 0);
+    gguf_close(g);
+    w = gguf_writer_new();
+    ASSERT_EQ(gguf_writer_set_u32(w, "general.alignment", 48), 0);
+    ASSERT_EQ(gguf_writer_write(w, path, &err), THAW_EINVAL);
+    gguf_writer_free(w);
+}
+
 static void test_writer_errors(void)
 {
     struct gguf_writer *w = gguf_writer_new();
@@ -594,6 +622,7 @@ int main(void)
     RUN(test_corrupt_every_byte);
     RUN(test_hostile_header);
     RUN(test_hostile_tensors);
+    RUN(test_alignment_64);
     RUN(test_writer_errors);
     return TEST_REPORT();
 }
