@@ -77,6 +77,42 @@ static struct later *later_new(struct gw_worker *w, struct evhttp_request *req, 
 
 /* ---- helpers ---- */
 
+static int reply_err_status(struct evhttp_request *req, int rc, const struct thaw_err *err);
+
+static bool is_admin(void)
+{
+    const struct access_principal *p = gw_principal();
+    return p && security_scopes_allow(p->scopes, SECURITY_SCOPE_ADMIN);
+}
+
+/* Admins see every job; others only those of deployments they may use
+ * (answered 404 otherwise, as for a job that does not exist). */
+static bool job_visible(struct gateway *gw, struct evhttp_request *req, const char *id)
+{
+    if (is_admin()) return true;
+    json_t *v = NULL;
+    struct thaw_err err = {0};
+    int rc = jobs_get(gw->jobs, id, &v, &err);
+    if (rc) {
+        reply_err_status(req, rc, &err);
+        return false;
+    }
+    char dep[DEPLOY_NAME_MAX + 1];
+    str_copy(dep, json_string_value(json_object_get(v, "deployment")), sizeof(dep));
+    json_decref(v);
+    struct gw_deployment d;
+    return gw_usable_deployment(gw, req, dep, &d);
+}
+
+/* Listing across deployments is for admins; one deployment's for whoever
+ * may use it. */
+static bool deployment_visible(struct gateway *gw, struct evhttp_request *req, const char *dep)
+{
+    struct gw_deployment d;
+    if (dep) return is_admin() || gw_usable_deployment(gw, req, dep, &d);
+    return gw_require_scope(req, SECURITY_SCOPE_ADMIN);
+}
+
 static bool no_jobs(struct gateway *gw, struct evhttp_request *req)
 {
     if (gw->jobs) return false;
@@ -261,8 +297,8 @@ static void submit(struct gw_worker *w, struct evhttp_request *req, const char *
         return;
     }
     str_copy(l->deployment, name, sizeof(l->deployment));
-    if (!gw_deployment_lookup(gw, name, &dep)) {
-        gw_reply_error(req, 404, "not_found", "deployment '%s' not found", name);
+    if (!gw_require_scope(req, SECURITY_SCOPE_INVOKE) ||
+        !gw_usable_deployment(gw, req, name, &dep)) {
         later_done(l);
         return;
     }
@@ -369,6 +405,10 @@ static void list_jobs(struct gateway *gw, struct evhttp_request *req, const char
     parse_query(req, &q);
     const char *dep = deployment ? deployment : evhttp_find_header(&q, "deployment");
     const char *state = force_state ? force_state : evhttp_find_header(&q, "state");
+    if (!gw_require_scope(req, SECURITY_SCOPE_READ) || !deployment_visible(gw, req, dep)) {
+        evhttp_clear_headers(&q);
+        return;
+    }
     json_t *v = NULL;
     struct thaw_err err = {0};
     int rc = jobs_list(gw->jobs, dep, state, evhttp_find_header(&q, "after"),
@@ -479,6 +519,10 @@ static void dlq_all(struct gateway *gw, struct evhttp_request *req, bool replay)
     struct thaw_err err = {0};
     int n = 0;
     const char *dep = evhttp_find_header(&q, "deployment");
+    if (!deployment_visible(gw, req, dep)) {
+        evhttp_clear_headers(&q);
+        return;
+    }
     int rc = replay ? jobs_dlq_replay(gw->jobs, NULL, dep, &n, &err)
                     : jobs_dlq_purge(gw->jobs, NULL, dep, &n, &err);
     evhttp_clear_headers(&q);
@@ -530,6 +574,7 @@ static void dlq_one(struct gateway *gw, struct evhttp_request *req, const char *
 static void route_dlq(struct gateway *gw, struct evhttp_request *req, const char *rest)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (!gw_require_scope(req, SECURITY_SCOPE_DEPLOY)) return;
     if (*rest == 0) {
         if (cmd == EVHTTP_REQ_GET)
             list_jobs(gw, req, NULL, "dead");
@@ -543,7 +588,7 @@ static void route_dlq(struct gateway *gw, struct evhttp_request *req, const char
         else
             method_not_allowed(req, "POST");
     } else if (strncmp(rest, "/webhooks", 9) == 0 && (rest[9] == 0 || rest[9] == '/')) {
-        dlq_webhooks(gw, req, rest + 9);
+        if (gw_require_scope(req, SECURITY_SCOPE_ADMIN)) dlq_webhooks(gw, req, rest + 9);
     } else {
         char id[64];
         const char *slash = strchr(rest + 1, '/');
@@ -556,7 +601,7 @@ static void route_dlq(struct gateway *gw, struct evhttp_request *req, const char
         id[len] = 0;
         if (!job_id_valid(id))
             gw_reply_error(req, 404, "not_found", "job '%s' not found", id);
-        else
+        else if (job_visible(gw, req, id))
             dlq_one(gw, req, id, slash ? slash : "");
     }
 }
@@ -585,11 +630,14 @@ bool gw_route_jobs(struct gw_worker *w, struct evhttp_request *req, const char *
         return false;
     }
     bool async = false;
-    if (cmd == EVHTTP_REQ_GET)
-        get_job(w, req, id, rid, &async);
-    else if (cmd == EVHTTP_REQ_DELETE)
-        cancel_job(gw, req, id);
-    else
+    if (cmd == EVHTTP_REQ_GET) {
+        if (gw_require_scope(req, SECURITY_SCOPE_READ) && job_visible(gw, req, id))
+            get_job(w, req, id, rid, &async);
+    } else if (cmd == EVHTTP_REQ_DELETE) {
+        if (gw_require_scope(req, SECURITY_SCOPE_INVOKE) && job_visible(gw, req, id))
+            cancel_job(gw, req, id);
+    } else {
         method_not_allowed(req, "GET, DELETE");
+    }
     return async;
 }
