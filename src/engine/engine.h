@@ -74,6 +74,7 @@ struct engine_ctx_params {
     int32_t n_outputs; /* most entries per call that ask for logits; 0: n_seq_max */
     int32_t n_threads; /* 0: 1 */
     bool embeddings;   /* keep final hidden states for engine_embed */
+    bool kv_f16;       /* keep the KV cache in f16: half the memory (default f32) */
 };
 
 struct engine_ctx;

@@ -34,7 +34,10 @@ struct engine_ctx {
     bool embeddings;
     struct tpool *pool;
     int32_t q_dim, kv_dim;
-    float *kc, *vc; /* [layer][seq][n_ctx][kv_dim] */
+    void *kc, *vc; /* [layer][seq][n_ctx][kv_dim] of f32, or f16 when kv_f16 */
+    bool kv_f16;
+    float (*kdot)(const float *q, const void *k, int n);
+    void (*vacc)(float *out, float p, const void *v, int n);
     int32_t *seq_len, *seq_next;
 
     /* the batch being run */
@@ -232,10 +235,21 @@ static void rope(float *v, int n_heads, int hd, int n_rot, const float *cs, bool
     }
 }
 
-static float *cache_at(const struct engine_ctx *c, float *base, int layer, int seq, int pos)
+static void *cache_at(const struct engine_ctx *c, void *base, int layer, int seq, int pos)
 {
     size_t i = ((size_t)layer * c->n_seq + seq) * c->n_ctx + pos;
-    return base + i * c->kv_dim;
+    return (char *)base + i * c->kv_dim * (c->kv_f16 ? 2 : 4);
+}
+
+static void cache_put(const struct engine_ctx *c, void *dst, const float *src)
+{
+    if (!c->kv_f16) {
+        memcpy(dst, src, c->kv_dim * sizeof(float));
+        return;
+    }
+    uint16_t *h = dst;
+    for (int i = 0; i < c->kv_dim; i++)
+        h[i] = kern_fp32_to_fp16(src[i]);
 }
 
 /* Biases, RoPE on q and k, then k and v into the cache. */
@@ -260,23 +274,109 @@ static void op_rope_store(struct engine_ctx *c, int ith, int nth, int thread)
         const float *cs = c->rope_cs + (size_t)t * hp->n_rot;
         rope(q, hp->n_head, hp->head_dim, hp->n_rot, cs, neox);
         rope(k, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, neox);
-        memcpy(cache_at(c, c->kc, c->layer, c->tok_seq[t], c->tok_pos[t]), k,
-               c->kv_dim * sizeof(float));
-        memcpy(cache_at(c, c->vc, c->layer, c->tok_seq[t], c->tok_pos[t]), v,
-               c->kv_dim * sizeof(float));
+        cache_put(c, cache_at(c, c->kc, c->layer, c->tok_seq[t], c->tok_pos[t]), k);
+        cache_put(c, cache_at(c, c->vc, c->layer, c->tok_seq[t], c->tok_pos[t]), v);
     }
 }
 
-static float dot(const float *a, const float *b, int n)
+/* ---- attention over the cache: f32 or f16 rows ---------------------- */
+
+static float sum8(const float *acc)
 {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static float kdot_f32(const float *q, const void *kv, int n)
+{
+    const float *k = kv;
     float acc[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
+            acc[j] += q[i + j] * k[i + j];
     for (; i < n; i++)
-        acc[0] += a[i] * b[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        acc[0] += q[i] * k[i];
+    return sum8(acc);
+}
+
+static void vacc_f32(float *out, float p, const void *vv, int n)
+{
+    const float *v = vv;
+    for (int i = 0; i < n; i++)
+        out[i] += p * v[i];
+}
+
+static float kdot_f16(const float *q, const void *kv, int n)
+{
+    const uint16_t *k = kv;
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += q[i + j] * kern_fp16_to_fp32(k[i + j]);
+    for (; i < n; i++)
+        acc[0] += q[i] * kern_fp16_to_fp32(k[i]);
+    return sum8(acc);
+}
+
+static void vacc_f16(float *out, float p, const void *vv, int n)
+{
+    const uint16_t *v = vv;
+    for (int i = 0; i < n; i++)
+        out[i] += p * kern_fp16_to_fp32(v[i]);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define F16C_TGT __attribute__((target("avx2,fma,f16c")))
+
+F16C_TGT static float kdot_f16c(const float *q, const void *kv, int n)
+{
+    const uint16_t *k = kv;
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i),
+                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))), acc);
+    float t[8];
+    _mm256_storeu_ps(t, acc);
+    float s = sum8(t);
+    for (; i < n; i++)
+        s += q[i] * kern_fp16_to_fp32(k[i]);
+    return s;
+}
+
+F16C_TGT static void vacc_f16c(float *out, float p, const void *vv, int n)
+{
+    const uint16_t *v = vv;
+    __m256 pp = _mm256_set1_ps(p);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(
+            out + i, _mm256_fmadd_ps(pp, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))),
+                                     _mm256_loadu_ps(out + i)));
+    for (; i < n; i++)
+        out[i] += p * kern_fp16_to_fp32(v[i]);
+}
+
+static bool have_f16c(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+#endif
+
+static void pick_attention(struct engine_ctx *c)
+{
+    c->kdot = c->kv_f16 ? kdot_f16 : kdot_f32;
+    c->vacc = c->kv_f16 ? vacc_f16 : vacc_f32;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (c->kv_f16 && have_f16c()) {
+        c->kdot = kdot_f16c;
+        c->vacc = vacc_f16c;
+    }
+#endif
 }
 
 static void attend(struct engine_ctx *c, int t, int h, float *scores)
@@ -284,12 +384,13 @@ static void attend(struct engine_ctx *c, int t, int h, float *scores)
     const struct engine_model_info *hp = c->hp;
     int hd = hp->head_dim, kvh = h / (hp->n_head / hp->n_head_kv);
     int seq = c->tok_seq[t], n = c->tok_pos[t] + 1;
+    size_t es = c->kv_f16 ? 2 : 4, row = (size_t)c->kv_dim * es;
     const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
-    const float *kbase = cache_at(c, c->kc, c->layer, seq, 0) + (size_t)kvh * hd;
-    const float *vbase = cache_at(c, c->vc, c->layer, seq, 0) + (size_t)kvh * hd;
+    const char *kbase = (const char *)cache_at(c, c->kc, c->layer, seq, 0) + kvh * hd * es;
+    const char *vbase = (const char *)cache_at(c, c->vc, c->layer, seq, 0) + kvh * hd * es;
     float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
     for (int j = 0; j < n; j++) {
-        scores[j] = dot(q, kbase + (size_t)j * c->kv_dim, hd) * scale;
+        scores[j] = c->kdot(q, kbase + j * row, hd) * scale;
         if (scores[j] > mx) mx = scores[j];
     }
     float sum = 0;
@@ -300,12 +401,8 @@ static void attend(struct engine_ctx *c, int t, int h, float *scores)
     float inv = 1.0f / sum;
     float *out = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
     memset(out, 0, hd * sizeof(float));
-    for (int j = 0; j < n; j++) {
-        const float *v = vbase + (size_t)j * c->kv_dim;
-        float p = scores[j] * inv;
-        for (int i = 0; i < hd; i++)
-            out[i] += p * v[i];
-    }
+    for (int j = 0; j < n; j++)
+        c->vacc(out, scores[j] * inv, vbase + j * row, hd);
 }
 
 static void op_attention(struct engine_ctx *c, int ith, int nth, int thread)
@@ -532,8 +629,9 @@ static int ctx_alloc(struct engine_ctx *c, int n_threads)
     size_t nb = c->n_batch, d = hp->n_embd;
     size_t kv = (size_t)hp->n_layer * c->n_seq * c->n_ctx * c->kv_dim;
     bool ok = true;
-    c->kc = alloc_f(c, kv, &ok);
-    c->vc = alloc_f(c, kv, &ok);
+    size_t kv_f = c->kv_f16 ? (kv + 1) / 2 : kv; /* in floats */
+    c->kc = alloc_f(c, kv_f, &ok);
+    c->vc = alloc_f(c, kv_f, &ok);
     c->kv_bytes = c->bytes;
     c->x = alloc_f(c, nb * d, &ok);
     c->xb = alloc_f(c, nb * d, &ok);
@@ -579,6 +677,8 @@ int engine_ctx_new(struct engine_model *m, const struct engine_ctx_params *p,
     c->n_batch = p && p->n_batch > 0 ? p->n_batch : 128;
     c->n_outputs = p && p->n_outputs > 0 ? p->n_outputs : c->n_seq;
     c->embeddings = p && p->embeddings;
+    c->kv_f16 = p && p->kv_f16;
+    pick_attention(c);
     int n_threads = p && p->n_threads > 0 ? p->n_threads : 1;
     c->n_threads = n_threads;
     c->q_dim = hp->n_head * hp->head_dim;
@@ -606,8 +706,10 @@ void engine_ctx_free(struct engine_ctx *c)
 {
     if (!c) return;
     tpool_free(c->pool);
-    float *fs[] = {c->kc, c->vc, c->x,   c->xb, c->tmp,     c->q,      c->att,    c->k,
-                   c->v,  c->hb, c->hb2, c->xo, c->rope_cs, c->scores, c->logits, c->hidden};
+    free(c->kc);
+    free(c->vc);
+    float *fs[] = {c->x,  c->xb,  c->tmp, c->q,       c->att,    c->k,      c->v,
+                   c->hb, c->hb2, c->xo,  c->rope_cs, c->scores, c->logits, c->hidden};
     for (size_t i = 0; i < ARRAY_LEN(fs); i++)
         free(fs[i]);
     for (int s = 0; s < MAX_SLOTS; s++)

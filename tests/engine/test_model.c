@@ -70,6 +70,8 @@ static int argmax_d(const double *v, int n)
     return b;
 }
 
+static bool fx_kv_f16; /* contexts of the fixture keep an f16 KV cache */
+
 struct fixture {
     struct engine_model *m;
     struct engine_ctx *c;
@@ -88,7 +90,8 @@ static int open_fx(struct fixture *f, const char *path, int threads, int n_seq, 
                                    .n_seq_max = n_seq,
                                    .n_batch = 32,
                                    .n_outputs = n_outputs,
-                                   .n_threads = threads};
+                                   .n_threads = threads,
+                                   .kv_f16 = fx_kv_f16};
     if (engine_ctx_new(f->m, &cp, &f->c, &err)) {
         fprintf(stderr, "ctx: %s\n", err.msg);
         return -1;
@@ -271,6 +274,27 @@ static void test_threads_bit_identical(void)
         free(a), free(b), free(c);
         ASSERT(same2 && same3);
     }
+}
+
+/* An f16 KV cache: close to the reference (K and V rounded to f16),
+ * greedy tokens unchanged on F32 weights, still independent of threads. */
+static void test_kv_f16(void)
+{
+    fx_kv_f16 = true;
+    const char *path = gen("tiny-gqa", GGML_TYPE_F32, 21);
+    char p[256];
+    str_copy(p, path ? path : "", sizeof p);
+    double e = path ? compare_prompt(p, 2) : 1e9;
+    fprintf(stderr, "  f16 KV, F32 weights: rel err %.3g (tol 2e-3)\n", e);
+    int nv = 0;
+    float *a = run_threads(p, 1, &nv), *b = run_threads(p, 2, &nv);
+    int same = a && b && !memcmp(a, b, sizeof(float) * nv * 5);
+    free(a), free(b);
+    greedy_matches(p, 8);
+    unlink(p);
+    fx_kv_f16 = false;
+    ASSERT(e <= 2e-3);
+    ASSERT(same);
 }
 
 /* Three sequences decoded together (with one joining late and one leaving)
@@ -568,6 +592,7 @@ int main(void)
     RUN(test_greedy_f32_f16);
     RUN(test_threads_bit_identical);
     RUN(test_batched_equals_sequential);
+    RUN(test_kv_f16);
     RUN(test_limits_and_errors);
     RUN(test_refusals);
     RUN(test_embeddings);
