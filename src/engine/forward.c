@@ -1,9 +1,9 @@
 /* Contexts and the forward pass: RMSNorm, RoPE, grouped-query attention over
  * a per-sequence KV cache, SwiGLU, for a batch of tokens of several
  * sequences. Every buffer is allocated when the context is created; the
- * pass allocates nothing. Work is split over the pool by output rows, tokens
- * or (token, head) pairs, never by splitting a sum, so results do not depend
- * on the number of threads. */
+ * pass allocates nothing. Work is split over the pool by fixed blocks of
+ * output rows, tokens or (token, head) pairs, never by splitting a sum, so
+ * results do not depend on the number of threads. */
 #include "engine/engine_int.h"
 
 #include <math.h>
@@ -17,7 +17,6 @@ enum pre_kind {
     PRE_NONE,       /* prepare src as is */
     PRE_RESID_NORM, /* x += tmp (when resid), xb = norm(x) * w, prepare xb */
     PRE_SILU,       /* hb = silu(hb) * hb2, prepare hb */
-    PRE_FINAL,      /* x += tmp; hidden rows and gathered output rows, prepare those */
 };
 
 struct mm_item {
