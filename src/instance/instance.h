@@ -7,6 +7,7 @@
 
 #include "base/base.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -19,6 +20,18 @@ struct instance_launch {
     int64_t rlimit_as;     /* bytes; 0 = unlimited */
     int64_t rlimit_nofile; /* 0 = inherit */
     int64_t rlimit_cpu;    /* seconds; 0 = unlimited */
+    /* Confinement (src/security's sandbox): seccomp "exec" profile, Landlock
+     * writes limited to the temp dir (and workdir), and namespaces when the
+     * kernel allows. */
+    bool sandbox;
+    bool allow_network;
+};
+
+/* What the sandbox managed to apply in the child, for the node to log. */
+struct instance_sandbox_report {
+    unsigned ns_applied, ns_failed;
+    bool seccomp, landlock;
+    char msg[200];
 };
 
 struct instance_proc {
@@ -26,6 +39,7 @@ struct instance_proc {
     int sock;         /* node end of the child's stdin/stdout; non-blocking, close-on-exec */
     int err_fd;       /* read end of the child's stderr; non-blocking, close-on-exec */
     char tmpdir[256]; /* private temporary directory, removed by instance_cleanup */
+    struct instance_sandbox_report sandbox;
 };
 
 /* Starts the child and returns once it has exec'd (or failed to). On error

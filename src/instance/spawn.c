@@ -4,10 +4,10 @@
  * and reports a failed exec through a close-on-exec pipe so the node can show
  * the reason. */
 #include "instance/instance.h"
+#include "security/security.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,21 +67,35 @@ static void free_env(char **env)
     free(env);
 }
 
-static void child_limit(int resource, int64_t value)
+/* Sent by the child over the report pipe: once before exec with what the
+ * sandbox did, and once more if the exec (or the sandbox) failed. */
+struct child_report {
+    int error; /* errno of a failed step; 0 = about to exec */
+    struct instance_sandbox_report sandbox;
+};
+
+static void child_report(int error, const struct security_sandbox_report *sr)
 {
-    if (value <= 0) return;
-    struct rlimit rl = {(rlim_t)value, (rlim_t)value};
-    setrlimit(resource, &rl);
+    struct child_report r = {.error = error};
+    if (sr) {
+        r.sandbox.ns_applied = sr->ns_applied;
+        r.sandbox.ns_failed = sr->ns_failed;
+        r.sandbox.seccomp = sr->seccomp;
+        r.sandbox.landlock = sr->landlock;
+        str_copy(r.sandbox.msg, sr->msg, sizeof(r.sandbox.msg));
+    }
+    if (write(3, &r, sizeof(r)) < 0) _exit(127);
 }
 
-/* Runs in the child between fork and exec: async-signal-safe calls only.
- * Descriptors 0 and 1 are the node's socketpair, 2 the stderr pipe and 3 the
- * close-on-exec pipe that reports a failed exec. */
-static void child_exec(const struct instance_launch *l, const struct instance_proc *p, char **env)
+/* Runs in the child between fork and exec. Descriptors 0 and 1 are the
+ * node's socketpair, 2 the stderr pipe and 3 the close-on-exec report pipe.
+ * glibc makes malloc safe after fork, which the sandbox's filter building
+ * needs; nothing else here takes a lock another thread could hold. */
+static void child_exec(const struct instance_launch *l, const struct instance_proc *p,
+                       const char *program, char **env)
 {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -89,18 +103,55 @@ static void child_exec(const struct instance_launch *l, const struct instance_pr
     /* Anything another thread opened without close-on-exec must not leak. */
     if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
         for (int fd = 4; fd < 65536; fd++) close(fd);
-    child_limit(RLIMIT_AS, l->rlimit_as);
-    child_limit(RLIMIT_NOFILE, l->rlimit_nofile);
-    child_limit(RLIMIT_CPU, l->rlimit_cpu);
-    struct rlimit nocore = {0, 0};
-    setrlimit(RLIMIT_CORE, &nocore);
-    if (chdir(l->workdir ? l->workdir : p->tmpdir) == 0) {
-        environ = env;
-        execvp(l->argv[0], l->argv);
+    const char *dir = l->workdir ? l->workdir : p->tmpdir;
+    if (chdir(dir) != 0) {
+        child_report(errno, NULL);
+        _exit(127);
     }
-    int e = errno;
-    if (write(3, &e, sizeof(e)) < 0) _exit(127);
+    struct security_sandbox_report sr = {0};
+    struct security_sandbox sb = {
+        .max_address_space = (uint64_t)MAX(l->rlimit_as, 0),
+        .max_open_files = (uint64_t)MAX(l->rlimit_nofile, 0),
+        .max_cpu_seconds = (uint64_t)MAX(l->rlimit_cpu, 0),
+        .profile = l->sandbox ? SECURITY_SECCOMP_EXEC : SECURITY_SECCOMP_NONE,
+        .allow_network = l->allow_network,
+        .exec_path = program,
+        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT | SECURITY_NS_PID |
+                                    (l->allow_network ? 0 : SECURITY_NS_NET))
+                                 : 0,
+        .write_dirs = l->sandbox ? (const char *const[]){p->tmpdir, dir, NULL} : NULL,
+        .report = &sr,
+    };
+    struct thaw_err err = {0};
+    if (security_sandbox_apply(&sb, &err) != 0) {
+        str_copy(sr.msg, err.msg, sizeof(sr.msg));
+        child_report(EPERM, &sr);
+        _exit(126);
+    }
+    child_report(0, &sr);
+    environ = env;
+    execve(program, l->argv, env);
+    child_report(errno, &sr);
     _exit(127);
+}
+
+/* Finds argv[0] as execvp would, before fork, so the child can execve the
+ * exact path the sandbox allows. */
+static char *resolve_program(const char *name)
+{
+    if (strchr(name, '/')) return str_dup(name);
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    for (const char *p = path; *p;) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        struct buf b = {0};
+        buf_printf(&b, "%.*s/%s", (int)len, p, name);
+        if (b.data && access(b.data, X_OK) == 0) return buf_steal(&b);
+        buf_free(&b);
+        p += len + (colon ? 1 : 0);
+    }
+    return str_dup(name); /* execve will report ENOENT */
 }
 
 int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
@@ -111,6 +162,7 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
     out->sock = out->err_fd = -1;
     int sv[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
     char **env = NULL;
+    char *program = NULL;
     int rc = 0;
 
     snprintf(out->tmpdir, sizeof(out->tmpdir), "%s/inst-XXXXXX", l->tmp_root ? l->tmp_root : "/tmp");
@@ -122,7 +174,8 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
     }
     chmod(out->tmpdir, 0700);
     env = build_env(l, out->tmpdir);
-    if (!env) {
+    program = resolve_program(l->argv[0]);
+    if (!env || !program) {
         rc = thaw_errf(err, THAW_ENOMEM, "out of memory");
         goto fail;
     }
@@ -142,25 +195,33 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
         if (dup2(sv[1], 0) < 0 || dup2(sv[1], 1) < 0 || dup2(errp[1], 2) < 0 ||
             dup2(rep[1], 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
             _exit(127);
-        child_exec(l, out, env);
+        child_exec(l, out, program, env);
     }
     out->pid = pid;
     close(sv[1]);
     close(errp[1]);
     close(rep[1]);
     sv[1] = errp[1] = rep[1] = -1;
-    int child_errno = 0;
+    /* Read reports until every copy of the pipe closed (at exec). */
+    struct child_report r, last = {0};
     ssize_t n;
-    do {
-        n = read(rep[0], &child_errno, sizeof(child_errno));
-    } while (n < 0 && errno == EINTR);
+    while ((n = read(rep[0], &r, sizeof(r))) != 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n != (ssize_t)sizeof(r)) break;
+        last = r;
+        if (r.error) break;
+    }
     close(rep[0]);
     rep[0] = -1;
-    if (n > 0) {
+    out->sandbox = last.sandbox;
+    if (last.error) {
         int status;
         waitpid(pid, &status, 0);
         out->pid = -1;
-        rc = thaw_errf(err, THAW_EIO, "cannot run '%s': %s", l->argv[0], strerror(child_errno));
+        if (last.sandbox.msg[0] && last.error == EPERM)
+            rc = thaw_errf(err, THAW_EIO, "cannot sandbox '%s': %s", l->argv[0], last.sandbox.msg);
+        else
+            rc = thaw_errf(err, THAW_EIO, "cannot run '%s': %s", l->argv[0], strerror(last.error));
         goto fail;
     }
     out->sock = sv[0];
@@ -174,6 +235,7 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
         goto fail_fds;
     }
     free_env(env);
+    free(program);
     return 0;
 
 fail:
@@ -188,6 +250,7 @@ fail_fds:
     if (out->err_fd >= 0) close(out->err_fd);
     out->sock = out->err_fd = -1;
     free_env(env);
+    free(program);
     instance_cleanup(out);
     return rc;
 }
@@ -208,18 +271,13 @@ int instance_reap(pid_t pid, int *status)
     return -errno;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    remove(path);
-    return 0;
-}
-
 void instance_cleanup(struct instance_proc *p)
 {
     if (p->sock >= 0) close(p->sock);
     if (p->err_fd >= 0) close(p->err_fd);
     p->sock = p->err_fd = -1;
-    if (p->tmpdir[0]) nftw(p->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    /* The instance may have left symlinks or odd modes: remove with care. */
+    if (p->tmpdir[0]) security_tmpdir_remove(p->tmpdir, NULL);
     p->tmpdir[0] = 0;
 }
 

@@ -193,6 +193,15 @@ static int get_size(const json_t *obj, const char *key, const char *where, int64
                      "field '%s%s' must be a size like 1048576, \"512Mi\" or \"1G\"", where, key);
 }
 
+static int get_bool(const json_t *obj, const char *key, bool *out, struct thaw_err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    if (!json_is_boolean(v)) return thaw_errf(err, THAW_EINVAL, "field '%s' must be true or false", key);
+    *out = json_is_true(v);
+    return 0;
+}
+
 static int get_string(const json_t *obj, const char *key, char **out, struct thaw_err *err)
 {
     json_t *v = json_object_get(obj, key);
@@ -368,11 +377,13 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
 {
     static const char *const allowed[] = {"name",    "runtime",     "command", "env",
                                           "workdir", "concurrency", "timeout", "scale",
-                                          "limits",  "jobs",        NULL};
+                                          "limits",  "jobs",        "sandbox", "network",
+                                          NULL};
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");
     spec->concurrency = 4;
+    spec->sandbox = true;
     spec->timeout_ms = 30000;
     spec->scale = scale_defaults;
     spec->limits = limits_defaults;
@@ -402,6 +413,8 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     if (!rc) rc = get_duration(obj, "timeout", "", &spec->timeout_ms, err);
     if (!rc && spec->timeout_ms < 1)
         rc = thaw_errf(err, THAW_EINVAL, "field 'timeout' must be positive");
+    if (!rc) rc = get_bool(obj, "sandbox", &spec->sandbox, err);
+    if (!rc) rc = get_bool(obj, "network", &spec->network, err);
     json_t *scale = json_object_get(obj, "scale");
     if (!rc && scale) rc = parse_scale(scale, &spec->scale, err);
     json_t *limits = json_object_get(obj, "limits");
@@ -491,6 +504,8 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec)
                           env_json(spec->env), "concurrency", spec->concurrency, "timeout",
                           ms_json(spec->timeout_ms), "scale", scale, "limits", limits);
     if (o && spec->workdir) json_object_set_new(o, "workdir", json_string(spec->workdir));
+    if (o) json_object_set_new(o, "sandbox", json_boolean(spec->sandbox));
+    if (o) json_object_set_new(o, "network", json_boolean(spec->network));
     const struct deploy_jobs *j = &spec->jobs;
     json_t *jobs = json_pack(
         "{s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}", "max_attempts", j->max_attempts, "backoff_base",

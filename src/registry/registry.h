@@ -53,6 +53,8 @@ struct deploy_spec {
     char *workdir;  /* NULL = the node's data dir */
     int concurrency;
     int64_t timeout_ms;
+    bool sandbox;       /* seccomp, Landlock and namespaces for instances (default on) */
+    bool network;       /* instances may open network sockets (default off) */
     struct deploy_scale scale;
     struct deploy_limits limits;
     struct deploy_jobs jobs;

@@ -65,6 +65,21 @@ static void fail_inv(struct invocation *inv, int status, const char *code, const
     inv->on_event(inv, INV_FAIL, status, code, buf_steal(&b));
 }
 
+/* Masks emails, card numbers, keys and the like in text a function wrote
+ * that may reach a log; returns a string the caller frees (NULL on OOM). */
+static char *redact(struct scale *s, const char *text, size_t len)
+{
+    struct buf out = {0};
+    struct security_redact_counts counts = {0};
+    if (security_redact(text, len, SECURITY_REDACT_ALL, &out, &counts) < 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    for (int k = 0; k < SECURITY_REDACT_N_KINDS; k++)
+        if (counts.n[k]) obs_metric_add(s->m_redactions[k], (double)counts.n[k]);
+    return buf_steal(&out);
+}
+
 /* ---- requests on instances ---- */
 
 static struct slot *slot_find(struct inst *in, uint64_t id)
@@ -164,10 +179,9 @@ static void on_message(struct inst *in, struct exec_msg *msg)
         }
         break;
     case EXEC_MSG_ERROR:
-        if (inv) {
-            inv->on_event(inv, INV_FAIL, 500, "function_error", msg->payload);
-            msg->payload = NULL;
-        }
+        if (inv) /* the message may end up in job records and logs */
+            inv->on_event(inv, INV_FAIL, 500, "function_error",
+                          redact(in->pool->scale, msg->payload, strlen(msg->payload)));
         break;
     default: break;
     }
@@ -209,7 +223,8 @@ static void inst_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) pool_inst_died(in, NULL);
 }
 
-/* Function stderr goes to the log, tagged and cut to a bounded length. */
+/* Function stderr goes to the log, redacted, tagged and cut to a bounded
+ * length. */
 static void err_read_cb(struct bufferevent *bev, void *arg)
 {
     struct inst *in = arg;
@@ -225,9 +240,14 @@ static void err_read_cb(struct bufferevent *bev, void *arg)
             evbuffer_remove(input, line, len);
             line[len] = 0;
         }
-        if (len > 1024) memcpy(line + 1021, "...", 4);
+        if (len > 1024) {
+            memcpy(line + 1021, "...", 4);
+            len = 1024;
+        }
+        char *safe = redact(in->pool->scale, line, len);
         OBS_LOG(LOG_INFO, "function_stderr", LOG_S("deployment", in->pool->spec->name),
-                LOG_I("pid", in->proc.pid), LOG_S("line", line));
+                LOG_I("pid", in->proc.pid), LOG_S("line", safe ? safe : "(dropped)"));
+        free(safe);
         free(line);
     }
 }
@@ -283,6 +303,8 @@ struct inst *pool_spawn(struct pool *p, bool park_when_ready)
         .rlimit_as = spec->limits.memory_bytes,
         .rlimit_nofile = spec->limits.open_files,
         .rlimit_cpu = spec->limits.cpu_seconds,
+        .sandbox = spec->sandbox,
+        .allow_network = spec->network,
     };
     struct thaw_err err = {0};
     uint64_t now = pool_now_ms();
@@ -313,6 +335,12 @@ struct inst *pool_spawn(struct pool *p, bool park_when_ready)
     bufferevent_enable(in->err_bev, EV_READ);
     OBS_LOG(LOG_INFO, "instance_spawned", LOG_S("deployment", spec->name),
             LOG_I("pid", in->proc.pid), LOG_S("purpose", park_when_ready ? "standby" : "serve"));
+    const struct instance_sandbox_report *sr = &in->proc.sandbox;
+    if (spec->sandbox && (sr->ns_failed || !sr->seccomp || !sr->landlock))
+        OBS_LOG(LOG_WARN, "sandbox_incomplete", LOG_S("deployment", spec->name),
+                LOG_I("pid", in->proc.pid), LOG_I("namespaces_applied", sr->ns_applied),
+                LOG_I("namespaces_failed", sr->ns_failed), LOG_I("seccomp", sr->seccomp),
+                LOG_I("landlock", sr->landlock), LOG_S("detail", sr->msg));
     return in;
 }
 

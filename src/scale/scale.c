@@ -434,6 +434,11 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     s->f_decisions = obs_metric_family("thaw_scale_decisions_total",
                                        "Autoscaler and activator decisions.", METRIC_COUNTER,
                                        (const char *[]){"deployment", "direction", NULL}, NULL, 0);
+    struct metric_family *f_red = obs_metric_family(
+        "thaw_redactions_total", "Sensitive values masked in function output that reaches logs.",
+        METRIC_COUNTER, (const char *[]){"kind", NULL}, NULL, 0);
+    for (int k = 0; k < SECURITY_REDACT_N_KINDS; k++)
+        s->m_redactions[k] = obs_metric_series(f_red, (const char *[]){security_redact_kind_name(k)});
     struct timeval tv = {s->cfg.tick_ms / 1000, (s->cfg.tick_ms % 1000) * 1000};
     s->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, s);
     s->inbox_ev = event_new(base, -1, EV_READ, inbox_cb, s);

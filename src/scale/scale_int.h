@@ -7,6 +7,7 @@
 #include "instance/instance.h"
 #include "obs/obs.h"
 #include "scale/scale.h"
+#include "security/security.h"
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -104,6 +105,7 @@ struct scale {
     void *shutdown_arg;
 
     struct metric_family *f_instances, *f_held, *f_cold, *f_decisions;
+    struct metric_series *m_redactions[SECURITY_REDACT_N_KINDS];
 };
 
 #endif

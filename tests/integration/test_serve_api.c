@@ -210,12 +210,17 @@ static void test_function_error_and_stderr(void)
     ASSERT_CONTAINS(r.body, "\"function_error\"");
     ASSERT_CONTAINS(r.body, "bad thing");
     resp_free(&r);
-    ASSERT_EQ(invoke(&N, "fn", "{\"op\":\"stderr\",\"text\":\"diagnostic-marker-42\"}", &r), 0);
+    ASSERT_EQ(invoke(&N, "fn", "{\"op\":\"stderr\",\"text\":\"diagnostic-marker-42 for jane.doe@example.com card 4111 1111 1111 1111\"}", &r), 0);
     ASSERT_EQ(r.status, 200);
     resp_free(&r);
     sleep_ms(200);
     ASSERT_EQ(node_log_count(&N, "diagnostic-marker-42"), 1);
     ASSERT_CMP(node_log_count(&N, "\"function_stderr\""), >=, 1);
+    /* Personal data a function prints is masked before it reaches the log. */
+    ASSERT_EQ(node_log_count(&N, "jane.doe@example.com"), 0);
+    ASSERT_EQ(node_log_count(&N, "4111 1111"), 0);
+    ASSERT_EQ(node_log_count(&N, "[EMAIL]"), 1);
+    ASSERT_EQ(node_log_count(&N, "[CARD]"), 1);
 }
 
 static void test_logs_carry_no_bodies(void)
@@ -244,6 +249,7 @@ static void test_metrics(void)
     ASSERT_CONTAINS(r.body, "thaw_held_requests{deployment=\"echo\"}");
     ASSERT_CONTAINS(r.body, "# TYPE thaw_scale_decisions_total counter");
     ASSERT_CONTAINS(r.body, "thaw_requests_total{deployment=\"echo\",code=\"413\"}");
+    ASSERT_CONTAINS(r.body, "thaw_redactions_total{kind=\"email\"} 1");
     resp_free(&r);
 }
 
