@@ -326,6 +326,7 @@ static void vacc_f16(float *out, float p, const void *vv, int n)
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define F16C_TGT __attribute__((target("avx2,fma,f16c")))
 
@@ -360,9 +361,11 @@ F16C_TGT static void vacc_f16c(float *out, float p, const void *vv, int n)
 
 static bool have_f16c(void)
 {
+    unsigned a, b, c, d;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    /* clang 14 knows no "f16c" feature string: CPUID leaf 1, ECX bit 29 */
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #endif
 
