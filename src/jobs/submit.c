@@ -151,8 +151,8 @@ static int batch_build(struct jobs *j, struct batch *b, int64_t now)
         struct jdep *d = jobs_dep(j, r->deployment);
         int max_attempts = d ? d->cfg.max_attempts : 3;
         pthread_mutex_unlock(&j->lock);
-        uint8_t hash[32];
-        request_hash(r, r->webhook, hash);
+        uint8_t hash[32] = {0};
+        if (r->idem_key) request_hash(r, r->webhook, hash);
         for (size_t k = 0; k < r->n; k++) {
             size_t s = b->n_subs++;
             struct store_job_submit *sub = &b->subs[s];

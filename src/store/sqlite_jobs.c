@@ -97,7 +97,8 @@ static int exec(struct sj *j, const char *sql, struct thaw_err *err)
  * every cached statement is reset whenever the connection is put down. */
 static void reset_all(struct sj *j)
 {
-    for (int i = 0; i < N_CACHED && j->cache[i].stmt; i++) sqlite3_reset(j->cache[i].stmt);
+    for (int i = 0; i < N_CACHED && j->cache[i].stmt; i++)
+        sqlite3_reset(j->cache[i].stmt);
 }
 
 static int begin(struct sj *j, struct thaw_err *err)
@@ -235,13 +236,14 @@ static int sj_submit(struct store *s, struct store_job_submit *subs, size_t n, i
     int rc = begin(j, err);
     if (rc) return rc;
     size_t first = 0;
-    bool conflict = false;
+    bool conflict = false, keyed = false;
     for (size_t i = 0; i < n && !rc; i++) {
         if (i == 0 || subs[i].group_start) {
             first = i;
             conflict = false;
-            rc = exec(j, "SAVEPOINT request", err);
-            if (rc) break;
+            /* Only a request with keys can conflict; the others skip the savepoint. */
+            keyed = subs[i].idem_key != NULL;
+            if (keyed && (rc = exec(j, "SAVEPOINT request", err))) break;
         }
         rc = submit_one(j, &subs[i], now, err);
         conflict |= subs[i].outcome == THAW_ECONFLICT;
@@ -249,9 +251,10 @@ static int sj_submit(struct store *s, struct store_job_submit *subs, size_t n, i
         /* The request's last job: a conflict anywhere undoes all of it. */
         if (conflict) {
             rc = exec(j, "ROLLBACK TO request", err);
-            for (size_t k = first; k <= i; k++) subs[k].outcome = THAW_ECONFLICT;
+            for (size_t k = first; k <= i; k++)
+                subs[k].outcome = THAW_ECONFLICT;
         }
-        if (!rc) rc = exec(j, "RELEASE request", err);
+        if (!rc && keyed) rc = exec(j, "RELEASE request", err);
     }
     return end(j, rc, err);
 }
