@@ -8,7 +8,7 @@ PKGS=(
   libevent-dev libssl-dev libjansson-dev libyaml-dev libsqlite3-dev
   libhiredis-dev libsodium-dev libseccomp-dev libcurl4-openssl-dev
   libopenblas-dev
-  redis-server curl wrk
+  redis-server curl wrk openssl
 )
 
 missing=()

@@ -64,6 +64,10 @@ int cli_http(const struct cli_opts *o, const char *method, const char *path, con
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* https is always verified; --cacert names the CA for a private one. */
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (o->cacert) curl_easy_setopt(c, CURLOPT_CAINFO, o->cacert);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
@@ -94,11 +98,15 @@ int cli_common_opts(int argc, char **argv, struct cli_opts *o)
     const char *env = getenv("THAW_SERVER");
     o->server = env && *env ? env : "http://127.0.0.1:8080";
     o->json = false;
+    const char *ca = getenv("THAW_CACERT");
+    o->cacert = ca && *ca ? ca : NULL;
     int out = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--server") && i + 1 < argc) o->server = argv[++i];
         else if (!strncmp(argv[i], "--server=", 9)) o->server = argv[i] + 9;
         else if (!strcmp(argv[i], "--json")) o->json = true;
+        else if (!strcmp(argv[i], "--cacert") && i + 1 < argc) o->cacert = argv[++i];
+        else if (!strcmp(argv[i], "--key") && i + 1 < argc) setenv("THAW_KEY", argv[++i], 1);
         else argv[out++] = argv[i];
     }
     return out;

@@ -10,6 +10,7 @@
 struct cli_opts {
     const char *server; /* base URL, no trailing slash */
     bool json;          /* machine-readable output */
+    const char *cacert; /* CA bundle to verify an https server with; NULL: the system's */
 };
 
 struct cli_response {

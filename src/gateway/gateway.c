@@ -270,6 +270,7 @@ static int worker_init(struct gateway *gw, struct gw_worker *w, int fd, struct t
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(w->http, "application/json");
     evhttp_set_gencb(w->http, gw_route, w);
+    if (gw->tls_ctx) evhttp_set_bevcb(w->http, gw_tls_bevcb, gw);
     w->bound = evhttp_accept_socket_with_handle(w->http, fd);
     if (!w->bound) return thaw_errf(err, THAW_EIO, "cannot accept on listening socket");
     w->fd = fd;
@@ -289,6 +290,8 @@ struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, st
     gw->scale = scale;
     gw->access = access;
     pthread_rwlock_init(&gw->deps_lock, NULL);
+    pthread_mutex_init(&gw->tls_lock, NULL);
+    if (gw_tls_load(gw, err)) goto fail;
     int n = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
     gw->workers = calloc((size_t)n, sizeof(struct gw_worker));
@@ -383,6 +386,8 @@ void gw_free(struct gateway *gw)
     }
     free(gw->workers);
     free(gw->deps);
+    gw_tls_free(gw);
+    pthread_mutex_destroy(&gw->tls_lock);
     pthread_rwlock_destroy(&gw->deps_lock);
     free(gw);
 }

@@ -24,6 +24,8 @@ struct gateway_config {
     size_t max_body_bytes;     /* node-wide cap, enforced while reading */
     int read_timeout_s;        /* idle time allowed between bytes of a request */
     int access_log;            /* log one line per request */
+    const char *tls_cert;      /* PEM chain; with tls_key, serve HTTPS only */
+    const char *tls_key;
     struct artifact_store *artifacts; /* /v1/artifacts; borrowed, NULL = none */
 };
 
@@ -43,6 +45,9 @@ struct jobs;
 void gw_set_jobs(struct gateway *gw, struct jobs *jobs);
 /* Marks the node ready (readyz answers 200). */
 void gw_set_ready(struct gateway *gw, int ready);
+/* Loads the certificate and key again (SIGHUP): new connections use them,
+ * open ones keep theirs. On error the old ones stay. Thread-safe. */
+int gw_tls_reload(struct gateway *gw, struct thaw_err *err);
 /* Stops accepting connections; requests already in flight continue. */
 void gw_stop_accepting(struct gateway *gw);
 /* Requests received and not yet answered. */

@@ -82,7 +82,14 @@ struct gateway {
 
     struct metric_family *f_requests, *f_duration;
     struct jobs *jobs; /* jobs: set by gw_set_jobs, NULL = none */
+
+    pthread_mutex_t tls_lock;
+    struct ssl_ctx_st *tls_ctx; /* NULL: plain HTTP */
 };
+
+int gw_tls_load(struct gateway *gw, struct thaw_err *err);
+struct bufferevent *gw_tls_bevcb(struct event_base *base, void *arg);
+void gw_tls_free(struct gateway *gw);
 
 /* One HTTP request to a deployment, wrapping the invocation handed to scale. */
 struct gw_call {

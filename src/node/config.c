@@ -86,6 +86,13 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
         cfg->threads = (int)n;
         return 0;
     }
+    if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key")) {
+        char *dst = key[4] == 'c' ? cfg->tls_cert : cfg->tls_key;
+        if (!*v || strlen(v) >= sizeof(cfg->tls_cert))
+            return thaw_errf(err, THAW_EINVAL, "%s: %s must be a path", src, key);
+        str_copy(dst, v, sizeof(cfg->tls_cert));
+        return 0;
+    }
     if (!strcmp(key, "kek_file") || !strcmp(key, "admin_key_file")) {
         char *dst = key[0] == 'k' ? cfg->kek_file : cfg->admin_key_file;
         if (!*v || strlen(v) >= sizeof(cfg->kek_file))
@@ -137,7 +144,8 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
 static const char *const settings[] = {"listen",        "data",          "log_level",
                                        "threads",       "read_timeout",  "drain_timeout",
                                        "stop_grace",    "max_body_size", "max_header_size", "access_log", "kek_file",
-                                       "admin_key_file", "artifact_chunk_max", "artifact_upload_ttl", NULL};
+                                       "admin_key_file", "artifact_chunk_max", "artifact_upload_ttl",
+                                       "tls_cert", "tls_key", NULL};
 
 static int load_file(struct node_config *cfg, const char *path, struct thaw_err *err)
 {
@@ -192,6 +200,13 @@ static int load_env(struct node_config *cfg, struct thaw_err *err)
     return 0;
 }
 
+static int check_tls(const struct node_config *cfg, struct thaw_err *err)
+{
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0])
+        return thaw_errf(err, THAW_EINVAL, "--tls-cert and --tls-key go together");
+    return 0;
+}
+
 int node_config_load(struct node_config *cfg, int argc, char **argv, struct thaw_err *err)
 {
     const char *config_file = getenv("THAW_CONFIG");
@@ -218,5 +233,6 @@ int node_config_load(struct node_config *cfg, int argc, char **argv, struct thaw
         snprintf(src, sizeof(src), "flag --%.60s", a + 2);
         rc = set_option(cfg, key, v, src, err);
     }
+    if (!rc) rc = check_tls(cfg, err);
     return rc;
 }

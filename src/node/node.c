@@ -32,7 +32,7 @@ struct node {
     struct gateway *gw;
     struct jobs *jobs;
     struct artifact_store *artifacts;
-    struct event *sigterm_ev, *sigint_ev, *drain_ev;
+    struct event *sigterm_ev, *sigint_ev, *sighup_ev, *drain_ev;
     uint64_t drain_deadline_ms;
     bool draining;
     bool scale_stopping;
@@ -235,6 +235,17 @@ static int open_artifacts(struct node *n, struct thaw_err *err)
     return artifact_store_open(&ac, &n->artifacts, err);
 }
 
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct node *n = arg;
+    struct thaw_err err = {0};
+    if (!n->cfg->tls_cert[0]) return;
+    if (gw_tls_reload(n->gw, &err))
+        OBS_LOG(LOG_ERROR, "tls_reload_failed", LOG_S("error", err.msg));
+    else
+        OBS_LOG(LOG_INFO, "tls_reloaded", LOG_S("cert", n->cfg->tls_cert));
+}
+
 static int start(struct node *n, struct thaw_err *err)
 {
     const struct node_config *cfg = n->cfg;
@@ -259,6 +270,8 @@ static int start(struct node *n, struct thaw_err *err)
         .max_body_bytes = (size_t)cfg->max_body_bytes,
         .read_timeout_s = cfg->read_timeout_s,
         .access_log = cfg->access_log,
+        .tls_cert = cfg->tls_cert,
+        .tls_key = cfg->tls_key,
     };
     n->gw = gw_new(&gc, n->store, n->scale, n->access, err);
     if (!n->gw) return err->code ? err->code : THAW_EIO;
@@ -267,14 +280,16 @@ static int start(struct node *n, struct thaw_err *err)
     if ((rc = start_jobs(n, err))) return rc; /* jobs */
     n->sigterm_ev = evsignal_new(n->base, SIGTERM, on_stop_signal, n);
     n->sigint_ev = evsignal_new(n->base, SIGINT, on_stop_signal, n);
-    if (!n->sigterm_ev || !n->sigint_ev || event_add(n->sigterm_ev, NULL) ||
-        event_add(n->sigint_ev, NULL))
+    n->sighup_ev = evsignal_new(n->base, SIGHUP, on_reload_signal, n);
+    if (!n->sigterm_ev || !n->sigint_ev || !n->sighup_ev || event_add(n->sigterm_ev, NULL) ||
+        event_add(n->sigint_ev, NULL) || event_add(n->sighup_ev, NULL))
         return thaw_errf(err, THAW_EIO, "cannot install signal handlers");
     if ((rc = gw_start(n->gw, err))) return rc;
     gw_set_ready(n->gw, 1);
     char listen[300];
     snprintf(listen, sizeof(listen), "%s:%d", cfg->host, gw_port(n->gw));
     OBS_LOG(LOG_INFO, "node_started", LOG_S("listen", listen), LOG_S("data", cfg->data_dir),
+            LOG_S("scheme", cfg->tls_cert[0] ? "https" : "http"),
             LOG_I("deployments", rctx.n), LOG_I("pid", getpid()));
     return 0;
 }
@@ -306,6 +321,7 @@ int node_run(const struct node_config *cfg)
     artifact_store_free(n.artifacts); /* after the gateway's workers are gone */
     if (n.sigterm_ev) event_free(n.sigterm_ev);
     if (n.sigint_ev) event_free(n.sigint_ev);
+    if (n.sighup_ev) event_free(n.sighup_ev);
     if (n.drain_ev) event_free(n.drain_ev);
     if (n.base) event_base_free(n.base);
     access_free(n.access);

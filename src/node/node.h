@@ -25,6 +25,8 @@ struct node_config {
     int64_t artifact_upload_ttl_ms; /* idle upload sessions expire after this */
     char kek_file[1024];       /* key-encryption key; else THAW_KEK or a generated file */
     char admin_key_file[1024]; /* bootstrap admin key; else THAW_ADMIN_KEY */
+    char tls_cert[1024];       /* with tls_key: HTTPS only; reloaded on SIGHUP */
+    char tls_key[1024];
 };
 
 /* Defaults: 127.0.0.1:8080, ./thaw-data, info, threads = CPUs, drain 30 s. */
