@@ -13,6 +13,8 @@ int cli_cmd_tenants(int argc, char **argv);
 int cli_cmd_keys(int argc, char **argv);
 int cli_cmd_audit(int argc, char **argv);
 int cli_cmd_push(int argc, char **argv); /* cmd_push.c (artifacts) */
+int cli_cmd_jobs(int argc, char **argv);     /* cmd_jobs.c (jobs) */
+int cli_cmd_dlq(int argc, char **argv);      /* cmd_jobs.c (jobs) */
 int cli_cmd_model(int argc, char **argv);    /* cmd_model.c (engine) */
 int cli_cmd_generate(int argc, char **argv); /* cmd_generate.c (engine) */
 

@@ -76,12 +76,16 @@ static int copy_bytes(const char *in, size_t len, char **out, size_t *out_len)
 int jobs_seal(struct jobs *j, const char *deployment, const char *in, size_t len, char **out,
               size_t *out_len)
 {
+    const struct jobs_codec *c = j->cfg.codec;
+    if (c) return c->seal(c->ctx, deployment, in, len, out, out_len);
     return copy_bytes(in, len, out, out_len);
 }
 
 int jobs_open(struct jobs *j, const char *deployment, const char *in, size_t len, char **out,
               size_t *out_len)
 {
+    const struct jobs_codec *c = j->cfg.codec;
+    if (c && in && len) return c->open(c->ctx, in, len, out, out_len);
     return copy_bytes(in ? in : "", in ? len : 0, out, out_len);
 }
 

@@ -18,6 +18,16 @@ struct store;
 struct scale;
 struct jobs;
 
+/* Sealing of user content at rest (payloads, results, error messages,
+ * webhook bodies). seal gets the deployment the content belongs to; open
+ * must work from the blob alone. Both return 0 and a malloc'd buffer. */
+struct jobs_codec {
+    int (*seal)(void *ctx, const char *deployment, const char *in, size_t len, char **out,
+                size_t *out_len);
+    int (*open)(void *ctx, const char *in, size_t len, char **out, size_t *out_len);
+    void *ctx;
+};
+
 struct jobs_config {
     struct store *store;             /* borrowed; must outlive the jobs object */
     struct scale *scale;             /* borrowed; NULL runs nothing (tests of submit alone) */
@@ -30,6 +40,7 @@ struct jobs_config {
     int64_t webhook_backoff_cap_ms;  /* 0 = 5 min */
     int64_t webhook_timeout_ms;      /* one delivery; 0 = 10 s */
     int self_port;                   /* thaw's own API port, never a webhook target */
+    const struct jobs_codec *codec;  /* borrowed; NULL stores content as given */
 };
 
 /* Creates the object (no threads yet). Returns NULL and fills err. */
