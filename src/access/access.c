@@ -145,6 +145,15 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
     a->store = store;
     pthread_rwlock_init(&a->lock, NULL);
     pthread_mutex_init(&a->audit_lock, NULL);
+    pthread_mutex_init(&a->keyring_lock, NULL);
+    char kek_hex[65];
+    sodium_bin2hex(kek_hex, sizeof(kek_hex), secret32, 32);
+    int krc = security_kek_from_text(kek_hex, 64, 1, &a->kek, err);
+    sodium_memzero(kek_hex, sizeof(kek_hex));
+    if (krc) {
+        access_free(a);
+        return krc;
+    }
     /* Separate subkeys, so the pepper and the audit key never equal the KEK. */
     crypto_kdf_derive_from_key(a->pepper, sizeof(a->pepper), 1, "thawacc1", secret32);
     crypto_kdf_derive_from_key(a->audit_key, sizeof(a->audit_key), 2, "thawacc1", secret32);
@@ -166,6 +175,9 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
 void access_free(struct access *a)
 {
     if (!a) return;
+    access_keyring_free(a);
+    security_kek_free(a->kek);
+    pthread_mutex_destroy(&a->keyring_lock);
     security_ratelimiter_free(a->rate);
     security_conclimiter_free(a->conc);
     security_quota_free(a->quota);

@@ -107,6 +107,20 @@ void access_admit(struct access *a, const struct access_principal *p,
 void access_release(struct access *a, const struct access_principal *p,
                     const struct access_admission *adm);
 
+/* Encryption at rest of user content (job payloads, results, cached
+ * answers): sealed under the tenant's current data key, bound to purpose.
+ * The blob names its tenant, so unseal needs only the purpose. Data keys
+ * are created on first use and kept wrapped by the KEK in the store. Both
+ * append to out; errors say what failed, never the content. */
+int access_seal(struct access *a, const char *tenant, const char *purpose, const void *pt,
+                size_t len, struct buf *out, struct thaw_err *err);
+int access_unseal(struct access *a, const char *purpose, const void *blob, size_t len,
+                  struct buf *out, struct thaw_err *err);
+/* New data key version for tenant: new data uses it at once, old data keeps
+ * opening with the version that sealed it. Audited. */
+int access_rotate_data_key(struct access *a, const struct access_principal *actor,
+                           const char *tenant, uint32_t *version, struct thaw_err *err);
+
 /* Appends to the audit trail: actor (NULL = the node itself), action
  * ("deployment.create"), target, outcome ("ok" or an error code), details
  * (short JSON text or NULL; never request content). */

@@ -44,10 +44,17 @@ struct access {
     uint64_t audit_seq;
     unsigned char audit_prev[32];
 
+    struct security_kek *kek;
+    pthread_mutex_t keyring_lock;
+    struct tenant_keys *keysets;
+    size_t n_keysets, cap_keysets;
+
     struct security_ratelimiter *rate;
     struct security_conclimiter *conc;
     struct security_quota *quota;
 };
+
+void access_keyring_free(struct access *a);
 
 /* Grows an array of elem_size elements to hold one more. */
 int access_grow(void **arr, size_t *cap, size_t n, size_t elem_size);

@@ -106,13 +106,21 @@ int cli_cmd_keys(int argc, char **argv)
         snprintf(path, sizeof(path), "/v1/keys/%s", argv[2]);
         code = call(&o, "DELETE", path, NULL, &out);
         if (!code) printf("revoked %s\n", argv[2]);
+    } else if (!strcmp(sub, "rotate-data") && argc == 3) {
+        snprintf(path, sizeof(path), "/v1/tenants/%s/data-keys/rotate", argv[2]);
+        code = call(&o, "POST", path, NULL, &out);
+        if (!code && o.json) print(&o, out, NULL);
+        else if (!code)
+            printf("tenant %s now seals new data with data key version %lld\n", argv[2],
+                   (long long)json_integer_value(json_object_get(out, "version")));
     } else if (!strcmp(sub, "rotate") && argc == 3) {
         snprintf(path, sizeof(path), "/v1/keys/%s/rotate", argv[2]);
         code = call(&o, "POST", path, NULL, &out);
         if (!code) print(&o, out, "key");
     } else {
         fprintf(stderr, "usage: thaw keys create TENANT [--scopes invoke,read] [--expires-in 720h]\n"
-                        "       thaw keys ls TENANT | revoke ID | rotate ID   [--server URL] [--json]\n");
+                        "       thaw keys ls TENANT | revoke ID | rotate ID   [--server URL] [--json]\n"
+                        "       thaw keys rotate-data TENANT   (new data key; old data stays readable)\n");
         return CLI_EXIT_USAGE;
     }
     json_decref(out);

@@ -109,6 +109,11 @@ static void tenants(struct gateway *gw, struct evhttp_request *req, const char *
         json_decref(body);
         if (rc) reply_rc(req, rc, &err);
         else reply_new_key(req, 201, info, key);
+    } else if (slash && !strcmp(slash, "/data-keys/rotate") && cmd == EVHTTP_REQ_POST) {
+        uint32_t version = 0;
+        rc = access_rotate_data_key(gw->access, who, tenant, &version, &err);
+        if (rc) reply_rc(req, rc, &err);
+        else gw_reply_jsonv(req, 200, json_pack("{s:s, s:i}", "tenant", tenant, "version", (int)version));
     } else if (slash && !strcmp(slash, "/keys") && cmd == EVHTTP_REQ_GET) {
         json_t *out = NULL;
         rc = access_key_list(gw->access, who, tenant, &out, &err);

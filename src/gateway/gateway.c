@@ -186,6 +186,14 @@ bool gw_deployment_lookup(struct gateway *gw, const char *name, struct gw_deploy
     return found;
 }
 
+bool gw_deployment_owner(struct gateway *gw, const char *name, char *out, size_t n)
+{
+    struct gw_deployment d;
+    if (!gw_deployment_lookup(gw, name, &d)) return false;
+    str_copy(out, d.owner[0] ? d.owner : ACCESS_ROOT_TENANT, n);
+    return true;
+}
+
 void gw_deployment_forget(struct gateway *gw, const char *name)
 {
     pthread_rwlock_wrlock(&gw->deps_lock);

@@ -43,6 +43,9 @@ void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec, con
 /* Serves the jobs API with jobs (borrowed); call before gw_start. */
 struct jobs;
 void gw_set_jobs(struct gateway *gw, struct jobs *jobs);
+/* Copies the owner tenant of a known deployment into out; false if unknown.
+ * Thread-safe. */
+bool gw_deployment_owner(struct gateway *gw, const char *name, char *out, size_t n);
 /* Marks the node ready (readyz answers 200). */
 void gw_set_ready(struct gateway *gw, int ready);
 /* Loads the certificate and key again (SIGHUP): new connections use them,

@@ -31,6 +31,7 @@ struct node {
     struct scale *scale;
     struct gateway *gw;
     struct jobs *jobs;
+    struct jobs_codec jobs_codec;
     struct artifact_store *artifacts;
     struct event *sigterm_ev, *sigint_ev, *sighup_ev, *drain_ev;
     uint64_t drain_deadline_ms;
@@ -190,6 +191,44 @@ static int webhook_secret(const struct node_config *cfg, char *out, size_t n, st
     return 0;
 }
 
+/* Job content is sealed under the data key of the tenant owning the
+ * deployment; the blob names its tenant, so opening needs nothing else. */
+static int jobs_seal_cb(void *ctx, const char *deployment, const char *in, size_t len, char **out,
+                        size_t *out_len)
+{
+    struct node *n = ctx;
+    char owner[ACCESS_NAME_MAX + 1];
+    if (!deployment || !gw_deployment_owner(n->gw, deployment, owner, sizeof(owner)))
+        str_copy(owner, ACCESS_ROOT_TENANT, sizeof(owner));
+    struct buf b = {0};
+    struct thaw_err err = {0};
+    int rc = access_seal(n->access, owner, "jobs", in, len, &b, &err);
+    if (rc) {
+        buf_free(&b);
+        OBS_LOG(LOG_ERROR, "seal_failed", LOG_S("deployment", deployment), LOG_S("error", err.msg));
+        return rc;
+    }
+    *out_len = b.len;
+    *out = buf_steal(&b);
+    return *out ? 0 : THAW_ENOMEM;
+}
+
+static int jobs_open_cb(void *ctx, const char *in, size_t len, char **out, size_t *out_len)
+{
+    struct node *n = ctx;
+    struct buf b = {0};
+    struct thaw_err err = {0};
+    int rc = access_unseal(n->access, "jobs", in, len, &b, &err);
+    if (rc) {
+        buf_free(&b);
+        OBS_LOG(LOG_ERROR, "unseal_failed", LOG_S("error", err.msg));
+        return rc;
+    }
+    *out_len = b.len;
+    *out = buf_steal(&b);
+    return *out ? 0 : THAW_ENOMEM;
+}
+
 /* jobs: the runner and its API; knobs for webhooks come from the environment. */
 static int start_jobs(struct node *n, struct thaw_err *err)
 {
@@ -203,7 +242,9 @@ static int start_jobs(struct node *n, struct thaw_err *err)
     if ((v = getenv("THAW_IDEMPOTENCY_TTL")) && parse_duration_ms(v, &ttl))
         return thaw_errf(err, THAW_EINVAL, "THAW_IDEMPOTENCY_TTL: not a duration: %s", v);
     v = getenv("THAW_WEBHOOK_MAX_ATTEMPTS");
+    n->jobs_codec = (struct jobs_codec){jobs_seal_cb, jobs_open_cb, n};
     struct jobs_config jc = {
+        .codec = &n->jobs_codec,
         .store = n->store,
         .scale = n->scale,
         .idempotency_ttl_ms = ttl,

@@ -452,7 +452,10 @@ static void test_kill_and_restart(void)
 {
     ASSERT_EQ(
         deployf("{\"name\":\"mk\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":2,"
-                "\"scale\":{\"max_instances\":1},\"env\":{\"TESTFN_MARKS\":\"%s\"}}",
+                "\"scale\":{\"max_instances\":1},\"env\":{\"TESTFN_MARKS\":\"%s\"},"
+                /* the marks file is the test's record of executions, outside any
+                 * instance's temp dir: this trusted function runs unsandboxed */
+                "\"sandbox\":false}",
                 testfn_path(), marks),
         201);
     char ids[6][64];

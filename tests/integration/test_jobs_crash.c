@@ -117,7 +117,7 @@ static void test_crash(void)
     char m[1024];
     snprintf(m, sizeof(m),
              "{\"name\":\"crashy\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":4,"
-             "\"env\":{\"TESTFN_MARKS\":\"%s\"},\"scale\":{\"max_instances\":2},"
+             "\"env\":{\"TESTFN_MARKS\":\"%s\"},\"sandbox\":false,\"scale\":{\"max_instances\":2},"
              "\"jobs\":{\"max_attempts\":20,\"backoff_base\":\"50ms\",\"backoff_cap\":\"200ms\"}}",
              testfn_path(), marks);
     ASSERT_EQ(deploy(&N, m), 201);
