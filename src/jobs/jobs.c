@@ -446,6 +446,18 @@ struct jobs *jobs_new(const struct jobs_config *cfg, struct thaw_err *err)
     pthread_cond_init(&j->commit_cv, NULL);
     pthread_cond_init(&j->hook_cv, NULL);
     if (random_bytes(&j->rng, sizeof(j->rng)) || j->rng == 0) j->rng = 0x9E3779B97F4A7C15ULL;
+    j->f_unfinished =
+        obs_metric_family("thaw_jobs_unfinished", "Jobs queued or running.", METRIC_GAUGE,
+                          (const char *[]){"deployment", NULL}, NULL, 0);
+    j->f_running = obs_metric_family("thaw_jobs_running", "Jobs handed to instances.", METRIC_GAUGE,
+                                     (const char *[]){"deployment", NULL}, NULL, 0);
+    j->f_attempts =
+        obs_metric_family("thaw_job_attempts_total",
+                          "Job attempts by outcome (succeeded, retry, failed, dead, released).",
+                          METRIC_COUNTER, (const char *[]){"deployment", "outcome", NULL}, NULL, 0);
+    j->f_webhooks =
+        obs_metric_family("thaw_webhook_deliveries_total", "Webhook delivery attempts by outcome.",
+                          METRIC_COUNTER, (const char *[]){"outcome", NULL}, NULL, 0);
     return j;
 }
 

@@ -5,6 +5,7 @@
 #define THAW_JOBS_INT_H
 
 #include "jobs/jobs.h"
+#include "obs/obs.h"
 #include "scale/scale.h"
 #include "store/store.h"
 
@@ -76,6 +77,10 @@ struct jobs {
     size_t pending_items;
 
     uint64_t rng; /* xorshift state for jitter, under lock */
+
+    /* Metrics: queue depth and in-flight per deployment, attempts by
+     * outcome, webhook deliveries by outcome. */
+    struct metric_family *f_unfinished, *f_running, *f_attempts, *f_webhooks;
 };
 
 /* jobs.c */

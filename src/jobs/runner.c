@@ -177,10 +177,15 @@ static void build_outcome(struct jobs *j, struct pending_outcome *p, int64_t now
     }
 }
 
-static void log_outcome(const struct pending_outcome *p)
+static void log_outcome(struct jobs *j, const struct pending_outcome *p)
 {
     static const char *const names[] = {"succeeded", "retry", "failed", "dead", "released"};
-    if (p->verdict == JOBS_SUCCEED || p->o.outcome) return;
+    if (p->o.outcome) return;
+    if (j->f_attempts)
+        obs_metric_add(obs_metric_series(j->f_attempts, (const char *[]){p->run->inv.deployment,
+                                                                         names[p->verdict]}),
+                       1);
+    if (p->verdict == JOBS_SUCCEED) return;
     OBS_LOG(p->verdict == JOBS_DEAD ? LOG_WARN : LOG_INFO, "job_attempt", LOG_S("job", p->run->id),
             LOG_S("deployment", p->run->inv.deployment), LOG_I("attempt", p->run->attempt),
             LOG_I("status", p->run->status), LOG_S("code", p->run->code),
@@ -228,7 +233,7 @@ static void record(struct jobs *j, struct jrun *runs)
     if (hooks) pthread_cond_signal(&j->hook_cv);
     pthread_mutex_unlock(&j->lock);
     for (i = 0; ps && i < n; i++) {
-        if (!rc) log_outcome(&ps[i]);
+        if (!rc) log_outcome(j, &ps[i]);
         if (!rc && !os[i].outcome && os[i].new_state >= STORE_JOB_SUCCEEDED)
             jobs_fire_waiters(j, ps[i].run->id, 0);
         free(ps[i].sealed_result);
@@ -463,6 +468,19 @@ static void maintain(struct jobs *j, int64_t now)
         OBS_LOG(LOG_INFO, "job_results_expired", LOG_I("jobs", n));
 }
 
+/* Queue depth and in-flight per deployment, for /metrics. */
+static void gauges(struct jobs *j)
+{
+    if (!j->f_unfinished || !j->f_running) return;
+    pthread_mutex_lock(&j->lock);
+    for (struct jdep *d = j->deps; d; d = d->next) {
+        const char *l[] = {d->name};
+        obs_metric_set(obs_metric_series(j->f_unfinished, l), d->active);
+        obs_metric_set(obs_metric_series(j->f_running, l), d->inflight);
+    }
+    pthread_mutex_unlock(&j->lock);
+}
+
 void *jobs_runner_main(void *arg)
 {
     struct jobs *j = arg;
@@ -472,6 +490,7 @@ void *jobs_runner_main(void *arg)
         lease_due(j, now);
         renew(j, now);
         maintain(j, now);
+        gauges(j);
         jobs_fire_waiters(j, NULL, now);
         pthread_mutex_lock(&j->lock);
         if (j->stopping) {

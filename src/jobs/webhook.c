@@ -257,6 +257,10 @@ static void handle(struct jobs *j, struct store_webhook *w)
                                      j->cfg.webhook_backoff_cap_ms, jobs_random(j));
         pthread_mutex_unlock(&j->lock);
     }
+    if (j->f_webhooks) {
+        const char *outcome = res == 0 ? "delivered" : state == 2 ? "dead" : "retry";
+        obs_metric_add(obs_metric_series(j->f_webhooks, (const char *[]){outcome}), 1);
+    }
     struct thaw_err err = {0};
     if (store_webhook_update(j->cfg.store, w->id, state, attempts, next, res ? why : NULL, &err))
         OBS_LOG(LOG_ERROR, "webhook_record_failed", LOG_S("error", err.msg));

@@ -308,9 +308,16 @@ static void test_poison_and_backoff(void)
                       "function_error");
         json_decref(j);
     }
-    /* Jittered, not immediate: 12 uniform draws averaging near half their ceilings. */
+        /* Jittered, not immediate: 12 uniform draws averaging near half their ceilings. */
     ASSERT_CMP(total / gaps, >, 40);
     ASSERT_CMP(total / gaps, <, 350);
+    /* Attempts are counted for operators. */
+    struct resp r;
+    ASSERT_EQ(http(&N, "GET", "/metrics", NULL, NULL, &r), 0);
+    ASSERT_CONTAINS(r.body, "thaw_job_attempts_total{deployment=\"flaky\",outcome=\"dead\"} 3");
+    ASSERT_CONTAINS(r.body, "thaw_job_attempts_total{deployment=\"flaky\",outcome=\"retry\"} 12");
+    ASSERT_CONTAINS(r.body, "thaw_jobs_unfinished{deployment=\"flaky\"} 0");
+    resp_free(&r);
 }
 
 static void test_dlq(void)
