@@ -21,8 +21,8 @@ struct instance_launch {
     int64_t rlimit_nofile; /* 0 = inherit */
     int64_t rlimit_cpu;    /* seconds; 0 = unlimited */
     /* Confinement (src/security's sandbox): seccomp "exec" profile, Landlock
-     * writes limited to the temp dir (and workdir), and namespaces when the
-     * kernel allows. */
+     * writes limited to the temp dir (and workdir), and user, mount and (unless
+     * allow_network) network namespaces when the kernel allows. */
     bool sandbox;
     bool allow_network;
 };

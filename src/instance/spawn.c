@@ -116,7 +116,11 @@ static void child_exec(const struct instance_launch *l, const struct instance_pr
         .profile = l->sandbox ? SECURITY_SECCOMP_EXEC : SECURITY_SECCOMP_NONE,
         .allow_network = l->allow_network,
         .exec_path = program,
-        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT | SECURITY_NS_PID |
+        /* No PID namespace yet: the function would run as its PID 1, which
+         * ignores SIGTERM from outside and reaps nothing; that needs a small
+         * init inside the namespace. The node is not dumpable instead, so
+         * its /proc entries stay closed to instances. */
+        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT |
                                     (l->allow_network ? 0 : SECURITY_NS_NET))
                                  : 0,
         .write_dirs = l->sandbox ? (const char *const[]){p->tmpdir, dir, NULL} : NULL,

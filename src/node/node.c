@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,6 +342,9 @@ int node_run(const struct node_config *cfg)
     obs_log_parse_level(cfg->log_level, &level);
     obs_log_set_level(level);
     ensure_std_fds();
+    /* Not dumpable: /proc/<node>/ (environ, mem, fds) is closed to instances,
+     * even those running as the same user. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
 
