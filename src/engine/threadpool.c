@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define SPIN_ROUNDS 20000
 
@@ -26,7 +27,17 @@ struct tpool {
     tpool_fn fn;
     void *arg;
     int n_parts;
+    /* caller-side only: windows of runs alone or threaded, timed, so the
+     * pool keeps to whichever is faster on this machine right now */
+    uint64_t win_start;
+    int win_runs, win_index;
+    bool win_solo, best_solo;
+    double ns[2]; /* smoothed window time: [0] threaded, [1] alone; 0 = unknown */
 };
+
+/* Runs per timed window; every PROBE_EVERY-th window tries the other way. */
+#define WINDOW_RUNS 256
+#define PROBE_EVERY 16
 
 struct worker_arg {
     struct tpool *p;
@@ -149,12 +160,52 @@ int tpool_size(const struct tpool *p)
     return p->n;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* On a machine whose other cores are busy, a worker preempted in the middle
+ * of a part makes every run wait for it, and threads can lose to one. So
+ * runs go in windows of WINDOW_RUNS, each either threaded or alone; every
+ * PROBE_EVERY-th window tries the way that is not currently the faster one,
+ * and the smoothed window times decide. A forward pass repeats the same
+ * runs layer after layer, so windows hold comparable work. Which thread runs
+ * a part never changes its result: this only moves time. */
+static void window_begin(struct tpool *p)
+{
+    if (p->win_runs) return;
+    p->win_start = now_ns();
+    bool probe = ++p->win_index % PROBE_EVERY == 2; /* early, after a warm-up window */
+    p->win_solo = probe ? !p->best_solo : p->best_solo;
+}
+
+static void window_end(struct tpool *p)
+{
+    if (++p->win_runs < WINDOW_RUNS) return;
+    double t = (double)(now_ns() - p->win_start);
+    p->win_runs = 0;
+    if (p->win_index == 1) return; /* page faults and first-touch: not comparable */
+    double *m = &p->ns[p->win_solo];
+    *m = *m > 0 ? 0.5 * *m + 0.5 * t : t;
+    if (p->ns[0] > 0 && p->ns[1] > 0) p->best_solo = p->ns[1] < p->ns[0];
+}
+
 void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
 {
     if (n_parts < 1) return;
     if (p->n == 1 || n_parts == 1) {
         for (int i = 0; i < n_parts; i++)
             fn(arg, i, n_parts, 0);
+        return;
+    }
+    window_begin(p);
+    if (p->win_solo) {
+        for (int i = 0; i < n_parts; i++)
+            fn(arg, i, n_parts, 0);
+        window_end(p);
         return;
     }
     p->fn = fn;
@@ -170,4 +221,5 @@ void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
         else
             sched_yield();
     }
+    window_end(p);
 }
