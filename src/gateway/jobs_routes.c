@@ -312,8 +312,20 @@ static void submit(struct gw_worker *w, struct evhttp_request *req, const char *
         later_done(l);
         return;
     }
+    /* Keys are the tenant's own: the same key from two tenants is two keys. */
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
-    if (key) l->idem_key = str_dup(key);
+    const struct access_principal *who = gw_principal();
+    if (key && !jobs_idem_key_valid(key)) {
+        gw_reply_error(req, 400, "invalid_idempotency_key",
+                       "Idempotency-Key must be 1-255 printable ASCII characters without spaces");
+        later_done(l);
+        return;
+    }
+    if (key) {
+        struct buf kb = {0};
+        buf_printf(&kb, "%s/%s", who ? who->tenant : "", key);
+        l->idem_key = buf_steal(&kb);
+    }
     str_copy(l->r.deployment, name, sizeof(l->r.deployment));
     l->r.inputs = l->inputs;
     l->r.input_lens = l->lens;

@@ -73,7 +73,7 @@ struct jobs_request {
     char **inputs; /* compact JSON each, borrowed */
     size_t *input_lens;
     const char *webhook;  /* NULL = the deployment's */
-    const char *idem_key; /* NULL = none; at most 255 bytes */
+    const char *idem_key; /* NULL = none; scoped by the caller ("tenant/key") */
     void (*done)(struct jobs_request *r);
     void *owner;
 
@@ -86,6 +86,9 @@ struct jobs_request {
     char (*ids)[JOBS_ID_LEN + 1]; /* n ids, allocated by jobs_submit, caller frees */
 };
 void jobs_submit(struct jobs *j, struct jobs_request *r);
+/* Whether a client's Idempotency-Key is acceptable: 1-255 printable ASCII
+ * characters, no spaces. (The gateway scopes it by tenant before submit.) */
+bool jobs_idem_key_valid(const char *key);
 
 /* ---- reading and changing jobs: each returns 0 and a JSON view (caller
  * decrefs) or a status code with err filled ---- */

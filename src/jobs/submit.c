@@ -27,7 +27,7 @@ static void finish(struct jobs_request *r, int status, const char *code, const c
     r->done(r);
 }
 
-static bool key_valid(const char *k)
+bool jobs_idem_key_valid(const char *k)
 {
     size_t n = strlen(k);
     if (n == 0 || n > 255) return false;
@@ -69,9 +69,8 @@ void jobs_submit(struct jobs *j, struct jobs_request *r)
     if (r->n == 0 || r->n > JOBS_BATCH_MAX)
         return finish(r, 400, "invalid_request", "a submission holds 1 to %d inputs",
                       JOBS_BATCH_MAX);
-    if (r->idem_key && !key_valid(r->idem_key))
-        return finish(r, 400, "invalid_idempotency_key",
-                      "Idempotency-Key must be 1-255 printable ASCII characters without spaces");
+    if (r->idem_key && strlen(r->idem_key) > 512)
+        return finish(r, 400, "invalid_idempotency_key", "Idempotency-Key is too long");
     if (r->webhook && !url_valid(r->webhook))
         return finish(r, 400, "invalid_webhook",
                       "webhook must be an http:// or https:// URL of at most 2048 characters");
