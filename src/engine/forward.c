@@ -440,7 +440,7 @@ static int attention_parts(const struct engine_ctx *c)
     int64_t work = 0;
     for (int t = 0; t < c->n_tok; t++)
         work += (int64_t)(c->tok_pos[t] + 1) * c->hp->head_dim * c->hp->n_head * 2;
-    return (int)MAX(1, MIN(work / 262144, (int64_t)c->n_tok * c->hp->n_head));
+    return (int)MAX(1, MIN(MIN(work / 262144, (int64_t)c->n_tok * c->hp->n_head), 4096));
 }
 
 static void layer_pass(struct engine_ctx *c, int il)

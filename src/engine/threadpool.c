@@ -1,6 +1,7 @@
 /* A fixed pool of worker threads for the forward pass. A run is cut into
- * parts that threads claim one at a time from a shared ticket (generation in
- * the high 32 bits, next part in the low 32), so a thread the OS has not
+ * parts that threads claim one at a time from a shared ticket (generation,
+ * part count and next part in one 64-bit word, so a claim is checked against
+ * its own run's count), so a thread the OS has not
  * scheduled yet simply does less: on a loaded machine the caller finishes
  * the run alone instead of waiting for a sleeping worker. Which thread runs
  * a part never changes what the part computes. */
@@ -26,7 +27,6 @@ struct tpool {
     /* the current run, stable while any of its parts is unfinished */
     tpool_fn fn;
     void *arg;
-    int n_parts;
     /* caller-side only: windows of runs alone or threaded, timed, so the
      * pool keeps to whichever is faster on this machine right now */
     uint64_t win_start;
@@ -53,9 +53,28 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* ticket = gen:24 | n_parts:20 | next:20 */
+#define PART_BITS 20
+#define MAX_PARTS ((1 << PART_BITS) - 1)
+
 static uint32_t gen_of(uint64_t v)
 {
-    return (uint32_t)(v >> 32);
+    return (uint32_t)(v >> (2 * PART_BITS));
+}
+
+static int parts_of(uint64_t v)
+{
+    return (int)((v >> PART_BITS) & MAX_PARTS);
+}
+
+static int next_of(uint64_t v)
+{
+    return (int)(v & MAX_PARTS);
+}
+
+static uint64_t make_ticket(uint32_t gen, int n_parts)
+{
+    return (uint64_t)(gen & 0xffffff) << (2 * PART_BITS) | (uint64_t)n_parts << PART_BITS;
 }
 
 /* Claims and runs parts of generation gen until none is left. */
@@ -63,12 +82,12 @@ static void work(struct tpool *p, uint32_t gen, int ith)
 {
     for (;;) {
         uint64_t v = atomic_load_explicit(&p->ticket, memory_order_acquire);
-        if (gen_of(v) != gen || (int)(uint32_t)v >= p->n_parts) return;
+        if (gen_of(v) != gen || next_of(v) >= parts_of(v)) return;
         if (!atomic_compare_exchange_weak_explicit(&p->ticket, &v, v + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
-        /* the claim succeeded in gen, so fn/arg/n_parts are gen's */
-        p->fn(p->arg, (int)(uint32_t)v, p->n_parts, ith);
+        /* a part of gen is unfinished, so the caller has not moved fn/arg on */
+        p->fn(p->arg, next_of(v), parts_of(v), ith);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
     }
 }
@@ -146,7 +165,7 @@ void tpool_free(struct tpool *p)
     if (!p) return;
     atomic_store(&p->stop, true);
     uint64_t v = atomic_load(&p->ticket);
-    publish(p, (uint64_t)(gen_of(v) + 1) << 32 | 0xffffffffu);
+    publish(p, make_ticket(gen_of(v) + 1, 0));
     for (int i = 1; i < p->n; i++)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
@@ -196,7 +215,7 @@ static void window_end(struct tpool *p)
 void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
 {
     if (n_parts < 1) return;
-    if (p->n == 1 || n_parts == 1) {
+    if (p->n == 1 || n_parts == 1 || n_parts > MAX_PARTS) {
         for (int i = 0; i < n_parts; i++)
             fn(arg, i, n_parts, 0);
         return;
@@ -210,10 +229,9 @@ void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
     }
     p->fn = fn;
     p->arg = arg;
-    p->n_parts = n_parts;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    uint32_t gen = gen_of(atomic_load_explicit(&p->ticket, memory_order_relaxed)) + 1;
-    publish(p, (uint64_t)gen << 32);
+    uint32_t gen = (gen_of(atomic_load_explicit(&p->ticket, memory_order_relaxed)) + 1) & 0xffffff;
+    publish(p, make_ticket(gen, n_parts));
     work(p, gen, 0);
     for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n_parts; spins++) {
         if (spins < SPIN_ROUNDS)
