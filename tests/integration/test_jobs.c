@@ -260,14 +260,14 @@ static void test_poison_and_backoff(void)
     ASSERT_EQ(json_integer_value(json_object_get(json_object_get(p, "error"), "status")), 502);
     long long dead_at = json_integer_value(json_object_get(p, "finished_ms"));
     json_decref(p);
-        /* The others were not held up behind its retries: most were done before
+    /* The others were not held up behind its retries: most were done before
      * the poison reached the dead-letter queue. (One sharing the instance
      * the poison crashed gets a 502 too, and a retry.) */
     int before = 0;
     for (int i = 0; i < 8; i++) {
         json_t *g = wait_end(good[i], 20);
         ASSERT_STR_EQ(state_of(g), "succeeded");
-                ASSERT_CMP(json_integer_value(json_object_get(g, "attempts")), <=, 3);
+        ASSERT_CMP(json_integer_value(json_object_get(g, "attempts")), <=, 3);
         before += json_integer_value(json_object_get(g, "finished_ms")) < dead_at;
         json_decref(g);
     }
@@ -308,7 +308,7 @@ static void test_poison_and_backoff(void)
                       "function_error");
         json_decref(j);
     }
-        /* Jittered, not immediate: 12 uniform draws averaging near half their ceilings. */
+    /* Jittered, not immediate: 12 uniform draws averaging near half their ceilings. */
     ASSERT_CMP(total / gaps, >, 40);
     ASSERT_CMP(total / gaps, <, 350);
     /* Attempts are counted for operators. */
@@ -453,6 +453,97 @@ static void test_result_ttl(void)
     json_decref(j);
 }
 
+#ifdef TEST_ADMIN_KEY
+static long call_as(const char *key, const char *method, const char *path, const char *body,
+                    const char *extra_header, struct resp *r)
+{
+    char auth[200];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    const char *h[] = {auth, extra_header, NULL};
+    http(&N, method, path, body, h, r);
+    return r->status;
+}
+
+static long status_as(const char *key, const char *method, const char *path, const char *body)
+{
+    struct resp r;
+    long st = call_as(key, method, path, body, NULL, &r);
+    resp_free(&r);
+    return st;
+}
+
+static int make_key(const char *tenant, const char *scopes, char out[128])
+{
+    char path[128], body[256];
+    snprintf(path, sizeof(path), "/v1/tenants/%s/keys", tenant);
+    snprintf(body, sizeof(body), "{\"scopes\":%s}", scopes);
+    struct resp r;
+    http(&N, "POST", path, body, NULL, &r);
+    json_t *j = resp_json(&r);
+    const char *k = json_string_value(json_object_get(j, "key"));
+    int ok = r.status == 201 && k;
+    if (ok) snprintf(out, 128, "%s", k);
+    json_decref(j);
+    resp_free(&r);
+    return ok ? 0 : -1;
+}
+
+/* Tenants: another tenant's jobs answer 404, listing everything is for
+ * admins, scopes apply, and idempotency keys are per tenant. */
+static void test_tenants(void)
+{
+    char ka[128], kb[128], kr[128], m[1024], ida[64], idb[64];
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"ja\"}"), 201);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"jb\"}"), 201);
+    ASSERT_EQ(make_key("ja", "[\"deploy\",\"invoke\",\"read\"]", ka), 0);
+    ASSERT_EQ(make_key("jb", "[\"deploy\",\"invoke\",\"read\"]", kb), 0);
+    ASSERT_EQ(make_key("jb", "[\"read\"]", kr), 0);
+    snprintf(m, sizeof(m), "{\"name\":\"a-jobs\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
+    ASSERT_EQ(status_as(ka, "POST", "/v1/deployments", m), 201);
+    snprintf(m, sizeof(m), "{\"name\":\"b-jobs\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
+    ASSERT_EQ(status_as(kb, "POST", "/v1/deployments", m), 201);
+    struct resp r;
+    ASSERT_EQ(call_as(ka, "POST", "/v1/deployments/a-jobs/jobs", "{\"input\":{\"t\":\"a\"}}",
+                      "Idempotency-Key: shared-key", &r),
+              202);
+    json_t *j = resp_json(&r);
+    snprintf(ida, sizeof(ida), "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    resp_free(&r);
+    /* The same key in another tenant is another key: no 409, no leak. */
+    ASSERT_EQ(call_as(kb, "POST", "/v1/deployments/b-jobs/jobs", "{\"input\":{\"t\":\"b\"}}",
+                      "Idempotency-Key: shared-key", &r),
+              202);
+    j = resp_json(&r);
+    snprintf(idb, sizeof(idb), "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    resp_free(&r);
+    ASSERT(strcmp(ida, idb) != 0);
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/jobs/%s", ida);
+    ASSERT_EQ(status_as(kb, "GET", path, NULL), 404);
+    ASSERT_EQ(status_as(kb, "DELETE", path, NULL), 404);
+    ASSERT_EQ(status_as(ka, "GET", path, NULL), 200);
+    snprintf(path, sizeof(path), "/v1/jobs/%s?wait=1", ida);
+    ASSERT_EQ(status_as(kb, "GET", path, NULL), 404);
+    ASSERT_EQ(status_as(kb, "GET", "/v1/jobs", NULL), 403);
+    ASSERT_EQ(status_as(kb, "GET", "/v1/jobs?deployment=a-jobs", NULL), 404);
+    ASSERT_EQ(status_as(kb, "POST", "/v1/deployments/a-jobs/jobs", "{\"input\":1}"), 404);
+    ASSERT_EQ(status_as(kb, "GET", "/v1/dlq?deployment=a-jobs", NULL), 404);
+    ASSERT_EQ(status_as(kb, "POST", "/v1/dlq/replay", NULL), 403);
+    ASSERT_EQ(status_as(kb, "GET", "/v1/dlq/webhooks", NULL), 403);
+    ASSERT_EQ(status_as(kb, "GET", "/v1/jobs?deployment=b-jobs", NULL), 200);
+    /* Scopes: a read-only key reads but does not submit or cancel. */
+    ASSERT_EQ(status_as(kr, "POST", "/v1/deployments/b-jobs/jobs", "{\"input\":1}"), 403);
+    snprintf(path, sizeof(path), "/v1/jobs/%s", idb);
+    ASSERT_EQ(status_as(kr, "GET", path, NULL), 200);
+    ASSERT_EQ(status_as(kr, "DELETE", path, NULL), 403);
+    ASSERT_EQ(status_as(kr, "GET", "/v1/dlq?deployment=b-jobs", NULL), 403);
+}
+#endif
+
 /* kill -9 with jobs running, then restart: everything queued or leased
  * runs again, and only jobs in flight at the kill ran twice. */
 static void test_kill_and_restart(void)
@@ -555,6 +646,9 @@ int main(void)
     RUN(test_dlq);
     RUN(test_cancel_and_4xx);
     RUN(test_result_ttl);
+#ifdef TEST_ADMIN_KEY
+    RUN(test_tenants);
+#endif
     RUN(test_kill_and_restart);
     RUN(test_sigterm);
     node_cleanup(&N);
