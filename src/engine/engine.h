@@ -68,13 +68,15 @@ const struct engine_model_info *engine_model_info(const struct engine_model *m);
 const struct gguf *engine_model_gguf(const struct engine_model *m);
 
 struct engine_ctx_params {
-    int32_t n_ctx;     /* positions per sequence; 0: min(n_ctx_train, 4096) */
-    int32_t n_seq_max; /* sequences held at once; 0: 1 */
-    int32_t n_batch;   /* most tokens per forward call; 0: 128 (scratch grows with it) */
-    int32_t n_outputs; /* most entries per call that ask for logits; 0: n_seq_max */
-    int32_t n_threads; /* 0: 1 */
-    bool embeddings;   /* keep final hidden states for engine_embed */
-    bool kv_f16;       /* keep the KV cache in f16: half the memory (default f32) */
+    int32_t n_ctx;      /* positions per sequence; 0: min(n_ctx_train, 4096) */
+    int32_t n_seq_max;  /* sequences held at once; 0: 1 */
+    int32_t n_batch;    /* most tokens per forward call; 0: 128 (scratch grows with it) */
+    int32_t n_outputs;  /* most entries per call that ask for logits; 0: n_seq_max */
+    int32_t n_threads;  /* 0: 1 */
+    bool embeddings;    /* keep final hidden states for engine_embed */
+    bool kv_f16;        /* keep the KV cache in f16: half the memory (default f32) */
+    bool threads_fixed; /* always use every thread; by default the pool times runs
+                           threaded and alone and keeps to the faster (busy hosts) */
 };
 
 struct engine_ctx;

@@ -42,6 +42,9 @@ typedef void (*tpool_fn)(void *arg, int part, int n_parts, int thread);
 int tpool_new(int n_threads, struct tpool **out);
 void tpool_free(struct tpool *p);
 int tpool_size(const struct tpool *p);
+/* On (the default), the pool times windows of runs threaded and alone and
+ * keeps to the faster; off, every run is threaded (tests). */
+void tpool_set_adaptive(struct tpool *p, bool on);
 /* Runs fn for parts 0 .. n_parts-1, spread over the threads (the caller
  * takes parts too), and returns when all have finished. */
 void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts);

@@ -692,6 +692,7 @@ int engine_ctx_new(struct engine_model *m, const struct engine_ctx_params *p,
     }
     int rc = ctx_alloc(c, n_threads);
     if (!rc) rc = tpool_new(n_threads, &c->pool);
+    if (!rc) tpool_set_adaptive(c->pool, !(p && p->threads_fixed));
     if (rc) {
         engine_ctx_free(c);
         return thaw_errf(err, rc,

@@ -31,7 +31,7 @@ struct tpool {
      * pool keeps to whichever is faster on this machine right now */
     uint64_t win_start;
     int win_runs, win_index;
-    bool win_solo, best_solo;
+    bool win_solo, best_solo, fixed; /* fixed: always threaded (tests) */
     double ns[2]; /* smoothed window time: [0] threaded, [1] alone; 0 = unknown */
 };
 
@@ -174,6 +174,11 @@ void tpool_free(struct tpool *p)
     free(p);
 }
 
+void tpool_set_adaptive(struct tpool *p, bool on)
+{
+    p->fixed = !on;
+}
+
 int tpool_size(const struct tpool *p)
 {
     return p->n;
@@ -195,6 +200,10 @@ static uint64_t now_ns(void)
  * a part never changes its result: this only moves time. */
 static void window_begin(struct tpool *p)
 {
+    if (p->fixed) {
+        p->win_solo = false;
+        return;
+    }
     if (p->win_runs) return;
     p->win_start = now_ns();
     bool probe = ++p->win_index % PROBE_EVERY == 2; /* early, after a warm-up window */
@@ -203,7 +212,7 @@ static void window_begin(struct tpool *p)
 
 static void window_end(struct tpool *p)
 {
-    if (++p->win_runs < WINDOW_RUNS) return;
+    if (p->fixed || ++p->win_runs < WINDOW_RUNS) return;
     double t = (double)(now_ns() - p->win_start);
     p->win_runs = 0;
     if (p->win_index == 1) return; /* page faults and first-touch: not comparable */

@@ -91,7 +91,8 @@ static int open_fx(struct fixture *f, const char *path, int threads, int n_seq, 
                                    .n_batch = 32,
                                    .n_outputs = n_outputs,
                                    .n_threads = threads,
-                                   .kv_f16 = fx_kv_f16};
+                                   .kv_f16 = fx_kv_f16,
+                                   .threads_fixed = true};
     if (engine_ctx_new(f->m, &cp, &f->c, &err)) {
         fprintf(stderr, "ctx: %s\n", err.msg);
         return -1;
