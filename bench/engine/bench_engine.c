@@ -6,7 +6,7 @@
  *
  * usage: bench_engine [--quick] [--dir DIR] [-p PREFILL] [-n DECODE] [--reps R]
  *                     [--models smollm2-135m,tinyllama-1.1b] [--types Q8_0,Q4_K]
- *                     [--threads 1,2] [--no-batch] */
+ *                     [--threads 1,2] [--no-batch] [--fixed-threads] */
 #include "engine/engine.h"
 
 #include <math.h>
@@ -32,6 +32,7 @@ struct opts {
     int prefill, decode, reps;
     char models[256], types[128], threads[64];
     bool batch;
+    bool fixed; /* threads_fixed: no adaptive fallback to one thread */
 };
 
 /* ---- bandwidth ------------------------------------------------------ */
@@ -176,11 +177,14 @@ static int run_single(struct engine_model *m, const struct opts *o, int threads,
 }
 
 /* Aggregate decode tokens/s with n_seq sequences stepping together. */
-static double run_batch(struct engine_model *m, int threads, int n_seq, int steps)
+static double run_batch(struct engine_model *m, int threads, int n_seq, int steps, bool fixed)
 {
     const struct engine_model_info *hp = engine_model_info(m);
-    struct engine_ctx_params cp = {
-        .n_ctx = 16 + steps + 2, .n_seq_max = n_seq, .n_batch = 16 * n_seq, .n_threads = threads};
+    struct engine_ctx_params cp = {.n_ctx = 16 + steps + 2,
+                                   .n_seq_max = n_seq,
+                                   .n_batch = 16 * n_seq,
+                                   .n_threads = threads,
+                                   .threads_fixed = fixed};
     struct engine_ctx *c;
     struct thaw_err err = {0};
     if (engine_ctx_new(m, &cp, &c, &err)) return fprintf(stderr, "%s\n", err.msg), 0;
@@ -286,7 +290,7 @@ static void bench_model(const struct opts *o, const char *preset, const char *ty
         int th = atoi(last ? last + 1 : o->threads), seqs[3] = {1, 4, 8};
         double agg[3];
         for (int i = 0; i < 3; i++)
-            agg[i] = run_batch(m, th, seqs[i], o->decode / 2 > 4 ? o->decode / 2 : 4);
+            agg[i] = run_batch(m, th, seqs[i], o->decode / 2 > 4 ? o->decode / 2 : 4, o->fixed);
         printf("%-15s %-5s t%d  aggregate decode: 1 seq %.1f, 4 seq %.1f, 8 seq %.1f tok/s; 8 vs 1 "
                "= %.2fx (target 3x; llama.cpp 1.1x Q4_K_M, 1.5-2.0x Q8_0)\n",
                preset, type, th, agg[0], agg[1], agg[2], agg[0] > 0 ? agg[2] / agg[0] : 0);
@@ -310,6 +314,10 @@ static int parse(int argc, char **argv, struct opts *o)
         }
         if (!strcmp(a, "--no-batch")) {
             o->batch = false;
+            continue;
+        }
+        if (!strcmp(a, "--fixed-threads")) {
+            o->fixed = true;
             continue;
         }
         if (!v) return -1;
@@ -339,7 +347,8 @@ int main(int argc, char **argv)
     struct opts o;
     if (parse(argc, argv, &o)) {
         fprintf(stderr, "usage: bench_engine [--quick] [--dir DIR] [-p N] [-n N] [--reps R] "
-                        "[--models a,b] [--types Q8_0,Q4_K] [--threads 1,2] [--no-batch]\n");
+                        "[--models a,b] [--types Q8_0,Q4_K] [--threads 1,2] [--no-batch] "
+                        "[--fixed-threads]\n");
         return 2;
     }
     double bw[3] = {0};
