@@ -144,8 +144,10 @@ struct result {
 static int run_single(struct engine_model *m, const struct opts *o, int threads, struct result *r)
 {
     const struct engine_model_info *hp = engine_model_info(m);
-    struct engine_ctx_params cp = {
-        .n_ctx = o->prefill + o->decode + 8, .n_batch = o->prefill, .n_threads = threads};
+    struct engine_ctx_params cp = {.n_ctx = o->prefill + o->decode + 8,
+                                   .n_batch = o->prefill,
+                                   .n_threads = threads,
+                                   .threads_fixed = o->fixed};
     struct engine_ctx *c;
     struct thaw_err err = {0};
     if (engine_ctx_new(m, &cp, &c, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
