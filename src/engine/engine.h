@@ -55,7 +55,8 @@ struct engine_model_info {
 struct engine_model;
 
 /* Maps the GGUF file at path, checks architecture, hyperparameters and the
- * shape of every tensor. Any architecture but the llama family (llama,
+ * shape of every tensor, and prefaults the mapping (gguf_prefault) so the
+ * first token takes no page faults. Any architecture but the llama family (llama,
  * mistral, qwen2) is refused by name. On success *out is the caller's
  * (engine_model_free). Returns 0 or a negative status with err set. */
 int engine_model_load(const char *path, struct engine_model **out, struct thaw_err *err);
