@@ -9,6 +9,11 @@ trials=${3:-100}
 cd "$build"
 export THAW_BUILD_DIR=$PWD THAW_BIN=$PWD/thaw
 
+# The benchmarks' own node: a fixed admin key and KEK, never used elsewhere.
+export THAW_ADMIN_KEY=thaw_0123456789abcdef_benchbenchbenchbenchbenchbenchbenchbench123
+export THAW_KEK=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+AUTH="Authorization: Bearer $THAW_ADMIN_KEY"
+
 throughput() {
   local data port pid
   data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
@@ -16,17 +21,17 @@ throughput() {
   ./thaw serve --listen 127.0.0.1:$port --data "$data" --access-log off --threads 1 &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
-  curl -sf -XPOST "http://127.0.0.1:$port/v1/deployments" -d "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}" >/dev/null
+  trap "kill -TERM $pid 2>/dev/null; rm -rf $data" RETURN
+  curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/deployments" -d "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}" >/dev/null
   sleep 0.5
   echo
   echo "throughput, wrk -t1 -c64 -d10s (gateway on 1 thread; the function and wrk share the other core)"
   local base thaw
   base=$(wrk -t1 -c64 -d10s "http://127.0.0.1:$port/healthz" | awk '/Requests\/sec/ {print $2}')
-  thaw=$(wrk -t1 -c64 -d10s -s "$OLDPWD/bench/platform/post.lua" "http://127.0.0.1:$port/v1/deployments/echo/invoke" | awk '/Requests\/sec/ {print $2}')
-  echo "  baseline GET /healthz (no function)   $base req/s"
-  echo "  POST invoke, trivial function         $thaw req/s  ($(awk "BEGIN {printf \"%.2f\", $thaw / $base}")x baseline)"
+  thaw=$(wrk -t1 -c64 -d10s -H "$AUTH" -s "$OLDPWD/bench/platform/post.lua" "http://127.0.0.1:$port/v1/deployments/echo/invoke" | awk '/Requests\/sec/ {print $2}')
+  echo "  baseline GET /healthz (no key, no function)     $base req/s"
+  echo "  POST invoke with a key, trivial function        $thaw req/s  ($(awk "BEGIN {printf \"%.2f\", $thaw / $base}")x baseline)"
   kill -TERM $pid; wait $pid || true
-  rm -rf "$data"
 }
 
 case "$what" in
