@@ -29,15 +29,18 @@ struct tpool {
     void *arg;
     /* caller-side only: windows of runs alone or threaded, timed, so the
      * pool keeps to whichever is faster on this machine right now */
-    uint64_t win_start;
-    int win_runs, win_index;
-    bool win_solo, best_solo, fixed; /* fixed: always threaded (tests) */
-    double ns[2]; /* smoothed window time: [0] threaded, [1] alone; 0 = unknown */
+    uint64_t win_start, win_wait_ns;
+    int win_runs, since_probe;
+    bool win_solo, best_solo, probe_next, fixed; /* fixed: always threaded (tests) */
+    double ns[2];                                /* last window time: [0] threaded, [1] alone */
 };
 
-/* Runs per timed window; every PROBE_EVERY-th window tries the other way. */
-#define WINDOW_RUNS 256
-#define PROBE_EVERY 16
+/* Runs per timed window (a few tokens of a forward pass); while alone, every
+ * PROBE_EVERY-th window tries threads again; threads that waited for a late
+ * worker more than WAIT_SHARE of a window try a window alone. */
+#define WINDOW_RUNS 512
+#define PROBE_EVERY 8
+#define WAIT_SHARE  0.25
 
 struct worker_arg {
     struct tpool *p;
@@ -192,12 +195,14 @@ static uint64_t now_ns(void)
 }
 
 /* On a machine whose other cores are busy, a worker preempted in the middle
- * of a part makes every run wait for it, and threads can lose to one. So
- * runs go in windows of WINDOW_RUNS, each either threaded or alone; every
- * PROBE_EVERY-th window tries the way that is not currently the faster one,
- * and the smoothed window times decide. A forward pass repeats the same
- * runs layer after layer, so windows hold comparable work. Which thread runs
- * a part never changes its result: this only moves time. */
+ * of a part makes every run wait for it, and threads can lose to one. Runs
+ * go in windows of WINDOW_RUNS, threaded or alone. A threaded window in which
+ * the caller spent more than WAIT_SHARE of the time waiting for others is
+ * followed by one window alone; if that was clearly faster, the pool stays
+ * alone, trying threads again every PROBE_EVERY windows. On a quiet machine
+ * nothing waits and no window is ever run alone. A forward pass repeats the
+ * same runs layer after layer, so neighbouring windows hold comparable work.
+ * Which thread runs a part never changes its result: this only moves time. */
 static void window_begin(struct tpool *p)
 {
     if (p->fixed) {
@@ -206,19 +211,26 @@ static void window_begin(struct tpool *p)
     }
     if (p->win_runs) return;
     p->win_start = now_ns();
-    bool probe = ++p->win_index % PROBE_EVERY == 2; /* early, after a warm-up window */
-    p->win_solo = probe ? !p->best_solo : p->best_solo;
+    p->win_wait_ns = 0;
+    p->win_solo = p->probe_next ? !p->best_solo : p->best_solo;
 }
 
 static void window_end(struct tpool *p)
 {
     if (p->fixed || ++p->win_runs < WINDOW_RUNS) return;
     double t = (double)(now_ns() - p->win_start);
+    bool probe = p->probe_next;
     p->win_runs = 0;
-    if (p->win_index == 1) return; /* page faults and first-touch: not comparable */
-    double *m = &p->ns[p->win_solo];
-    *m = *m > 0 ? 0.5 * *m + 0.5 * t : t;
-    if (p->ns[0] > 0 && p->ns[1] > 0) p->best_solo = p->ns[1] < p->ns[0];
+    p->probe_next = false;
+    p->ns[p->win_solo] = t;
+    if (probe && p->win_solo)
+        p->best_solo = p->ns[1] < 0.9 * p->ns[0];
+    else if (probe)
+        p->best_solo = !(p->ns[0] < p->ns[1]);
+    else if (!p->best_solo)
+        p->probe_next = p->win_wait_ns > WAIT_SHARE * t;
+    else
+        p->probe_next = ++p->since_probe % PROBE_EVERY == 0;
 }
 
 void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
@@ -242,11 +254,13 @@ void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
     uint32_t gen = (gen_of(atomic_load_explicit(&p->ticket, memory_order_relaxed)) + 1) & 0xffffff;
     publish(p, make_ticket(gen, n_parts));
     work(p, gen, 0);
+    uint64_t t_wait = now_ns();
     for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n_parts; spins++) {
         if (spins < SPIN_ROUNDS)
             cpu_relax();
         else
             sched_yield();
     }
+    p->win_wait_ns += now_ns() - t_wait;
     window_end(p);
 }
