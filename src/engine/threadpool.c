@@ -35,11 +35,11 @@ struct tpool {
     double ns[2];                                /* last window time: [0] threaded, [1] alone */
 };
 
-/* Runs per timed window (a few tokens of a forward pass); while alone, every
- * PROBE_EVERY-th window tries threads again; threads that waited for a late
- * worker more than WAIT_SHARE of a window try a window alone. */
+/* Runs per timed window (a few tokens of a forward pass); every PROBE_EVERY-th
+ * window tries the other way; threads that waited for a late worker more than
+ * WAIT_SHARE of a window try a window alone at once. */
 #define WINDOW_RUNS 512
-#define PROBE_EVERY 8
+#define PROBE_EVERY 16
 #define WAIT_SHARE  0.25
 
 struct worker_arg {
@@ -198,10 +198,12 @@ static uint64_t now_ns(void)
  * of a part makes every run wait for it, and threads can lose to one. Runs
  * go in windows of WINDOW_RUNS, threaded or alone. A threaded window in which
  * the caller spent more than WAIT_SHARE of the time waiting for others is
- * followed by one window alone; if that was clearly faster, the pool stays
- * alone, trying threads again every PROBE_EVERY windows. On a quiet machine
- * nothing waits and no window is ever run alone. A forward pass repeats the
- * same runs layer after layer, so neighbouring windows hold comparable work.
+ * followed by one window alone (so is every PROBE_EVERY-th window, since a
+ * preempted caller does not show as waiting); if that was clearly faster,
+ * the pool stays alone, trying threads again every PROBE_EVERY windows. On a
+ * quiet machine that costs one slower window in PROBE_EVERY. A forward pass
+ * repeats the same runs layer after layer, so neighbouring windows hold
+ * comparable work.
  * Which thread runs a part never changes its result: this only moves time. */
 static void window_begin(struct tpool *p)
 {
@@ -227,10 +229,9 @@ static void window_end(struct tpool *p)
         p->best_solo = p->ns[1] < 0.9 * p->ns[0];
     else if (probe)
         p->best_solo = !(p->ns[0] < p->ns[1]);
-    else if (!p->best_solo)
-        p->probe_next = p->win_wait_ns > WAIT_SHARE * t;
     else
-        p->probe_next = ++p->since_probe % PROBE_EVERY == 0;
+        p->probe_next = ++p->since_probe % PROBE_EVERY == 0 ||
+                        (!p->best_solo && p->win_wait_ns > WAIT_SHARE * t);
 }
 
 void tpool_run(struct tpool *p, tpool_fn fn, void *arg, int n_parts)
