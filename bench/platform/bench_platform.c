@@ -252,7 +252,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (!getenv("THAW_BUILD_DIR")) setenv("THAW_BUILD_DIR", ".", 1);
     if (!getenv("THAW_BIN")) setenv("THAW_BIN", "./thaw", 1);
-    if (node_start(&N, (const char *[]){"--access-log", "off", NULL})) {
+    if (node_start(&N, (const char *[]){"--access-log", "off", "--threads", getenv("BENCH_THREADS") ? getenv("BENCH_THREADS") : "2", NULL})) {
         fprintf(stderr, "cannot start node\n");
         return 1;
     }

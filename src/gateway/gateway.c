@@ -18,6 +18,11 @@
 /* The worker whose thread is running, for the access log's status. */
 static _Thread_local struct gw_worker *current_worker;
 
+void gw_set_current_worker(struct gw_worker *w)
+{
+    current_worker = w;
+}
+
 void gw_reply_json(struct evhttp_request *req, int status, const char *body, size_t len)
 {
     if (current_worker) current_worker->last_status = status;
@@ -263,7 +268,8 @@ static int worker_init(struct gateway *gw, struct gw_worker *w, int fd, struct t
     w->gw = gw;
     w->fd = -1;
     pthread_mutex_init(&w->outbox_lock, NULL);
-    w->base = event_base_new();
+    w->shared_base = gw->cfg.shared_base && gw->cfg.threads == 1;
+    w->base = w->shared_base ? gw->cfg.shared_base : event_base_new();
     if (!w->base) return thaw_errf(err, THAW_ENOMEM, "cannot create event base");
     w->http = evhttp_new(w->base);
     w->outbox_ev = event_new(w->base, -1, EV_READ, gw_outbox_cb, w);
@@ -343,6 +349,7 @@ int gw_start(struct gateway *gw, struct thaw_err *err)
 {
     for (int i = 0; i < gw->n_workers; i++) {
         struct gw_worker *w = &gw->workers[i];
+        if (w->shared_base) continue;
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
             return thaw_errf(err, THAW_EIO, "cannot start gateway thread");
         w->thread_started = true;
@@ -389,7 +396,7 @@ void gw_free(struct gateway *gw)
             free(m->payload);
             free(m);
         }
-        if (w->base) event_base_free(w->base);
+        if (w->base && !w->shared_base) event_base_free(w->base);
         pthread_mutex_destroy(&w->outbox_lock);
     }
     free(gw->workers);

@@ -41,6 +41,7 @@ struct gw_worker {
     int index;
     pthread_t thread;
     bool thread_started;
+    bool shared_base; /* runs on another loop; never freed or joined here */
     struct event_base *base;
     struct evhttp *http;
     int fd;
@@ -122,6 +123,9 @@ const char *gw_method_name(enum evhttp_cmd_type cmd);
  * inside a route handler, before it returns). */
 const struct access_principal *gw_principal(void);
 void gw_set_principal(const struct access_principal *p);
+/* The worker whose request is being handled on this thread (for the
+ * status the access log records). */
+void gw_set_current_worker(struct gw_worker *w);
 /* Answers 403 unless the caller holds scope; returns true when it does. */
 bool gw_require_scope(struct evhttp_request *req, unsigned scope);
 /* Looks up a deployment the caller may use; answers 404 otherwise. */

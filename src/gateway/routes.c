@@ -276,6 +276,7 @@ void gw_route(struct evhttp_request *req, void *arg)
 {
     struct gw_worker *w = arg;
     struct gateway *gw = w->gw;
+    gw_set_current_worker(w);
     uint64_t t0 = time_now_ns();
     char rid[65], logpath[128];
     gw_request_id(req, rid);

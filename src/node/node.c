@@ -312,6 +312,7 @@ static int start(struct node *n, struct thaw_err *err)
         .max_body_bytes = (size_t)cfg->max_body_bytes,
         .read_timeout_s = cfg->read_timeout_s,
         .access_log = cfg->access_log,
+        .shared_base = cfg->threads == 1 ? n->base : NULL,
         .tls_cert = cfg->tls_cert,
         .tls_key = cfg->tls_key,
     };

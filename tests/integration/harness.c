@@ -84,8 +84,10 @@ int node_start(struct node *n, const char *const *extra)
         int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
+        /* THAW_TEST_THREADS=1 runs the suite with the gateway on the scale loop. */
+        const char *threads = getenv("THAW_TEST_THREADS");
         const char *argv[32] = {thaw_path(), "serve", "--listen", "127.0.0.1:0", "--data", n->data,
-                                "--threads", "2"};
+                                "--threads", threads && *threads ? threads : "2"};
         int a = 8;
         for (int i = 0; extra && extra[i] && a < 30; i++) argv[a++] = extra[i];
         argv[a] = NULL;
