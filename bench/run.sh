@@ -15,33 +15,35 @@ export THAW_KEK=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 AUTH="Authorization: Bearer $THAW_ADMIN_KEY"
 
 throughput() {
-  local data port pid
+  local threads=${1:-1} data port pid
   data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
   port=$((20000 + RANDOM % 20000))
-  ./thaw serve --listen 127.0.0.1:$port --data "$data" --access-log off --threads 1 &
+  ./thaw serve --listen 127.0.0.1:$port --data "$data" --access-log off --threads "$threads" &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
-  trap "kill -TERM $pid 2>/dev/null; rm -rf $data" RETURN
+
   curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/deployments" -d "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}" >/dev/null
   sleep 0.5
   echo
-  echo "throughput, wrk -t1 -c64 -d10s (gateway on 1 thread; the function and wrk share the other core)"
+  echo "throughput, wrk -t1 -c64 -d10s, --threads $threads (1: the gateway runs on the scale loop)"
   local base thaw
   base=$(wrk -t1 -c64 -d10s "http://127.0.0.1:$port/healthz" | awk '/Requests\/sec/ {print $2}')
   thaw=$(wrk -t1 -c64 -d10s -H "$AUTH" -s "$OLDPWD/bench/platform/post.lua" "http://127.0.0.1:$port/v1/deployments/echo/invoke" | awk '/Requests\/sec/ {print $2}')
   echo "  baseline GET /healthz (no key, no function)     $base req/s"
   echo "  POST invoke with a key, trivial function        $thaw req/s  ($(awk "BEGIN {printf \"%.2f\", $thaw / $base}")x baseline)"
   kill -TERM $pid; wait $pid || true
+  rm -rf "$data"
 }
 
 case "$what" in
   platform) ./bench_platform "$trials" ;;
-  throughput) throughput ;;
+  throughput) throughput 1; throughput 2 ;;
   kernels) [ -x ./bench_kernels ] && ./bench_kernels ;;
   engine) [ -x ./bench_engine ] && ./bench_engine ;;
   all)
     ./bench_platform "$trials"
-    throughput
+    throughput 1
+    throughput 2
     if [ -x ./bench_kernels ]; then ./bench_kernels; fi
     if [ -x ./bench_engine ]; then ./bench_engine; fi
     ;;
