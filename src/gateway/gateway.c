@@ -168,10 +168,13 @@ void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec, con
             gw->deps = d;
             gw->cap_deps = cap;
         }
+        memset(&gw->deps[i], 0, sizeof(gw->deps[i]));
         gw->n_deps++;
     }
     str_copy(gw->deps[i].name, spec->name, sizeof(gw->deps[i].name));
     str_copy(gw->deps[i].owner, owner ? owner : "", sizeof(gw->deps[i].owner));
+    json_decref(gw->deps[i].input_schema);
+    gw->deps[i].input_schema = spec->input_schema ? json_deep_copy(spec->input_schema) : NULL;
     gw->deps[i].max_body_bytes = spec->limits.max_body_bytes;
 out:
     pthread_rwlock_unlock(&gw->deps_lock);
@@ -204,11 +207,29 @@ void gw_deployment_forget(struct gateway *gw, const char *name)
     pthread_rwlock_wrlock(&gw->deps_lock);
     for (size_t i = 0; i < gw->n_deps; i++) {
         if (strcmp(gw->deps[i].name, name) == 0) {
+            json_decref(gw->deps[i].input_schema);
             gw->deps[i] = gw->deps[--gw->n_deps];
             break;
         }
     }
     pthread_rwlock_unlock(&gw->deps_lock);
+}
+
+int gw_validate_input(struct gateway *gw, const char *name, const char *body, size_t len,
+                      struct thaw_err *err)
+{
+    int rc = 0;
+    pthread_rwlock_rdlock(&gw->deps_lock);
+    for (size_t i = 0; i < gw->n_deps; i++) {
+        if (strcmp(gw->deps[i].name, name) || !gw->deps[i].input_schema) continue;
+        json_t *v = len ? json_loadb(body, len, JSON_DECODE_ANY, NULL) : json_null();
+        rc = v ? registry_schema_validate(gw->deps[i].input_schema, v, err)
+               : thaw_errf(err, THAW_EINVAL, "input is not valid JSON");
+        json_decref(v);
+        break;
+    }
+    pthread_rwlock_unlock(&gw->deps_lock);
+    return rc;
 }
 
 /* ---- sockets and workers ---- */
@@ -400,6 +421,7 @@ void gw_free(struct gateway *gw)
         pthread_mutex_destroy(&w->outbox_lock);
     }
     free(gw->workers);
+    for (size_t i = 0; i < gw->n_deps; i++) json_decref(gw->deps[i].input_schema);
     free(gw->deps);
     gw_tls_free(gw);
     pthread_mutex_destroy(&gw->tls_lock);

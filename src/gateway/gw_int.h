@@ -57,6 +57,7 @@ struct gw_deployment {
     char name[DEPLOY_NAME_MAX + 1];
     char owner[ACCESS_NAME_MAX + 1];
     int64_t max_body_bytes;
+    json_t *input_schema; /* owned by the table; use through gw_validate_input */
 };
 
 /* Who is calling, for the request a worker is handling right now. */
@@ -139,6 +140,10 @@ void gw_route_grants(struct gw_worker *w, struct evhttp_request *req, const char
 /* Deployment table. */
 bool gw_deployment_lookup(struct gateway *gw, const char *name, struct gw_deployment *out);
 void gw_deployment_forget(struct gateway *gw, const char *name);
+/* Checks a request body against the deployment's input schema, if it has
+ * one. Returns 0, or THAW_EINVAL with err naming the failing path. */
+int gw_validate_input(struct gateway *gw, const char *name, const char *body, size_t len,
+                      struct thaw_err *err);
 
 /* Routes. */
 void gw_route(struct evhttp_request *req, void *worker);

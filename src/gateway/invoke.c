@@ -224,6 +224,12 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
         reject(w, req, path, name, rid, t0, 400, "invalid_json", msg);
         return false;
     }
+    struct thaw_err verr = {0};
+    if (gw_validate_input(gw, name, c->inv.input, c->inv.input_len, &verr)) {
+        call_free(c);
+        reject(w, req, path, name, rid, t0, 400, "invalid_input", verr.msg);
+        return false;
+    }
     str_copy(c->inv.deployment, name, sizeof(c->inv.deployment));
     str_copy(c->inv.request_id, rid, sizeof(c->inv.request_id));
     str_copy(c->path, path, sizeof(c->path));

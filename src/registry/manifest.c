@@ -67,6 +67,7 @@ void registry_spec_free(struct deploy_spec *spec)
     strv_free(spec->command);
     strv_free(spec->env);
     free(spec->workdir);
+    json_decref(spec->input_schema);
     free(spec->jobs.webhook);
     free(spec);
 }
@@ -378,7 +379,7 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     static const char *const allowed[] = {"name",    "runtime",     "command", "env",
                                           "workdir", "concurrency", "timeout", "scale",
                                           "limits",  "jobs",        "sandbox", "network",
-                                          NULL};
+                                          "input_schema", NULL};
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");
@@ -413,6 +414,11 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     if (!rc) rc = get_duration(obj, "timeout", "", &spec->timeout_ms, err);
     if (!rc && spec->timeout_ms < 1)
         rc = thaw_errf(err, THAW_EINVAL, "field 'timeout' must be positive");
+    json_t *schema = json_object_get(obj, "input_schema");
+    if (!rc && schema && !json_is_null(schema)) {
+        rc = registry_schema_check(schema, err);
+        if (!rc) spec->input_schema = json_deep_copy(schema);
+    }
     if (!rc) rc = get_bool(obj, "sandbox", &spec->sandbox, err);
     if (!rc) rc = get_bool(obj, "network", &spec->network, err);
     json_t *scale = json_object_get(obj, "scale");
@@ -504,6 +510,7 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec)
                           env_json(spec->env), "concurrency", spec->concurrency, "timeout",
                           ms_json(spec->timeout_ms), "scale", scale, "limits", limits);
     if (o && spec->workdir) json_object_set_new(o, "workdir", json_string(spec->workdir));
+    if (o && spec->input_schema) json_object_set(o, "input_schema", spec->input_schema);
     if (o) json_object_set_new(o, "sandbox", json_boolean(spec->sandbox));
     if (o) json_object_set_new(o, "network", json_boolean(spec->network));
     const struct deploy_jobs *j = &spec->jobs;

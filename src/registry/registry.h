@@ -53,6 +53,7 @@ struct deploy_spec {
     char *workdir;  /* NULL = the node's data dir */
     int concurrency;
     int64_t timeout_ms;
+    json_t *input_schema; /* JSON Schema (supported subset) the input must match; NULL = any */
     bool sandbox;       /* seccomp, Landlock and namespaces for instances (default on) */
     bool network;       /* instances may open network sockets (default off) */
     struct deploy_scale scale;
@@ -74,6 +75,12 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec);
 void registry_spec_free(struct deploy_spec *spec);
 /* Deployment names: 1-63 chars of [a-z0-9-_.], starting with a letter or digit. */
 bool registry_name_valid(const char *name);
+
+/* Input schemas (schema.c). check: THAW_EINVAL naming an unsupported
+ * keyword or malformed part. validate: THAW_EINVAL naming the path of the
+ * first mismatch ("input.user.age: expected integer"). */
+int registry_schema_check(const json_t *schema, struct thaw_err *err);
+int registry_schema_validate(const json_t *schema, const json_t *value, struct thaw_err *err);
 
 /* Converts a YAML document into JSON (jansson). Anchors and aliases are
  * refused, nesting is bounded. Caller owns the result. */

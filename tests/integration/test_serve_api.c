@@ -102,6 +102,25 @@ static void test_errors_are_json(void)
     resp_free(&r);
 }
 
+static void test_input_schema(void)
+{
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"typed\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"input_schema\":"
+             "{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\"}}}}",
+             testfn_path());
+    ASSERT_EQ(deploy(&N, m), 201);
+    struct resp r;
+    ASSERT_EQ(invoke(&N, "typed", "{\"n\":\"seven\"}", &r), 0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "\"invalid_input\"");
+    ASSERT_CONTAINS(r.body, "input.n: expected integer");
+    resp_free(&r);
+    ASSERT_EQ(invoke(&N, "typed", "{\"n\":7}", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+}
+
 static void test_body_limits(void)
 {
     /* The deployment allows 4 KiB; 8 KiB is refused with a JSON 413. */
@@ -258,7 +277,7 @@ static void test_list_and_delete(void)
     struct resp r;
     ASSERT_EQ(http(&N, "GET", "/v1/deployments", NULL, NULL, &r), 0);
     json_t *j = resp_json(&r);
-    ASSERT_EQ(json_array_size(json_object_get(j, "deployments")), 2);
+    ASSERT_EQ(json_array_size(json_object_get(j, "deployments")), 3);
     json_decref(j);
     resp_free(&r);
     ASSERT_EQ(deploy(&N, "{\"name\":\"tmp\",\"runtime\":\"exec\",\"command\":[\"/bin/cat\"]}"), 201);
@@ -281,7 +300,7 @@ static void test_restart_keeps_deployments(void)
     resp_free(&r);
     ASSERT_EQ(http(&N, "GET", "/v1/deployments", NULL, NULL, &r), 0);
     json_t *j = resp_json(&r);
-    ASSERT_EQ(json_array_size(json_object_get(j, "deployments")), 2);
+    ASSERT_EQ(json_array_size(json_object_get(j, "deployments")), 3);
     json_decref(j);
     resp_free(&r);
 }
@@ -346,6 +365,7 @@ int main(void)
     RUN(test_deploy_and_invoke);
     if (deploy(&N, fn) != 201) fprintf(stderr, "deploy fn failed\n");
     RUN(test_errors_are_json);
+    RUN(test_input_schema);
     RUN(test_body_limits);
     RUN(test_malformed_http);
     RUN(test_slow_client_is_cut_off);
