@@ -7,12 +7,28 @@ dir=$(cd "$(dirname "$bin")" && pwd)
 listen=${THAW_LISTEN:-127.0.0.1:8080}
 url="http://$listen"
 
+# A development admin key, made once and kept beside the checkout (mode 600)
+# unless THAW_ADMIN_KEY is set. Production nodes use --admin-key-file.
+if [ -z "${THAW_ADMIN_KEY:-}" ]; then
+  keyfile=.thaw-admin-key
+  if [ ! -s "$keyfile" ]; then
+    umask 077
+    id=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    secret=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    printf 'thaw_%s_%s\n' "$id" "$secret" > "$keyfile"
+  fi
+  THAW_ADMIN_KEY=$(cat "$keyfile")
+  export THAW_ADMIN_KEY
+fi
+export THAW_KEY=$THAW_ADMIN_KEY
+
 (
   for _ in $(seq 200); do
     curl -sf "$url/healthz" >/dev/null 2>&1 && break
     sleep 0.05
   done
-  curl -sf -XPOST "$url/v1/deployments" -H 'Content-Type: application/yaml' --data-binary @- >/dev/null <<YAML || echo "demo deployment failed" >&2
+  curl -sf -XPOST "$url/v1/deployments" -H "Authorization: Bearer $THAW_KEY" \
+    -H 'Content-Type: application/yaml' --data-binary @- >/dev/null <<YAML || echo "demo deployment failed" >&2
 name: demo
 runtime: exec
 command: ["$dir/thaw-echo"]
@@ -25,10 +41,12 @@ YAML
   cat >&2 <<MSG
 
 thaw is running on $url with the demo deployment "demo" (echoes its input).
-  curl -s -XPOST $url/v1/deployments/demo/invoke -d '{"hello":"thaw"}'
+Admin key (also in .thaw-admin-key): $THAW_KEY
+  export THAW_KEY=$THAW_KEY
+  curl -s -H "Authorization: Bearer \$THAW_KEY" -XPOST $url/v1/deployments/demo/invoke -d '{"hello":"thaw"}'
   $bin invoke demo -d '{"hello":"thaw"}' --server $url
   $bin ls --server $url
-  curl -s $url/metrics
+  curl -s -H "Authorization: Bearer \$THAW_KEY" $url/metrics
 Stop with Ctrl-C (the node drains and exits).
 
 MSG
