@@ -166,7 +166,9 @@ static void cold_start_bench(const char *label, const char *cmd_json, const char
     int status, fd = connect_node();
     for (int i = 0; i < trials; i++) {
         snprintf(name, sizeof(name), "c%d-%d", i, getpid());
-        snprintf(m, sizeof(m), "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":%s,\"scale\":{\"standby_timeout\":0}}",
+        snprintf(m, sizeof(m),
+                 "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":%s,\"scale\":{\"standby_"
+                 "timeout\":0}}",
                  name, cmd_json);
         deploy(&N, m);
         cold[i] = timed_invoke(fd, name, "{\"n\":1}", &status);
@@ -184,13 +186,15 @@ static void cold_start_bench(const char *label, const char *cmd_json, const char
         int nb = trials - i < batch ? trials - i : batch;
         for (int k = 0; k < nb; k++) {
             snprintf(name, sizeof(name), "s%d-%d", i + k, getpid());
-            snprintf(m, sizeof(m), "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":%s}", name, cmd_json);
+            snprintf(m, sizeof(m), "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":%s}", name,
+                     cmd_json);
             deploy(&N, m);
         }
         for (int k = 0; k < nb; k++) {
             snprintf(name, sizeof(name), "s%d-%d", i + k, getpid());
             long deadline = now_ms() + 10000;
-            while (instances_in(&N, name, "parked") != 1 && now_ms() < deadline) sleep_ms(20);
+            while (instances_in(&N, name, "parked") != 1 && now_ms() < deadline)
+                sleep_ms(20);
         }
         for (int k = 0; k < nb; k++) {
             snprintf(name, sizeof(name), "s%d-%d", i + k, getpid());
@@ -225,16 +229,22 @@ static void overhead_bench(int n)
     struct direct d;
     direct_start(&d, argv);
     double *dv = calloc((size_t)n, sizeof(double)), *tv = calloc((size_t)n, sizeof(double));
-    for (int i = 0; i < n / 10; i++) direct_call(&d, (uint64_t)i + 1); /* warm up */
-    for (int i = 0; i < n; i++) dv[i] = direct_call(&d, (uint64_t)i + 1000);
+    for (int i = 0; i < n / 10; i++)
+        direct_call(&d, (uint64_t)i + 1); /* warm up */
+    for (int i = 0; i < n; i++)
+        dv[i] = direct_call(&d, (uint64_t)i + 1000);
     direct_stop(&d);
     char m[1200];
-    snprintf(m, sizeof(m), "{\"name\":\"ovh\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":16,"
-             "\"scale\":{\"min_instances\":1,\"max_instances\":1}}", echo);
+    snprintf(m, sizeof(m),
+             "{\"name\":\"ovh\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":16,"
+             "\"scale\":{\"min_instances\":1,\"max_instances\":1}}",
+             echo);
     deploy(&N, m);
     int fd = connect_node(), status;
-    for (int i = 0; i < n / 10; i++) timed_invoke(fd, "ovh", "{\"n\":1}", &status);
-    for (int i = 0; i < n; i++) tv[i] = timed_invoke(fd, "ovh", "{\"n\":1}", &status);
+    for (int i = 0; i < n / 10; i++)
+        timed_invoke(fd, "ovh", "{\"n\":1}", &status);
+    for (int i = 0; i < n; i++)
+        tv[i] = timed_invoke(fd, "ovh", "{\"n\":1}", &status);
     close(fd);
     double dp50 = pct(dv, n, 0.5), dp99 = pct(dv, n, 0.99);
     double tp50 = pct(tv, n, 0.5), tp99 = pct(tv, n, 0.99);
@@ -252,7 +262,9 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (!getenv("THAW_BUILD_DIR")) setenv("THAW_BUILD_DIR", ".", 1);
     if (!getenv("THAW_BIN")) setenv("THAW_BIN", "./thaw", 1);
-    if (node_start(&N, (const char *[]){"--access-log", "off", "--threads", getenv("BENCH_THREADS") ? getenv("BENCH_THREADS") : "2", NULL})) {
+    if (node_start(&N, (const char *[]){"--access-log", "off", "--threads",
+                                        getenv("BENCH_THREADS") ? getenv("BENCH_THREADS") : "2",
+                                        NULL})) {
         fprintf(stderr, "cannot start node\n");
         return 1;
     }

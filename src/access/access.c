@@ -10,8 +10,8 @@
 #include <string.h>
 
 #define COLL_TENANTS "tenants"
-#define COLL_KEYS "keys"
-#define COLL_GRANTS "grants"
+#define COLL_KEYS    "keys"
+#define COLL_GRANTS  "grants"
 
 int access_grow(void **arr, size_t *cap, size_t n, size_t elem_size)
 {
@@ -76,7 +76,8 @@ static int load_tenant(void *ctx, const char *id, const char *json)
 {
     struct access *a = ctx;
     json_t *j = json_loads(json, 0, NULL);
-    if (!j || access_grow((void **)&a->tenants, &a->cap_tenants, a->n_tenants, sizeof(*a->tenants))) {
+    if (!j ||
+        access_grow((void **)&a->tenants, &a->cap_tenants, a->n_tenants, sizeof(*a->tenants))) {
         json_decref(j);
         return j ? THAW_ENOMEM : 0;
     }
@@ -226,15 +227,19 @@ int access_tenant_create(struct access *a, const struct access_principal *actor,
                          const json_t *limits, json_t **out, struct thaw_err *err)
 {
     if (!actor->platform_admin)
-        return thaw_errf(err, THAW_EDENIED, "creating tenants needs an admin key of the root tenant");
+        return thaw_errf(err, THAW_EDENIED,
+                         "creating tenants needs an admin key of the root tenant");
     if (!name || !name_valid(name))
-        return thaw_errf(err, THAW_EINVAL, "field 'name' must be 1-63 characters of a-z, 0-9, '-', '_' or '.'");
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'name' must be 1-63 characters of a-z, 0-9, '-', '_' or '.'");
     struct access_limits l = {0};
     int rc = access_limits_from_json(limits, &l, err);
     if (rc) return rc;
     pthread_rwlock_wrlock(&a->lock);
-    if (access_find_tenant(a, name)) rc = thaw_errf(err, THAW_EEXIST, "tenant '%s' exists", name);
-    else rc = tenant_insert(a, name, &l, err);
+    if (access_find_tenant(a, name))
+        rc = thaw_errf(err, THAW_EEXIST, "tenant '%s' exists", name);
+    else
+        rc = tenant_insert(a, name, &l, err);
     if (!rc) *out = tenant_json(access_find_tenant(a, name));
     pthread_rwlock_unlock(&a->lock);
     access_audit(a, actor, "tenant.create", name, rc ? "error" : "ok", NULL);
@@ -245,7 +250,8 @@ int access_tenant_delete(struct access *a, const struct access_principal *actor,
                          struct thaw_err *err)
 {
     if (!actor->platform_admin)
-        return thaw_errf(err, THAW_EDENIED, "deleting tenants needs an admin key of the root tenant");
+        return thaw_errf(err, THAW_EDENIED,
+                         "deleting tenants needs an admin key of the root tenant");
     if (!strcmp(name, ACCESS_ROOT_TENANT))
         return thaw_errf(err, THAW_EINVAL, "the root tenant cannot be deleted");
     int rc = 0;
@@ -283,15 +289,15 @@ json_t *access_tenant_list(struct access *a, const struct access_principal *acto
 /* ---- keys ---- */
 
 static int key_insert(struct access *a, const char *key_str, const char *tenant, unsigned scopes,
-                      int64_t expires_ms, const struct access_limits *limits,
-                      struct thaw_err *err)
+                      int64_t expires_ms, const struct access_limits *limits, struct thaw_err *err)
 {
     struct security_apikey parsed;
     int rc = security_apikey_parse(key_str, strlen(key_str), &parsed, err);
     if (rc) return rc;
     if (access_grow((void **)&a->keys, &a->cap_keys, a->n_keys, sizeof(*a->keys)))
         return thaw_errf(err, THAW_ENOMEM, "out of memory");
-    struct access_key k = {.scopes = scopes, .created_ms = time_wall_ms(), .expires_ms = expires_ms};
+    struct access_key k = {
+        .scopes = scopes, .created_ms = time_wall_ms(), .expires_ms = expires_ms};
     if (limits) k.limits = *limits;
     str_copy(k.id, parsed.id, sizeof(k.id));
     str_copy(k.tenant, tenant, sizeof(k.tenant));
@@ -308,7 +314,8 @@ int access_bootstrap(struct access *a, const char *admin_key, char generated[SEC
     int rc = 0;
     struct access_limits none = {0};
     pthread_rwlock_wrlock(&a->lock);
-    if (!access_find_tenant(a, ACCESS_ROOT_TENANT)) rc = tenant_insert(a, ACCESS_ROOT_TENANT, &none, err);
+    if (!access_find_tenant(a, ACCESS_ROOT_TENANT))
+        rc = tenant_insert(a, ACCESS_ROOT_TENANT, &none, err);
     if (!rc && admin_key) {
         struct security_apikey parsed;
         rc = security_apikey_parse(admin_key, strlen(admin_key), &parsed, err);
@@ -320,7 +327,8 @@ int access_bootstrap(struct access *a, const char *admin_key, char generated[SEC
     } else if (!rc && a->n_keys == 0) {
         char id[SECURITY_KEY_ID_LEN + 1];
         rc = security_apikey_generate(generated, id, err);
-        if (!rc) rc = key_insert(a, generated, ACCESS_ROOT_TENANT, SECURITY_SCOPE_ALL, 0, NULL, err);
+        if (!rc)
+            rc = key_insert(a, generated, ACCESS_ROOT_TENANT, SECURITY_SCOPE_ALL, 0, NULL, err);
         *was_generated = rc == 0;
     }
     pthread_rwlock_unlock(&a->lock);
@@ -387,7 +395,8 @@ static json_t *key_info(const struct access_key *k)
 static int parse_scopes(const json_t *v, unsigned *out, struct thaw_err *err)
 {
     if (!json_is_array(v) || json_array_size(v) == 0)
-        return thaw_errf(err, THAW_EINVAL, "field 'scopes' must be a list like [\"invoke\",\"read\"]");
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'scopes' must be a list like [\"invoke\",\"read\"]");
     char *s = json_dumps(v, JSON_COMPACT);
     int rc = s ? security_scopes_parse(s, out, err) : THAW_ENOMEM;
     free(s);
@@ -410,9 +419,12 @@ int access_key_create(struct access *a, const struct access_principal *actor, co
     json_t *exp = json_object_get(body, "expires_in");
     if (exp) {
         int64_t ms;
-        if (json_is_string(exp) ? parse_duration_ms(json_string_value(exp), &ms)
-                                : !json_is_integer(exp) || (ms = json_integer_value(exp) * 1000) <= 0)
-            return thaw_errf(err, THAW_EINVAL, "field 'expires_in' must be a duration like \"30d\"... e.g. \"720h\" or seconds");
+        if (json_is_string(exp)
+                ? parse_duration_ms(json_string_value(exp), &ms)
+                : !json_is_integer(exp) || (ms = json_integer_value(exp) * 1000) <= 0)
+            return thaw_errf(
+                err, THAW_EINVAL,
+                "field 'expires_in' must be a duration like \"30d\"... e.g. \"720h\" or seconds");
         expires = time_wall_ms() + ms;
     }
     struct access_limits limits = {0};
@@ -420,7 +432,8 @@ int access_key_create(struct access *a, const struct access_principal *actor, co
     char id[SECURITY_KEY_ID_LEN + 1];
     if ((rc = security_apikey_generate(key_out, id, err))) return rc;
     pthread_rwlock_wrlock(&a->lock);
-    if (!access_find_tenant(a, tenant)) rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", tenant);
+    if (!access_find_tenant(a, tenant))
+        rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", tenant);
     if (!rc) rc = key_insert(a, key_out, tenant, scopes, expires, &limits, err);
     if (!rc) *info = key_info(access_find_key(a, id));
     pthread_rwlock_unlock(&a->lock);
@@ -452,7 +465,8 @@ int access_key_revoke(struct access *a, const struct access_principal *actor, co
     int rc = 0;
     pthread_rwlock_wrlock(&a->lock);
     struct access_key *k = managed_key(a, actor, key_id, err);
-    if (!k) rc = err ? err->code : THAW_ENOTFOUND;
+    if (!k)
+        rc = err ? err->code : THAW_ENOTFOUND;
     else if (!k->revoked_ms) {
         struct access_key copy = *k;
         copy.revoked_ms = time_wall_ms();
@@ -471,8 +485,10 @@ int access_key_rotate(struct access *a, const struct access_principal *actor, co
     char new_id[SECURITY_KEY_ID_LEN + 1] = "";
     pthread_rwlock_wrlock(&a->lock);
     struct access_key *k = managed_key(a, actor, key_id, err);
-    if (!k) rc = err ? err->code : THAW_ENOTFOUND;
-    else if (k->revoked_ms) rc = thaw_errf(err, THAW_ESTATE, "key '%s' is revoked", key_id);
+    if (!k)
+        rc = err ? err->code : THAW_ENOTFOUND;
+    else if (k->revoked_ms)
+        rc = thaw_errf(err, THAW_ESTATE, "key '%s' is revoked", key_id);
     /* A rotation issues a new key with the same tenant, scopes, expiry and
      * limits, and revokes the old one in the same step. */
     if (!rc) rc = security_apikey_generate(key_out, new_id, err);
@@ -499,12 +515,15 @@ int access_key_list(struct access *a, const struct access_principal *actor, cons
     if (rc) return rc;
     json_t *arr = json_array();
     pthread_rwlock_rdlock(&a->lock);
-    if (!access_find_tenant(a, tenant)) rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", tenant);
+    if (!access_find_tenant(a, tenant))
+        rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", tenant);
     for (size_t i = 0; !rc && i < a->n_keys; i++)
         if (!strcmp(a->keys[i].tenant, tenant)) json_array_append_new(arr, key_info(&a->keys[i]));
     pthread_rwlock_unlock(&a->lock);
-    if (rc) json_decref(arr);
-    else *out = arr;
+    if (rc)
+        json_decref(arr);
+    else
+        *out = arr;
     return rc;
 }
 
@@ -531,21 +550,23 @@ bool access_can_use(struct access *a, const struct access_principal *p, const ch
 static int may_grant(const struct access_principal *actor, const char *owner, struct thaw_err *err)
 {
     if (actor->platform_admin) return 0;
-    if (!strcmp(actor->tenant, owner) && (actor->scopes & (SECURITY_SCOPE_ADMIN | SECURITY_SCOPE_DEPLOY)))
+    if (!strcmp(actor->tenant, owner) &&
+        (actor->scopes & (SECURITY_SCOPE_ADMIN | SECURITY_SCOPE_DEPLOY)))
         return 0;
-    return thaw_errf(err, THAW_EDENIED, "only the owner's deploy or admin keys may grant this deployment");
+    return thaw_errf(err, THAW_EDENIED,
+                     "only the owner's deploy or admin keys may grant this deployment");
 }
 
-int access_grant_add(struct access *a, const struct access_principal *actor,
-                     const char *deployment, const char *owner, const char *tenant,
-                     struct thaw_err *err)
+int access_grant_add(struct access *a, const struct access_principal *actor, const char *deployment,
+                     const char *owner, const char *tenant, struct thaw_err *err)
 {
     int rc = may_grant(actor, owner, err);
     if (rc) return rc;
     char id[2 * ACCESS_NAME_MAX + 2];
     snprintf(id, sizeof(id), "%s/%s", deployment, tenant);
     pthread_rwlock_wrlock(&a->lock);
-    if (!access_find_tenant(a, tenant)) rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", tenant);
+    if (!access_find_tenant(a, tenant))
+        rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", tenant);
     else if (!granted_locked(a, deployment, tenant)) {
         if (access_grow((void **)&a->grants, &a->cap_grants, a->n_grants, sizeof(*a->grants)))
             rc = thaw_errf(err, THAW_ENOMEM, "out of memory");

@@ -18,7 +18,7 @@ struct access;
 
 /* The platform's own tenant: its admin keys administer every tenant. */
 #define ACCESS_ROOT_TENANT "root"
-#define ACCESS_NAME_MAX 63
+#define ACCESS_NAME_MAX    63
 
 struct access_principal {
     char key_id[SECURITY_KEY_ID_LEN + 1];
@@ -28,18 +28,18 @@ struct access_principal {
 };
 
 struct access_limits {
-    double rps;               /* requests per second; 0 = unlimited */
-    uint32_t burst;           /* requests allowed at once */
-    uint32_t concurrency;     /* requests in flight; 0 = unlimited */
-    uint64_t daily_requests;  /* 0 = unlimited */
-    uint64_t daily_tokens;    /* 0 = unlimited */
+    double rps;              /* requests per second; 0 = unlimited */
+    uint32_t burst;          /* requests allowed at once */
+    uint32_t concurrency;    /* requests in flight; 0 = unlimited */
+    uint64_t daily_requests; /* 0 = unlimited */
+    uint64_t daily_tokens;   /* 0 = unlimited */
 };
 
 /* The outcome of admitting a request, with what the rate-limit headers say. */
 struct access_admission {
     bool allowed;
-    const char *reason;   /* static: "rate", "concurrency", "daily_requests" when denied */
-    bool has_rate;        /* a rate limit applied: the x-ratelimit-* fields are set */
+    const char *reason; /* static: "rate", "concurrency", "daily_requests" when denied */
+    bool has_rate;      /* a rate limit applied: the x-ratelimit-* fields are set */
     uint32_t limit, remaining, reset_s, retry_after_s;
     bool holds_tenant_slot, holds_key_slot; /* pass back to access_release */
 };
@@ -90,9 +90,8 @@ int access_key_list(struct access *a, const struct access_principal *actor, cons
                     json_t **out, struct thaw_err *err);
 
 /* Grants of a deployment (owned by owner) to another tenant. */
-int access_grant_add(struct access *a, const struct access_principal *actor,
-                     const char *deployment, const char *owner, const char *tenant,
-                     struct thaw_err *err);
+int access_grant_add(struct access *a, const struct access_principal *actor, const char *deployment,
+                     const char *owner, const char *tenant, struct thaw_err *err);
 int access_grant_remove(struct access *a, const struct access_principal *actor,
                         const char *deployment, const char *owner, const char *tenant,
                         struct thaw_err *err);
@@ -102,8 +101,7 @@ void access_grants_forget(struct access *a, const char *deployment);
 
 /* Admission: rate (GCRA), concurrency and daily request quota of the key
  * and its tenant. Every admitted request must be released once. */
-void access_admit(struct access *a, const struct access_principal *p,
-                  struct access_admission *out);
+void access_admit(struct access *a, const struct access_principal *p, struct access_admission *out);
 void access_release(struct access *a, const struct access_principal *p,
                     const struct access_admission *adm);
 

@@ -38,9 +38,14 @@ int access_audit(struct access *a, const struct access_principal *actor, const c
         .outcome = outcome ? outcome : "ok",
         .details = details ? details : "",
     };
-    security_audit_seal(a->audit_key, sizeof(a->audit_key), a->audit_seq ? a->audit_prev : NULL, &e);
-    struct store_audit_row row = {.seq = e.seq, .time_ms = e.time_ms, .actor = e.actor,
-                                  .action = e.action, .target = e.target, .outcome = e.outcome,
+    security_audit_seal(a->audit_key, sizeof(a->audit_key), a->audit_seq ? a->audit_prev : NULL,
+                        &e);
+    struct store_audit_row row = {.seq = e.seq,
+                                  .time_ms = e.time_ms,
+                                  .actor = e.actor,
+                                  .action = e.action,
+                                  .target = e.target,
+                                  .outcome = e.outcome,
                                   .details = e.details};
     memcpy(row.prev_hash, e.prev_hash, sizeof(row.prev_hash));
     memcpy(row.hash, e.hash, sizeof(row.hash));
@@ -86,9 +91,13 @@ struct verify_ctx {
 static int verify_cb(void *ctx, const struct store_audit_row *r)
 {
     struct verify_ctx *c = ctx;
-    struct security_audit_entry e = {.seq = r->seq, .time_ms = r->time_ms, .actor = r->actor,
-                                     .action = r->action, .target = r->target,
-                                     .outcome = r->outcome, .details = r->details};
+    struct security_audit_entry e = {.seq = r->seq,
+                                     .time_ms = r->time_ms,
+                                     .actor = r->actor,
+                                     .action = r->action,
+                                     .target = r->target,
+                                     .outcome = r->outcome,
+                                     .details = r->details};
     memcpy(e.prev_hash, r->prev_hash, sizeof(e.prev_hash));
     memcpy(e.hash, r->hash, sizeof(e.hash));
     c->n++;
@@ -109,7 +118,8 @@ int access_audit_verify(struct store *store, const unsigned char secret32[32], u
     if (!c.rc) c.rc = security_audit_verify_end(&c.v);
     sodium_memzero(key, sizeof(key));
     if (n_entries) *n_entries = c.n;
-    if (c.rc) return thaw_errf(err, THAW_EFORMAT, "audit trail damaged at entry %llu: %s",
-                               (unsigned long long)rep.seq, rep.msg);
+    if (c.rc)
+        return thaw_errf(err, THAW_EFORMAT, "audit trail damaged at entry %llu: %s",
+                         (unsigned long long)rep.seq, rep.msg);
     return 0;
 }

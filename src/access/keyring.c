@@ -33,7 +33,9 @@ static int rotate_locked(struct access *a, const char *tenant, struct security_k
                          uint32_t *version, struct thaw_err *err)
 {
     char *old = NULL;
-    json_t *doc = store_doc_get(a->store, COLL_DEKS, tenant, &old, NULL) == 0 ? json_loads(old, 0, NULL) : NULL;
+    json_t *doc = store_doc_get(a->store, COLL_DEKS, tenant, &old, NULL) == 0
+                      ? json_loads(old, 0, NULL)
+                      : NULL;
     free(old);
     json_t *versions = json_incref(json_object_get(doc, "versions"));
     json_decref(doc);
@@ -64,7 +66,9 @@ static struct security_keyset *keyset_locked(struct access *a, const char *tenan
     struct security_keyset *ks = NULL;
     if (security_keyset_new(tenant, &ks, err)) return NULL;
     char *doc_s = NULL;
-    json_t *doc = store_doc_get(a->store, COLL_DEKS, tenant, &doc_s, NULL) == 0 ? json_loads(doc_s, 0, NULL) : NULL;
+    json_t *doc = store_doc_get(a->store, COLL_DEKS, tenant, &doc_s, NULL) == 0
+                      ? json_loads(doc_s, 0, NULL)
+                      : NULL;
     free(doc_s);
     size_t i;
     json_t *v;
@@ -97,7 +101,8 @@ int access_seal(struct access *a, const char *tenant, const char *purpose, const
                 size_t len, struct buf *out, struct thaw_err *err)
 {
     size_t tl = strlen(tenant);
-    if (tl == 0 || tl > ACCESS_NAME_MAX) return thaw_errf(err, THAW_EINVAL, "bad tenant for sealing");
+    if (tl == 0 || tl > ACCESS_NAME_MAX)
+        return thaw_errf(err, THAW_EINVAL, "bad tenant for sealing");
     pthread_mutex_lock(&a->keyring_lock);
     struct security_keyset *ks = keyset_locked(a, tenant, true, err);
     int rc = ks ? 0 : (err && err->code ? err->code : THAW_EIO);
@@ -143,7 +148,8 @@ int access_rotate_data_key(struct access *a, const struct access_principal *acto
 
 void access_keyring_free(struct access *a)
 {
-    for (size_t i = 0; i < a->n_keysets; i++) security_keyset_free(a->keysets[i].ks);
+    for (size_t i = 0; i < a->n_keysets; i++)
+        security_keyset_free(a->keysets[i].ks);
     free(a->keysets);
     a->keysets = NULL;
     a->n_keysets = 0;

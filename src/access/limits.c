@@ -16,14 +16,21 @@ int access_limits_from_json(const json_t *j, struct access_limits *out, struct t
     json_object_foreach((json_t *)j, key, v)
     {
         if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e12)
-            return thaw_errf(err, THAW_EINVAL, "field 'limits.%s' must be a non-negative number", key);
+            return thaw_errf(err, THAW_EINVAL, "field 'limits.%s' must be a non-negative number",
+                             key);
         double d = json_number_value(v);
-        if (!strcmp(key, "rps")) out->rps = d;
-        else if (!strcmp(key, "burst")) out->burst = (uint32_t)d;
-        else if (!strcmp(key, "concurrency")) out->concurrency = (uint32_t)d;
-        else if (!strcmp(key, "daily_requests")) out->daily_requests = (uint64_t)d;
-        else if (!strcmp(key, "daily_tokens")) out->daily_tokens = (uint64_t)d;
-        else return thaw_errf(err, THAW_EINVAL, "unknown field 'limits.%s'", key);
+        if (!strcmp(key, "rps"))
+            out->rps = d;
+        else if (!strcmp(key, "burst"))
+            out->burst = (uint32_t)d;
+        else if (!strcmp(key, "concurrency"))
+            out->concurrency = (uint32_t)d;
+        else if (!strcmp(key, "daily_requests"))
+            out->daily_requests = (uint64_t)d;
+        else if (!strcmp(key, "daily_tokens"))
+            out->daily_tokens = (uint64_t)d;
+        else
+            return thaw_errf(err, THAW_EINVAL, "unknown field 'limits.%s'", key);
     }
     if (out->rps > 0 && out->burst == 0) out->burst = out->rps < 1 ? 1 : (uint32_t)out->rps;
     return 0;

@@ -12,21 +12,36 @@
 const char *thaw_strerror(int status)
 {
     switch (status) {
-    case THAW_OK: return "ok";
-    case THAW_EINVAL: return "invalid input";
-    case THAW_ENOMEM: return "out of memory";
-    case THAW_ENOTFOUND: return "not found";
-    case THAW_EEXIST: return "already exists";
-    case THAW_EIO: return "input/output error";
-    case THAW_EFORMAT: return "bad format";
-    case THAW_ERANGE: return "out of range";
-    case THAW_EUNSUPPORTED: return "not supported";
-    case THAW_ETIMEOUT: return "timed out";
-    case THAW_EBUSY: return "busy";
-    case THAW_ESTATE: return "wrong state";
-    case THAW_ECRASH: return "process crashed";
-    case THAW_EDENIED: return "denied";
-    case THAW_ECONFLICT: return "conflict";
+    case THAW_OK:
+        return "ok";
+    case THAW_EINVAL:
+        return "invalid input";
+    case THAW_ENOMEM:
+        return "out of memory";
+    case THAW_ENOTFOUND:
+        return "not found";
+    case THAW_EEXIST:
+        return "already exists";
+    case THAW_EIO:
+        return "input/output error";
+    case THAW_EFORMAT:
+        return "bad format";
+    case THAW_ERANGE:
+        return "out of range";
+    case THAW_EUNSUPPORTED:
+        return "not supported";
+    case THAW_ETIMEOUT:
+        return "timed out";
+    case THAW_EBUSY:
+        return "busy";
+    case THAW_ESTATE:
+        return "wrong state";
+    case THAW_ECRASH:
+        return "process crashed";
+    case THAW_EDENIED:
+        return "denied";
+    case THAW_ECONFLICT:
+        return "conflict";
     default:
         if (status < 0 && status > THAW_E_BASE) return strerror(-status);
         return "unknown error";
@@ -51,7 +66,8 @@ int buf_reserve(struct buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *p = realloc(b->data, cap);
     if (!p) return THAW_ENOMEM;
     b->data = p;
@@ -111,14 +127,27 @@ int buf_append_json_string(struct buf *b, const char *s, size_t len)
         char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
         size_t n = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
-            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
-            esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
             n = 6;
         }
         if (buf_append(b, esc, n)) return THAW_ENOMEM;
@@ -187,11 +216,16 @@ int parse_duration_ms(const char *s, int64_t *out_ms)
     double v = strtod(s, &end);
     if (errno || end == s || v < 0 || v != v) return THAW_EINVAL;
     double mult;
-    if (*end == '\0' || strcmp(end, "s") == 0) mult = 1000;
-    else if (strcmp(end, "ms") == 0) mult = 1;
-    else if (strcmp(end, "m") == 0) mult = 60000;
-    else if (strcmp(end, "h") == 0) mult = 3600000;
-    else return THAW_EINVAL;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return THAW_EINVAL;
     double ms = v * mult;
     if (ms > 9.0e15) return THAW_EINVAL;
     *out_ms = (int64_t)(ms + 0.5);

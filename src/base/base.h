@@ -14,18 +14,18 @@
 enum thaw_status {
     THAW_OK = 0,
     THAW_E_BASE = -10000,
-    THAW_EINVAL = -10001,   /* bad input: a parser or validator said no */
-    THAW_ENOMEM = -10002,   /* allocation failed */
+    THAW_EINVAL = -10001, /* bad input: a parser or validator said no */
+    THAW_ENOMEM = -10002, /* allocation failed */
     THAW_ENOTFOUND = -10003,
     THAW_EEXIST = -10004,
-    THAW_EIO = -10005,      /* a file or stream failed or ended early */
-    THAW_EFORMAT = -10006,  /* a file is not what it claims to be */
-    THAW_ERANGE = -10007,   /* a count, size or offset is out of bounds */
+    THAW_EIO = -10005,     /* a file or stream failed or ended early */
+    THAW_EFORMAT = -10006, /* a file is not what it claims to be */
+    THAW_ERANGE = -10007,  /* a count, size or offset is out of bounds */
     THAW_EUNSUPPORTED = -10008,
     THAW_ETIMEOUT = -10009,
-    THAW_EBUSY = -10010,    /* overloaded or queue full */
-    THAW_ESTATE = -10011,   /* the object is in the wrong state for this call */
-    THAW_ECRASH = -10012,   /* a child process died */
+    THAW_EBUSY = -10010,  /* overloaded or queue full */
+    THAW_ESTATE = -10011, /* the object is in the wrong state for this call */
+    THAW_ECRASH = -10012, /* a child process died */
     THAW_EDENIED = -10013,
     THAW_ECONFLICT = -10014,
 };
@@ -91,7 +91,7 @@ char *str_dup(const char *s);
 size_t str_copy(char *dst, const char *src, size_t n);
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define MAX(a, b)    ((a) > (b) ? (a) : (b))
 
 #endif

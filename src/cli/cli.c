@@ -26,7 +26,8 @@ static const struct cli_command commands[] = {
     {"audit", cli_cmd_audit, "show the audit trail, or verify its hash chain (verify)"},
     {"push", cli_cmd_push, "upload a file as an artifact (resumable) and print its digest"},
     {"jobs", cli_cmd_jobs, "submit, get, list or cancel async jobs (jobs submit NAME -d JSON)"},
-    {"dlq", cli_cmd_dlq, "the dead-letter queue: list, show, replay or purge dead jobs and webhooks"},
+    {"dlq", cli_cmd_dlq,
+     "the dead-letter queue: list, show, replay or purge dead jobs and webhooks"},
     {"version", cmd_version, "print the version"},
 };
 

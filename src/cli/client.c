@@ -22,8 +22,10 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
     size_t len = size * n;
     long status = 0;
     (void)status;
-    if (s->on_data) s->on_data(s->ctx, data, len);
-    else if (buf_append(&s->resp->body, data, len)) return 0;
+    if (s->on_data)
+        s->on_data(s->ctx, data, len);
+    else if (buf_append(&s->resp->body, data, len))
+        return 0;
     return len;
 }
 
@@ -102,12 +104,18 @@ int cli_common_opts(int argc, char **argv, struct cli_opts *o)
     o->cacert = ca && *ca ? ca : NULL;
     int out = 0;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--server") && i + 1 < argc) o->server = argv[++i];
-        else if (!strncmp(argv[i], "--server=", 9)) o->server = argv[i] + 9;
-        else if (!strcmp(argv[i], "--json")) o->json = true;
-        else if (!strcmp(argv[i], "--cacert") && i + 1 < argc) o->cacert = argv[++i];
-        else if (!strcmp(argv[i], "--key") && i + 1 < argc) setenv("THAW_KEY", argv[++i], 1);
-        else argv[out++] = argv[i];
+        if (!strcmp(argv[i], "--server") && i + 1 < argc)
+            o->server = argv[++i];
+        else if (!strncmp(argv[i], "--server=", 9))
+            o->server = argv[i] + 9;
+        else if (!strcmp(argv[i], "--json"))
+            o->json = true;
+        else if (!strcmp(argv[i], "--cacert") && i + 1 < argc)
+            o->cacert = argv[++i];
+        else if (!strcmp(argv[i], "--key") && i + 1 < argc)
+            setenv("THAW_KEY", argv[++i], 1);
+        else
+            argv[out++] = argv[i];
     }
     return out;
 }

@@ -14,7 +14,7 @@ struct cli_opts {
 };
 
 struct cli_response {
-    long status;     /* 0 when the server could not be reached */
+    long status; /* 0 when the server could not be reached */
     struct buf body;
     char error[256]; /* transport error */
 };

@@ -18,8 +18,8 @@ static int call(const struct cli_opts *o, const char *method, const char *path, 
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     struct cli_response r;
-    cli_http(o, method, path, s, s ? strlen(s) : 0, s ? "application/json" : NULL, NULL, NULL,
-             NULL, &r);
+    cli_http(o, method, path, s, s ? strlen(s) : 0, s ? "application/json" : NULL, NULL, NULL, NULL,
+             &r);
     free(s);
     int code = cli_exit_for(&r);
     *out = code == CLI_EXIT_OK && r.body.data ? json_loads(r.body.data, 0, NULL) : NULL;
@@ -52,7 +52,8 @@ int cli_cmd_tenants(int argc, char **argv)
             json_t *t;
             json_array_foreach(json_object_get(out, "tenants"), i, t)
                 printf("%s\n", json_string_value(json_object_get(t, "name")));
-        } else if (!code) print(&o, out, NULL);
+        } else if (!code)
+            print(&o, out, NULL);
     } else if (!strcmp(sub, "create") && argc == 3) {
         code = call(&o, "POST", "/v1/tenants", json_pack("{s:s}", "name", argv[2]), &out);
         if (!code) print(&o, out, "name");
@@ -62,7 +63,8 @@ int cli_cmd_tenants(int argc, char **argv)
         code = call(&o, "DELETE", path, NULL, &out);
         if (!code) printf("deleted %s\n", argv[2]);
     } else {
-        fprintf(stderr, "usage: thaw tenants [ls | create NAME | rm NAME] [--server URL] [--json]\n");
+        fprintf(stderr,
+                "usage: thaw tenants [ls | create NAME | rm NAME] [--server URL] [--json]\n");
         return CLI_EXIT_USAGE;
     }
     json_decref(out);
@@ -80,13 +82,16 @@ int cli_cmd_keys(int argc, char **argv)
     if (!strcmp(sub, "create") && argc >= 3) {
         const char *scopes = "invoke,read", *expires = NULL;
         for (int i = 3; i + 1 < argc; i += 2) {
-            if (!strcmp(argv[i], "--scopes")) scopes = argv[i + 1];
-            else if (!strcmp(argv[i], "--expires-in")) expires = argv[i + 1];
+            if (!strcmp(argv[i], "--scopes"))
+                scopes = argv[i + 1];
+            else if (!strcmp(argv[i], "--expires-in"))
+                expires = argv[i + 1];
         }
         json_t *arr = json_array();
         char buf[128];
         str_copy(buf, scopes, sizeof(buf));
-        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) json_array_append_new(arr, json_string(t));
+        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
+            json_array_append_new(arr, json_string(t));
         json_t *body = json_pack("{s:o}", "scopes", arr);
         if (expires) json_object_set_new(body, "expires_in", json_string(expires));
         snprintf(path, sizeof(path), "/v1/tenants/%s/keys", argv[2]);
@@ -101,7 +106,8 @@ int cli_cmd_keys(int argc, char **argv)
             json_array_foreach(json_object_get(out, "keys"), i, k)
                 printf("%s %s\n", json_string_value(json_object_get(k, "id")),
                        json_is_true(json_object_get(k, "revoked")) ? "revoked" : "active");
-        } else if (!code) print(&o, out, NULL);
+        } else if (!code)
+            print(&o, out, NULL);
     } else if (!strcmp(sub, "revoke") && argc == 3) {
         snprintf(path, sizeof(path), "/v1/keys/%s", argv[2]);
         code = call(&o, "DELETE", path, NULL, &out);
@@ -109,7 +115,8 @@ int cli_cmd_keys(int argc, char **argv)
     } else if (!strcmp(sub, "rotate-data") && argc == 3) {
         snprintf(path, sizeof(path), "/v1/tenants/%s/data-keys/rotate", argv[2]);
         code = call(&o, "POST", path, NULL, &out);
-        if (!code && o.json) print(&o, out, NULL);
+        if (!code && o.json)
+            print(&o, out, NULL);
         else if (!code)
             printf("tenant %s now seals new data with data key version %lld\n", argv[2],
                    (long long)json_integer_value(json_object_get(out, "version")));
@@ -118,9 +125,10 @@ int cli_cmd_keys(int argc, char **argv)
         code = call(&o, "POST", path, NULL, &out);
         if (!code) print(&o, out, "key");
     } else {
-        fprintf(stderr, "usage: thaw keys create TENANT [--scopes invoke,read] [--expires-in 720h]\n"
-                        "       thaw keys ls TENANT | revoke ID | rotate ID   [--server URL] [--json]\n"
-                        "       thaw keys rotate-data TENANT   (new data key; old data stays readable)\n");
+        fprintf(stderr,
+                "usage: thaw keys create TENANT [--scopes invoke,read] [--expires-in 720h]\n"
+                "       thaw keys ls TENANT | revoke ID | rotate ID   [--server URL] [--json]\n"
+                "       thaw keys rotate-data TENANT   (new data key; old data stays readable)\n");
         return CLI_EXIT_USAGE;
     }
     json_decref(out);
@@ -164,8 +172,10 @@ int cli_cmd_audit(int argc, char **argv)
         char *rest[16] = {"verify"};
         int n = 1;
         for (int i = 2; i < argc && n < 15; i++) {
-            if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
-            else rest[n++] = argv[i];
+            if (!strcmp(argv[i], "--data") && i + 1 < argc)
+                data = argv[++i];
+            else
+                rest[n++] = argv[i];
         }
         return audit_verify(data, n, rest);
     }
@@ -176,12 +186,14 @@ int cli_cmd_audit(int argc, char **argv)
             size_t i;
             json_t *e;
             json_array_foreach(json_object_get(out, "entries"), i, e)
-                printf("%6lld %s %-20s %-24s %s\n", (long long)json_integer_value(json_object_get(e, "seq")),
+                printf("%6lld %s %-20s %-24s %s\n",
+                       (long long)json_integer_value(json_object_get(e, "seq")),
                        json_string_value(json_object_get(e, "actor")),
                        json_string_value(json_object_get(e, "action")),
                        json_string_value(json_object_get(e, "target")),
                        json_string_value(json_object_get(e, "outcome")));
-        } else if (!code) print(&o, out, NULL);
+        } else if (!code)
+            print(&o, out, NULL);
         json_decref(out);
         return code;
     }

@@ -17,7 +17,8 @@ int cli_cmd_serve(int argc, char **argv)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             puts("usage: thaw serve [--listen HOST:PORT] [--data DIR] [--config FILE]\n"
                  "                  [--log-level debug|info|warn|error] [--threads N]\n"
-                 "                  [--drain-timeout 30s] [--read-timeout 30s] [--access-log on|off]\n"
+                 "                  [--drain-timeout 30s] [--read-timeout 30s] [--access-log "
+                 "on|off]\n"
                  "environment: THAW_LISTEN, THAW_DATA, THAW_CONFIG, THAW_LOG_LEVEL, ...");
             return CLI_EXIT_OK;
         }
@@ -45,7 +46,8 @@ int cli_cmd_deploy(int argc, char **argv)
     argc = cli_common_opts(argc, argv, &o);
     const char *file = NULL;
     for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc) file = argv[++i];
+        if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc)
+            file = argv[++i];
         else {
             fprintf(stderr, "usage: thaw deploy -f manifest.yaml [--server URL] [--json]\n");
             return CLI_EXIT_USAGE;
@@ -67,7 +69,8 @@ int cli_cmd_deploy(int argc, char **argv)
     int code = cli_exit_for(&r);
     if (code == CLI_EXIT_OK) {
         json_t *j = json_loads(r.body.data, 0, NULL);
-        if (o.json) print_json(j);
+        if (o.json)
+            print_json(j);
         else
             printf("%s %s\n", r.status == 201 ? "created" : "updated",
                    json_string_value(json_object_get(j, "name")));
@@ -96,8 +99,8 @@ static void print_row(json_t *d)
 
 static void print_header(void)
 {
-    printf("%-24s %-8s %-9s %5s %8s %7s %9s %5s\n", "NAME", "RUNTIME", "STATE", "READY",
-           "STARTING", "STANDBY", "IN-FLIGHT", "HELD");
+    printf("%-24s %-8s %-9s %5s %8s %7s %9s %5s\n", "NAME", "RUNTIME", "STATE", "READY", "STARTING",
+           "STANDBY", "IN-FLIGHT", "HELD");
 }
 
 int cli_cmd_ls(int argc, char **argv)
@@ -113,7 +116,8 @@ int cli_cmd_ls(int argc, char **argv)
     int code = cli_exit_for(&r);
     if (code == CLI_EXIT_OK) {
         json_t *j = json_loads(r.body.data, 0, NULL);
-        if (o.json) print_json(j);
+        if (o.json)
+            print_json(j);
         else {
             print_header();
             size_t i;
@@ -142,7 +146,8 @@ int cli_cmd_status(int argc, char **argv)
     int code = cli_exit_for(&r);
     if (code == CLI_EXIT_OK) {
         json_t *j = json_loads(r.body.data, 0, NULL);
-        if (o.json) print_json(j);
+        if (o.json)
+            print_json(j);
         else {
             print_header();
             print_row(j);
@@ -152,7 +157,8 @@ int cli_cmd_status(int argc, char **argv)
             json_t *v;
             json_object_foreach(json_object_get(st, "instances"), k, v)
                 printf("%s=%lld ", k, (long long)json_integer_value(v));
-            printf("\ndesired: %lld%s\n", (long long)json_integer_value(json_object_get(st, "desired")),
+            printf("\ndesired: %lld%s\n",
+                   (long long)json_integer_value(json_object_get(st, "desired")),
                    json_is_true(json_object_get(st, "panicking")) ? " (panicking)" : "");
         }
         json_decref(j);
@@ -175,8 +181,10 @@ int cli_cmd_rm(int argc, char **argv)
     cli_http(&o, "DELETE", path, NULL, 0, NULL, NULL, NULL, NULL, &r);
     int code = cli_exit_for(&r);
     if (code == CLI_EXIT_OK) {
-        if (o.json) printf("%s\n", r.body.data);
-        else printf("deleted %s\n", argv[1]);
+        if (o.json)
+            printf("%s\n", r.body.data);
+        else
+            printf("deleted %s\n", argv[1]);
     }
     cli_response_free(&r);
     return code;
@@ -197,8 +205,10 @@ static void sse_event(struct sse *s, const char *data)
         printf("{\"event\":\"%s\",\"data\":%s}\n", s->event, data);
     } else if (!strcmp(s->event, "chunk") || !strcmp(s->event, "done")) {
         json_t *j = json_loads(data, JSON_DECODE_ANY, NULL);
-        if (json_is_string(j)) fputs(json_string_value(j), stdout);
-        else if (!json_is_null(j)) printf("%s\n", data);
+        if (json_is_string(j))
+            fputs(json_string_value(j), stdout);
+        else if (!json_is_null(j))
+            printf("%s\n", data);
         json_decref(j);
         if (!strcmp(s->event, "done")) putchar('\n');
     } else if (!strcmp(s->event, "error")) {
@@ -223,8 +233,10 @@ static void sse_data(void *ctx, const char *data, size_t len)
         for (; line; line = next) {
             next = strchr(line, '\n');
             if (next) *next++ = 0;
-            if (!strncmp(line, "event: ", 7)) str_copy(s->event, line + 7, sizeof(s->event));
-            else if (!strncmp(line, "data: ", 6)) payload = line + 6;
+            if (!strncmp(line, "event: ", 7))
+                str_copy(s->event, line + 7, sizeof(s->event));
+            else if (!strncmp(line, "data: ", 6))
+                payload = line + 6;
         }
         if (payload) sse_event(s, payload);
         buf_consume(&s->pending, (size_t)(end - s->pending.data) + 2);
@@ -238,17 +250,22 @@ int cli_cmd_invoke(int argc, char **argv)
     const char *name = NULL, *data = NULL;
     bool stream = false;
     for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-d") || !strcmp(argv[i], "--data")) && i + 1 < argc) data = argv[++i];
-        else if (!strcmp(argv[i], "--stream")) stream = true;
-        else if (!name && argv[i][0] != '-') name = argv[i];
-        else name = NULL, i = argc;
+        if ((!strcmp(argv[i], "-d") || !strcmp(argv[i], "--data")) && i + 1 < argc)
+            data = argv[++i];
+        else if (!strcmp(argv[i], "--stream"))
+            stream = true;
+        else if (!name && argv[i][0] != '-')
+            name = argv[i];
+        else
+            name = NULL, i = argc;
     }
     if (!name) {
         fprintf(stderr, "usage: thaw invoke NAME [-d JSON | < file] [--stream] [--server URL]\n");
         return CLI_EXIT_USAGE;
     }
     struct buf body = {0};
-    if (data) buf_append_str(&body, data);
+    if (data)
+        buf_append_str(&body, data);
     else if (!isatty(0) && cli_read_file("-", &body)) {
         fprintf(stderr, "thaw: cannot read stdin\n");
         return CLI_EXIT_USAGE;

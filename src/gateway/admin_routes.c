@@ -10,26 +10,37 @@
 static int status_for(int rc)
 {
     switch (rc) {
-    case THAW_EINVAL: return 400;
-    case THAW_EDENIED: return 403;
-    case THAW_ENOTFOUND: return 404;
+    case THAW_EINVAL:
+        return 400;
+    case THAW_EDENIED:
+        return 403;
+    case THAW_ENOTFOUND:
+        return 404;
     case THAW_EEXIST:
     case THAW_ECONFLICT:
-    case THAW_ESTATE: return 409;
-    default: return 500;
+    case THAW_ESTATE:
+        return 409;
+    default:
+        return 500;
     }
 }
 
 static const char *code_for(int rc)
 {
     switch (rc) {
-    case THAW_EINVAL: return "invalid_request";
-    case THAW_EDENIED: return "forbidden";
-    case THAW_ENOTFOUND: return "not_found";
-    case THAW_EEXIST: return "already_exists";
+    case THAW_EINVAL:
+        return "invalid_request";
+    case THAW_EDENIED:
+        return "forbidden";
+    case THAW_ENOTFOUND:
+        return "not_found";
+    case THAW_EEXIST:
+        return "already_exists";
     case THAW_ECONFLICT:
-    case THAW_ESTATE: return "conflict";
-    default: return "internal";
+    case THAW_ESTATE:
+        return "conflict";
+    default:
+        return "internal";
     }
 }
 
@@ -72,7 +83,8 @@ static void tenants(struct gateway *gw, struct evhttp_request *req, const char *
     if (*rest == 0) {
         if (cmd == EVHTTP_REQ_GET) {
             if (!gw_require_scope(req, SECURITY_SCOPE_READ)) return;
-            gw_reply_jsonv(req, 200, json_pack("{s:o}", "tenants", access_tenant_list(gw->access, who)));
+            gw_reply_jsonv(req, 200,
+                           json_pack("{s:o}", "tenants", access_tenant_list(gw->access, who)));
         } else if (cmd == EVHTTP_REQ_POST) {
             json_t *body = json_body(req), *out = NULL;
             if (!body) return;
@@ -80,8 +92,10 @@ static void tenants(struct gateway *gw, struct evhttp_request *req, const char *
                                       json_string_value(json_object_get(body, "name")),
                                       json_object_get(body, "limits"), &out, &err);
             json_decref(body);
-            if (rc) reply_rc(req, rc, &err);
-            else gw_reply_jsonv(req, 201, out);
+            if (rc)
+                reply_rc(req, rc, &err);
+            else
+                gw_reply_jsonv(req, 201, out);
         } else {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, POST");
             gw_reply_error(req, 405, "method_not_allowed", "use GET or POST");
@@ -99,26 +113,35 @@ static void tenants(struct gateway *gw, struct evhttp_request *req, const char *
     tenant[tl] = 0;
     if (!slash && cmd == EVHTTP_REQ_DELETE) {
         rc = access_tenant_delete(gw->access, who, tenant, &err);
-        if (rc) reply_rc(req, rc, &err);
-        else gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "name", tenant, "deleted", 1));
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "name", tenant, "deleted", 1));
     } else if (slash && !strcmp(slash, "/keys") && cmd == EVHTTP_REQ_POST) {
         json_t *body = json_body(req), *info = NULL;
         if (!body) return;
         char key[SECURITY_KEY_STR_SIZE];
         rc = access_key_create(gw->access, who, tenant, body, key, &info, &err);
         json_decref(body);
-        if (rc) reply_rc(req, rc, &err);
-        else reply_new_key(req, 201, info, key);
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            reply_new_key(req, 201, info, key);
     } else if (slash && !strcmp(slash, "/data-keys/rotate") && cmd == EVHTTP_REQ_POST) {
         uint32_t version = 0;
         rc = access_rotate_data_key(gw->access, who, tenant, &version, &err);
-        if (rc) reply_rc(req, rc, &err);
-        else gw_reply_jsonv(req, 200, json_pack("{s:s, s:i}", "tenant", tenant, "version", (int)version));
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            gw_reply_jsonv(req, 200,
+                           json_pack("{s:s, s:i}", "tenant", tenant, "version", (int)version));
     } else if (slash && !strcmp(slash, "/keys") && cmd == EVHTTP_REQ_GET) {
         json_t *out = NULL;
         rc = access_key_list(gw->access, who, tenant, &out, &err);
-        if (rc) reply_rc(req, rc, &err);
-        else gw_reply_jsonv(req, 200, json_pack("{s:o}", "keys", out));
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            gw_reply_jsonv(req, 200, json_pack("{s:o}", "keys", out));
     } else {
         gw_reply_error(req, slash && strcmp(slash, "/keys") ? 404 : 405,
                        slash && strcmp(slash, "/keys") ? "not_found" : "method_not_allowed",
@@ -143,14 +166,18 @@ static void keys(struct gateway *gw, struct evhttp_request *req, const char *res
     int rc;
     if (!slash && cmd == EVHTTP_REQ_DELETE) {
         rc = access_key_revoke(gw->access, who, id, &err);
-        if (rc) reply_rc(req, rc, &err);
-        else gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "id", id, "revoked", 1));
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "id", id, "revoked", 1));
     } else if (slash && !strcmp(slash, "/rotate") && cmd == EVHTTP_REQ_POST) {
         char key[SECURITY_KEY_STR_SIZE];
         json_t *info = NULL;
         rc = access_key_rotate(gw->access, who, id, key, &info, &err);
-        if (rc) reply_rc(req, rc, &err);
-        else reply_new_key(req, 200, info, key);
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            reply_new_key(req, 200, info, key);
     } else {
         gw_reply_error(req, 404, "not_found", "no such route or method");
     }
@@ -160,21 +187,25 @@ static void audit(struct gateway *gw, struct evhttp_request *req)
 {
     const struct access_principal *who = gw_principal();
     if (!who->platform_admin) {
-        gw_reply_error(req, 403, "forbidden", "the audit trail needs an admin key of the root tenant");
+        gw_reply_error(req, 403, "forbidden",
+                       "the audit trail needs an admin key of the root tenant");
         return;
     }
     struct evkeyvalq q;
     uint64_t after = 0;
     size_t limit = 1000;
-    if (evhttp_parse_query_str(evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)) ?: "", &q) == 0) {
+    if (evhttp_parse_query_str(evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)) ?: "",
+                               &q) == 0) {
         const char *a = evhttp_find_header(&q, "after"), *l = evhttp_find_header(&q, "limit");
         if (a) after = strtoull(a, NULL, 10);
         if (l && atoi(l) > 0 && atoi(l) <= 10000) limit = (size_t)atoi(l);
         evhttp_clear_headers(&q);
     }
     json_t *entries = access_audit_list(gw->access, after, limit);
-    if (!entries) gw_reply_error(req, 500, "store_failed", "cannot read the audit trail");
-    else gw_reply_jsonv(req, 200, json_pack("{s:o}", "entries", entries));
+    if (!entries)
+        gw_reply_error(req, 500, "store_failed", "cannot read the audit trail");
+    else
+        gw_reply_jsonv(req, 200, json_pack("{s:o}", "entries", entries));
 }
 
 bool gw_route_admin(struct gw_worker *w, struct evhttp_request *req, const char *path)
@@ -189,8 +220,10 @@ bool gw_route_admin(struct gw_worker *w, struct evhttp_request *req, const char 
         return true;
     }
     if (!strcmp(path, "/v1/audit")) {
-        if (evhttp_request_get_command(req) == EVHTTP_REQ_GET) audit(gw, req);
-        else gw_reply_error(req, 405, "method_not_allowed", "use GET");
+        if (evhttp_request_get_command(req) == EVHTTP_REQ_GET)
+            audit(gw, req);
+        else
+            gw_reply_error(req, 405, "method_not_allowed", "use GET");
         return true;
     }
     return false;
@@ -211,22 +244,29 @@ void gw_route_grants(struct gw_worker *w, struct evhttp_request *req, const char
             gw_reply_error(req, 403, "forbidden", "only the owner sees the grants");
             return;
         }
-        gw_reply_jsonv(req, 200, json_pack("{s:o}", "tenants", access_grant_list(gw->access, name)));
+        gw_reply_jsonv(req, 200,
+                       json_pack("{s:o}", "tenants", access_grant_list(gw->access, name)));
     } else if (*rest == 0 && cmd == EVHTTP_REQ_POST) {
         json_t *body = json_body(req);
         if (!body) return;
         const char *tenant = json_string_value(json_object_get(body, "tenant"));
         rc = tenant ? access_grant_add(gw->access, who, name, dep.owner, tenant, &err)
                     : thaw_errf(&err, THAW_EINVAL, "field 'tenant' is required");
-        if (rc) reply_rc(req, rc, &err);
-        else gw_reply_jsonv(req, 201, json_pack("{s:s, s:s}", "deployment", name, "tenant", tenant));
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            gw_reply_jsonv(req, 201, json_pack("{s:s, s:s}", "deployment", name, "tenant", tenant));
         json_decref(body);
     } else if (*rest == '/' && cmd == EVHTTP_REQ_DELETE) {
         rc = access_grant_remove(gw->access, who, name, dep.owner, rest + 1, &err);
-        if (rc) reply_rc(req, rc, &err);
-        else gw_reply_jsonv(req, 200, json_pack("{s:s, s:s, s:b}", "deployment", name, "tenant",
-                                                rest + 1, "revoked", 1));
+        if (rc)
+            reply_rc(req, rc, &err);
+        else
+            gw_reply_jsonv(
+                req, 200,
+                json_pack("{s:s, s:s, s:b}", "deployment", name, "tenant", rest + 1, "revoked", 1));
     } else {
-        gw_reply_error(req, 405, "method_not_allowed", "use GET or POST on grants, DELETE on grants/TENANT");
+        gw_reply_error(req, 405, "method_not_allowed",
+                       "use GET or POST on grants, DELETE on grants/TENANT");
     }
 }

@@ -18,17 +18,17 @@ struct gateway;
 
 struct gateway_config {
     const char *host;
-    int port;                  /* 0 picks a free port; see gw_port */
-    int threads;               /* worker threads; 0 = number of CPUs */
-    size_t max_header_bytes;   /* request line + headers */
-    size_t max_body_bytes;     /* node-wide cap, enforced while reading */
-    int read_timeout_s;        /* idle time allowed between bytes of a request */
-    int access_log;            /* log one line per request */
+    int port;                /* 0 picks a free port; see gw_port */
+    int threads;             /* worker threads; 0 = number of CPUs */
+    size_t max_header_bytes; /* request line + headers */
+    size_t max_body_bytes;   /* node-wide cap, enforced while reading */
+    int read_timeout_s;      /* idle time allowed between bytes of a request */
+    int access_log;          /* log one line per request */
     /* With threads == 1 and a shared base, the one worker runs on that loop
      * (the scale thread's): no hand-over between threads on the hot path,
      * at the price of control requests that write to disk pausing it. */
     struct event_base *shared_base;
-    const char *tls_cert;      /* PEM chain; with tls_key, serve HTTPS only */
+    const char *tls_cert; /* PEM chain; with tls_key, serve HTTPS only */
     const char *tls_key;
     struct artifact_store *artifacts; /* /v1/artifacts; borrowed, NULL = none */
 };

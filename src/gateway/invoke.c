@@ -23,8 +23,8 @@ static void call_finish(struct gw_call *c, int status)
 }
 
 /* Runs on the scale thread: queue the event for the connection's worker. */
-static void on_event(struct invocation *inv, enum inv_event_kind kind, int status,
-                     const char *code, char *payload)
+static void on_event(struct invocation *inv, enum inv_event_kind kind, int status, const char *code,
+                     char *payload)
 {
     struct gw_call *c = (struct gw_call *)inv;
     struct gw_worker *w = c->worker;
@@ -35,12 +35,14 @@ static void on_event(struct invocation *inv, enum inv_event_kind kind, int statu
         while (!(m = malloc(sizeof(*m)))) {
         }
     }
-    *m = (struct gw_msg){.call = c, .kind = kind, .status = status, .code = code,
-                         .payload = payload};
+    *m = (struct gw_msg){
+        .call = c, .kind = kind, .status = status, .code = code, .payload = payload};
     pthread_mutex_lock(&w->outbox_lock);
     bool was_empty = w->out_head == NULL;
-    if (w->out_tail) w->out_tail->next = m;
-    else w->out_head = m;
+    if (w->out_tail)
+        w->out_tail->next = m;
+    else
+        w->out_head = m;
     w->out_tail = m;
     pthread_mutex_unlock(&w->outbox_lock);
     if (was_empty) event_active(w->outbox_ev, EV_READ, 0);
@@ -143,7 +145,8 @@ static bool wants_stream(struct evhttp_request *req)
 static char *input_line(const char *body, size_t len, size_t *out_len, char *why, size_t why_n)
 {
     size_t i = 0;
-    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n')) i++;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
     if (i == len) {
         *out_len = 4;
         return str_dup("null");
@@ -199,7 +202,8 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
         return false;
     }
     struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
-    if (!evhttp_find_header(hin, "Content-Length") && !evhttp_find_header(hin, "Transfer-Encoding")) {
+    if (!evhttp_find_header(hin, "Content-Length") &&
+        !evhttp_find_header(hin, "Transfer-Encoding")) {
         reject(w, req, path, name, rid, t0, 411, "length_required",
                "a request body needs a Content-Length (or chunked encoding)");
         return false;
@@ -207,8 +211,9 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     if ((int64_t)len > dep.max_body_bytes) {
-        snprintf(msg, sizeof(msg), "request body of %zu bytes exceeds the deployment's limit of %lld",
-                 len, (long long)dep.max_body_bytes);
+        snprintf(msg, sizeof(msg),
+                 "request body of %zu bytes exceeds the deployment's limit of %lld", len,
+                 (long long)dep.max_body_bytes);
         reject(w, req, path, name, rid, t0, 413, "body_too_large", msg);
         return false;
     }

@@ -12,9 +12,9 @@
 #include <sys/types.h>
 
 struct instance_launch {
-    char *const *argv;   /* argv[0] is the program; searched in PATH if it has no '/' */
-    char *const *env;    /* extra "KEY=VALUE" entries, NULL-terminated, may be NULL */
-    const char *workdir; /* NULL: the private temporary directory */
+    char *const *argv;    /* argv[0] is the program; searched in PATH if it has no '/' */
+    char *const *env;     /* extra "KEY=VALUE" entries, NULL-terminated, may be NULL */
+    const char *workdir;  /* NULL: the private temporary directory */
     const char *tmp_root; /* parent of the per-instance temporary directory */
     const char *deployment;
     int64_t rlimit_as;     /* bytes; 0 = unlimited */

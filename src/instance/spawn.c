@@ -35,7 +35,8 @@ static int set_nonblock_cloexec(int fd)
 static char **build_env(const struct instance_launch *l, const char *tmpdir)
 {
     size_t n_extra = 0;
-    for (char *const *e = l->env; e && *e; e++) n_extra++;
+    for (char *const *e = l->env; e && *e; e++)
+        n_extra++;
     char **env = calloc(n_extra + 8, sizeof(char *));
     if (!env) return NULL;
     size_t n = 0;
@@ -50,10 +51,12 @@ static char **build_env(const struct instance_launch *l, const char *tmpdir)
     buf_printf(&b, "THAW_DEPLOYMENT=%s", l->deployment ? l->deployment : "");
     env[n++] = buf_steal(&b);
     env[n++] = str_dup("LANG=C.UTF-8");
-    for (char *const *e = l->env; e && *e; e++) env[n++] = str_dup(*e);
+    for (char *const *e = l->env; e && *e; e++)
+        env[n++] = str_dup(*e);
     for (size_t i = 0; i < n; i++) {
         if (!env[i]) {
-            for (size_t j = 0; j < n; j++) free(env[j]);
+            for (size_t j = 0; j < n; j++)
+                free(env[j]);
             free(env);
             return NULL;
         }
@@ -63,7 +66,8 @@ static char **build_env(const struct instance_launch *l, const char *tmpdir)
 
 static void free_env(char **env)
 {
-    for (char **e = env; e && *e; e++) free(*e);
+    for (char **e = env; e && *e; e++)
+        free(*e);
     free(env);
 }
 
@@ -99,10 +103,12 @@ static void child_exec(const struct instance_launch *l, const struct instance_pr
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    for (int s = 1; s < NSIG; s++)
+        signal(s, SIG_DFL);
     /* Anything another thread opened without close-on-exec must not leak. */
     if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
-        for (int fd = 4; fd < 65536; fd++) close(fd);
+        for (int fd = 4; fd < 65536; fd++)
+            close(fd);
     const char *dir = l->workdir ? l->workdir : p->tmpdir;
     if (chdir(dir) != 0) {
         child_report(errno, NULL);
@@ -158,8 +164,7 @@ static char *resolve_program(const char *name)
     return str_dup(name); /* execve will report ENOENT */
 }
 
-int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
-                   struct thaw_err *err)
+int instance_spawn(const struct instance_launch *l, struct instance_proc *out, struct thaw_err *err)
 {
     memset(out, 0, sizeof(*out));
     out->pid = -1;
@@ -169,7 +174,8 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
     char *program = NULL;
     int rc = 0;
 
-    snprintf(out->tmpdir, sizeof(out->tmpdir), "%s/inst-XXXXXX", l->tmp_root ? l->tmp_root : "/tmp");
+    snprintf(out->tmpdir, sizeof(out->tmpdir), "%s/inst-XXXXXX",
+             l->tmp_root ? l->tmp_root : "/tmp");
     if (!mkdtemp(out->tmpdir)) {
         rc = thaw_errf(err, -errno, "cannot create instance temp dir under %s: %s",
                        l->tmp_root ? l->tmp_root : "/tmp", strerror(errno));
@@ -183,8 +189,8 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out,
         rc = thaw_errf(err, THAW_ENOMEM, "out of memory");
         goto fail;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
-        pipe2(errp, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+        pipe2(rep, O_CLOEXEC) < 0) {
         rc = thaw_errf(err, -errno, "cannot create instance pipes: %s", strerror(errno));
         goto fail;
     }
@@ -287,8 +293,10 @@ void instance_cleanup(struct instance_proc *p)
 
 void instance_describe_exit(int status, char *out, size_t n)
 {
-    if (WIFEXITED(status)) snprintf(out, n, "exit code %d", WEXITSTATUS(status));
+    if (WIFEXITED(status))
+        snprintf(out, n, "exit code %d", WEXITSTATUS(status));
     else if (WIFSIGNALED(status))
         snprintf(out, n, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    else snprintf(out, n, "status %d", status);
+    else
+        snprintf(out, n, "status %d", status);
 }

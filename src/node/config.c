@@ -34,14 +34,16 @@ static int parse_listen(struct node_config *cfg, const char *v, const char *src,
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
     if (!colon || colon[1] == 0 || *end || port < 0 || port > 65535)
-        return thaw_errf(err, THAW_EINVAL, "%s: listen address must be HOST:PORT, got '%s'", src, v);
+        return thaw_errf(err, THAW_EINVAL, "%s: listen address must be HOST:PORT, got '%s'", src,
+                         v);
     size_t hl = (size_t)(colon - v);
     if (hl >= 2 && v[0] == '[' && v[hl - 1] == ']') {
         v++;
         hl -= 2;
     }
     if (hl >= sizeof(cfg->host)) return thaw_errf(err, THAW_EINVAL, "%s: host too long", src);
-    if (hl == 0) str_copy(cfg->host, "0.0.0.0", sizeof(cfg->host));
+    if (hl == 0)
+        str_copy(cfg->host, "0.0.0.0", sizeof(cfg->host));
     else {
         memcpy(cfg->host, v, hl);
         cfg->host[hl] = 0;
@@ -141,11 +143,23 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
     return thaw_errf(err, THAW_EINVAL, "%s: unknown setting '%s'", src, key);
 }
 
-static const char *const settings[] = {"listen",        "data",          "log_level",
-                                       "threads",       "read_timeout",  "drain_timeout",
-                                       "stop_grace",    "max_body_size", "max_header_size", "access_log", "kek_file",
-                                       "admin_key_file", "artifact_chunk_max", "artifact_upload_ttl",
-                                       "tls_cert", "tls_key", NULL};
+static const char *const settings[] = {"listen",
+                                       "data",
+                                       "log_level",
+                                       "threads",
+                                       "read_timeout",
+                                       "drain_timeout",
+                                       "stop_grace",
+                                       "max_body_size",
+                                       "max_header_size",
+                                       "access_log",
+                                       "kek_file",
+                                       "admin_key_file",
+                                       "artifact_chunk_max",
+                                       "artifact_upload_ttl",
+                                       "tls_cert",
+                                       "tls_key",
+                                       NULL};
 
 static int load_file(struct node_config *cfg, const char *path, struct thaw_err *err)
 {
@@ -154,7 +168,8 @@ static int load_file(struct node_config *cfg, const char *path, struct thaw_err 
     struct buf b = {0};
     char chunk[4096];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len < (1 << 20)) buf_append(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len < (1 << 20))
+        buf_append(&b, chunk, n);
     fclose(f);
     json_t *doc = NULL;
     int rc = registry_yaml_to_json(b.data ? b.data : "", b.len, &doc, err);
@@ -172,10 +187,14 @@ static int load_file(struct node_config *cfg, const char *path, struct thaw_err 
     {
         char num[64];
         const char *s = json_string_value(v);
-        if (json_is_integer(v)) snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v)), s = num;
-        else if (json_is_real(v)) snprintf(num, sizeof(num), "%g", json_real_value(v)), s = num;
-        if (!s) rc = thaw_errf(err, THAW_EINVAL, "%s: '%s' must be a string or number", src, key);
-        else rc = set_option(cfg, key, s, src, err);
+        if (json_is_integer(v))
+            snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v)), s = num;
+        else if (json_is_real(v))
+            snprintf(num, sizeof(num), "%g", json_real_value(v)), s = num;
+        if (!s)
+            rc = thaw_errf(err, THAW_EINVAL, "%s: '%s' must be a string or number", src, key);
+        else
+            rc = set_option(cfg, key, s, src, err);
         if (rc) break;
     }
     json_decref(doc);
@@ -217,7 +236,8 @@ int node_config_load(struct node_config *cfg, int argc, char **argv, struct thaw
     if (!rc) rc = load_env(cfg, err);
     for (int i = 1; !rc && i < argc; i++) {
         const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0) return thaw_errf(err, THAW_EINVAL, "unexpected argument '%s'", a);
+        if (strncmp(a, "--", 2) != 0)
+            return thaw_errf(err, THAW_EINVAL, "unexpected argument '%s'", a);
         char key[64];
         const char *eq = strchr(a, '=');
         size_t kl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);

@@ -20,12 +20,12 @@ struct node_config {
     int64_t max_body_bytes;
     int64_t max_header_bytes;
     int read_timeout_s;
-    int access_log; /* one log line per request */
+    int access_log;                 /* one log line per request */
     int64_t artifact_chunk_max;     /* largest artifact chunk in one request */
     int64_t artifact_upload_ttl_ms; /* idle upload sessions expire after this */
-    char kek_file[1024];       /* key-encryption key; else THAW_KEK or a generated file */
-    char admin_key_file[1024]; /* bootstrap admin key; else THAW_ADMIN_KEY */
-    char tls_cert[1024];       /* with tls_key: HTTPS only; reloaded on SIGHUP */
+    char kek_file[1024];            /* key-encryption key; else THAW_KEK or a generated file */
+    char admin_key_file[1024];      /* bootstrap admin key; else THAW_ADMIN_KEY */
+    char tls_cert[1024];            /* with tls_key: HTTPS only; reloaded on SIGHUP */
     char tls_key[1024];
 };
 

@@ -62,8 +62,10 @@ static int default_kek(char *text, size_t n, struct thaw_err *err)
     sodium_memzero(raw, sizeof(raw));
     int fd = -1;
     if (mkdir_p(dir) || (fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
-        return thaw_errf(err, -errno, "cannot create a key-encryption key at %s: %s (set --kek-file or THAW_KEK)",
-                         path, strerror(errno));
+        return thaw_errf(
+            err, -errno,
+            "cannot create a key-encryption key at %s: %s (set --kek-file or THAW_KEK)", path,
+            strerror(errno));
     bool ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
     close(fd);
     if (!ok) return thaw_errf(err, THAW_EIO, "cannot write %s", path);
@@ -79,9 +81,12 @@ int node_load_kek(const struct node_config *cfg, unsigned char out[32], struct t
     char text[256] = "";
     int rc;
     const char *env = getenv("THAW_KEK");
-    if (cfg->kek_file[0]) rc = read_secret(cfg->kek_file, text, sizeof(text), err);
-    else if (env && *env) rc = (str_copy(text, env, sizeof(text)), 0);
-    else rc = default_kek(text, sizeof(text), err);
+    if (cfg->kek_file[0])
+        rc = read_secret(cfg->kek_file, text, sizeof(text), err);
+    else if (env && *env)
+        rc = (str_copy(text, env, sizeof(text)), 0);
+    else
+        rc = default_kek(text, sizeof(text), err);
     if (!rc) rc = security_secret32_parse(text, strlen(text), out, err);
     sodium_memzero(text, sizeof(text));
     return rc;

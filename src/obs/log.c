@@ -57,13 +57,19 @@ static void append_field(struct buf *b, const struct log_field *f)
     buf_append(b, ":", 1);
     switch (f->type) {
     case LOG_FIELD_STR:
-        if (f->s) buf_append_json_string(b, f->s, strlen(f->s));
-        else buf_append_str(b, "null");
+        if (f->s)
+            buf_append_json_string(b, f->s, strlen(f->s));
+        else
+            buf_append_str(b, "null");
         break;
-    case LOG_FIELD_INT: buf_printf(b, "%lld", f->i); break;
+    case LOG_FIELD_INT:
+        buf_printf(b, "%lld", f->i);
+        break;
     case LOG_FIELD_DBL:
-        if (isfinite(f->d)) buf_printf(b, "%.6g", f->d);
-        else buf_append_str(b, "null");
+        if (isfinite(f->d))
+            buf_printf(b, "%.6g", f->d);
+        else
+            buf_append_str(b, "null");
         break;
     }
 }
@@ -79,7 +85,8 @@ void obs_log_fields(enum log_level level, const char *event, const struct log_fi
     append_timestamp(out);
     buf_printf(out, ",\"level\":\"%s\",\"event\":", names[level & 3]);
     buf_append_json_string(out, event, strlen(event));
-    for (int i = 0; i < n_fields; i++) append_field(out, &fields[i]);
+    for (int i = 0; i < n_fields; i++)
+        append_field(out, &fields[i]);
     buf_append(out, "}\n", 2);
 
     if (out->data) {

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define METRIC_MAX_LABELS 4
+#define METRIC_MAX_LABELS  4
 #define METRIC_MAX_BUCKETS 24
 
 struct metric_series {
@@ -69,7 +69,8 @@ struct metric_family *obs_metric_family(const char *name, const char *help, enum
     for (int i = 0; labels && labels[i] && i < METRIC_MAX_LABELS; i++)
         f->labels[f->n_labels++] = str_dup(labels[i]);
     f->n_buckets = MIN(n_buckets, METRIC_MAX_BUCKETS);
-    for (int i = 0; i < f->n_buckets; i++) f->bounds[i] = buckets[i];
+    for (int i = 0; i < f->n_buckets; i++)
+        f->bounds[i] = buckets[i];
     f->next = families;
     families = f;
 out:
@@ -84,7 +85,8 @@ struct metric_series *obs_metric_series(struct metric_family *f, const char *con
     struct metric_series *s;
     for (s = f->series; s; s = s->next) {
         int same = 1;
-        for (int i = 0; i < f->n_labels && same; i++) same = strcmp(s->values[i], values[i]) == 0;
+        for (int i = 0; i < f->n_labels && same; i++)
+            same = strcmp(s->values[i], values[i]) == 0;
         if (same) goto out;
     }
     s = calloc(1, sizeof(*s));
@@ -92,7 +94,8 @@ struct metric_series *obs_metric_series(struct metric_family *f, const char *con
     for (int i = 0; i < f->n_labels; i++) {
         s->values[i] = str_dup(values[i]);
         if (!s->values[i]) {
-            for (int j = 0; j < i; j++) free(s->values[j]);
+            for (int j = 0; j < i; j++)
+                free(s->values[j]);
             free(s);
             s = NULL;
             goto out;
@@ -134,7 +137,8 @@ void obs_metric_observe(struct metric_series *s, double v)
     if (!s) return;
     const struct metric_family *f = s->family;
     int i = 0;
-    while (i < f->n_buckets && v > f->bounds[i]) i++;
+    while (i < f->n_buckets && v > f->bounds[i])
+        i++;
     if (i < f->n_buckets) atomic_fetch_add_explicit(&s->buckets[i], 1, memory_order_relaxed);
     atomic_add_double(&s->value_bits, v);
     atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
@@ -142,7 +146,8 @@ void obs_metric_observe(struct metric_series *s, double v)
 
 static void series_free(struct metric_series *s, int n_labels)
 {
-    for (int i = 0; i < n_labels; i++) free(s->values[i]);
+    for (int i = 0; i < n_labels; i++)
+        free(s->values[i]);
     free(s);
 }
 
@@ -165,9 +170,12 @@ void obs_metric_drop(struct metric_family *f, const char *first_label_value)
 
 static void render_value(struct buf *out, double v)
 {
-    if (isinf(v)) buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 1e15) buf_printf(out, "%.0f", v);
-    else buf_printf(out, "%.9g", v);
+    if (isinf(v))
+        buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        buf_printf(out, "%.0f", v);
+    else
+        buf_printf(out, "%.9g", v);
 }
 
 static void render_labels(struct buf *out, const struct metric_family *f,
@@ -241,7 +249,8 @@ void obs_metrics_reset(void)
             f->series = s->next;
             series_free(s, f->n_labels);
         }
-        for (int i = 0; i < f->n_labels; i++) free(f->labels[i]);
+        for (int i = 0; i < f->n_labels; i++)
+            free(f->labels[i]);
         free(f->name);
         free(f->help);
         free(f);

@@ -29,9 +29,9 @@ struct log_field {
 void obs_log_fields(enum log_level level, const char *event, const struct log_field *fields,
                     int n_fields);
 #define OBS_LOG(level, event, ...)                                                                 \
-    obs_log_fields((level), (event), (const struct log_field[]){__VA_ARGS__},                      \
-                   (int)(sizeof((const struct log_field[]){__VA_ARGS__}) /                         \
-                         sizeof(struct log_field)))
+    obs_log_fields(                                                                                \
+        (level), (event), (const struct log_field[]){__VA_ARGS__},                                 \
+        (int)(sizeof((const struct log_field[]){__VA_ARGS__}) / sizeof(struct log_field)))
 
 void obs_log_set_level(enum log_level level);
 enum log_level obs_log_level(void);

@@ -198,7 +198,8 @@ static int get_bool(const json_t *obj, const char *key, bool *out, struct thaw_e
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
-    if (!json_is_boolean(v)) return thaw_errf(err, THAW_EINVAL, "field '%s' must be true or false", key);
+    if (!json_is_boolean(v))
+        return thaw_errf(err, THAW_EINVAL, "field '%s' must be true or false", key);
     *out = json_is_true(v);
     return 0;
 }
@@ -376,10 +377,9 @@ static int parse_jobs(const json_t *v, struct deploy_jobs *j, struct thaw_err *e
 
 int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct thaw_err *err)
 {
-    static const char *const allowed[] = {"name",    "runtime",     "command", "env",
-                                          "workdir", "concurrency", "timeout", "scale",
-                                          "limits",  "jobs",        "sandbox", "network",
-                                          "input_schema", NULL};
+    static const char *const allowed[] = {
+        "name",  "runtime", "command", "env",     "workdir", "concurrency",  "timeout",
+        "scale", "limits",  "jobs",    "sandbox", "network", "input_schema", NULL};
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");

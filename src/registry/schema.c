@@ -12,14 +12,14 @@
 
 #define SCHEMA_MAX_DEPTH 32
 
-static const char *const known[] = {"type",     "properties", "required", "additionalProperties",
-                                    "items",    "enum",       "const",    "minimum",
-                                    "maximum",  "minLength",  "maxLength", "minItems",
+static const char *const known[] = {"type",     "properties", "required",    "additionalProperties",
+                                    "items",    "enum",       "const",       "minimum",
+                                    "maximum",  "minLength",  "maxLength",   "minItems",
                                     "maxItems", "title",      "description", "default",
                                     "$schema",  NULL};
 
-static const char *const types[] = {"object", "array", "string", "number", "integer", "boolean",
-                                    "null", NULL};
+static const char *const types[] = {"object",  "array",   "string", "number",
+                                    "integer", "boolean", "null",   NULL};
 
 static bool in_list(const char *s, const char *const *list)
 {
@@ -31,9 +31,11 @@ static bool in_list(const char *s, const char *const *list)
 static int check_node(const json_t *s, struct buf *path, int depth, struct thaw_err *err)
 {
     if (depth > SCHEMA_MAX_DEPTH)
-        return thaw_errf(err, THAW_EINVAL, "input_schema nests deeper than %d levels", SCHEMA_MAX_DEPTH);
+        return thaw_errf(err, THAW_EINVAL, "input_schema nests deeper than %d levels",
+                         SCHEMA_MAX_DEPTH);
     if (!json_is_object(s))
-        return thaw_errf(err, THAW_EINVAL, "input_schema%s must be an object", path->data ? path->data : "");
+        return thaw_errf(err, THAW_EINVAL, "input_schema%s must be an object",
+                         path->data ? path->data : "");
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)s, key, v)
@@ -48,10 +50,12 @@ static int check_node(const json_t *s, struct buf *path, int depth, struct thaw_
         if (json_is_array(t)) {
             ok = json_array_size(t) > 0;
             size_t i;
-            json_array_foreach(t, i, v) ok = ok && json_is_string(v) && in_list(json_string_value(v), types);
+            json_array_foreach(t, i, v) ok =
+                ok && json_is_string(v) && in_list(json_string_value(v), types);
         }
         if (!ok)
-            return thaw_errf(err, THAW_EINVAL, "input_schema%s: bad 'type'", path->data ? path->data : "");
+            return thaw_errf(err, THAW_EINVAL, "input_schema%s: bad 'type'",
+                             path->data ? path->data : "");
     }
     json_t *props = json_object_get(s, "properties");
     if (props) {
@@ -83,7 +87,8 @@ static int check_node(const json_t *s, struct buf *path, int depth, struct thaw_
                          path->data ? path->data : "");
     json_t *ap = json_object_get(s, "additionalProperties");
     if (ap && !json_is_boolean(ap))
-        return thaw_errf(err, THAW_EINVAL, "input_schema%s: 'additionalProperties' must be true or false",
+        return thaw_errf(err, THAW_EINVAL,
+                         "input_schema%s: 'additionalProperties' must be true or false",
                          path->data ? path->data : "");
     return 0;
 }
@@ -114,7 +119,8 @@ static bool type_matches(const json_t *v, const char *t)
 static size_t utf8_len(const char *s, size_t n)
 {
     size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += ((unsigned char)s[i] & 0xc0) != 0x80;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xc0) != 0x80;
     return c;
 }
 
@@ -158,14 +164,18 @@ static int validate(const json_t *s, const json_t *v, struct buf *path, struct t
     if (json_is_string(v)) {
         size_t n = utf8_len(json_string_value(v), json_string_length(v));
         json_t *lo = json_object_get(s, "minLength"), *hi = json_object_get(s, "maxLength");
-        if (json_is_integer(lo) && (json_int_t)n < json_integer_value(lo)) return fail(err, path, "is too short");
-        if (json_is_integer(hi) && (json_int_t)n > json_integer_value(hi)) return fail(err, path, "is too long");
+        if (json_is_integer(lo) && (json_int_t)n < json_integer_value(lo))
+            return fail(err, path, "is too short");
+        if (json_is_integer(hi) && (json_int_t)n > json_integer_value(hi))
+            return fail(err, path, "is too long");
     }
     if (json_is_array(v)) {
         json_t *lo = json_object_get(s, "minItems"), *hi = json_object_get(s, "maxItems");
         json_int_t n = (json_int_t)json_array_size(v);
-        if (json_is_integer(lo) && n < json_integer_value(lo)) return fail(err, path, "has too few items");
-        if (json_is_integer(hi) && n > json_integer_value(hi)) return fail(err, path, "has too many items");
+        if (json_is_integer(lo) && n < json_integer_value(lo))
+            return fail(err, path, "has too few items");
+        if (json_is_integer(hi) && n > json_integer_value(hi))
+            return fail(err, path, "has too many items");
         json_t *items = json_object_get(s, "items");
         size_t i;
         json_t *x;
@@ -188,7 +198,8 @@ static int validate(const json_t *s, const json_t *v, struct buf *path, struct t
         {
             if (json_is_string(x) && !json_object_get(v, json_string_value(x))) {
                 char m[128];
-                snprintf(m, sizeof(m), "is missing required property '%.80s'", json_string_value(x));
+                snprintf(m, sizeof(m), "is missing required property '%.80s'",
+                         json_string_value(x));
                 return fail(err, path, m);
             }
         }
@@ -199,7 +210,8 @@ static int validate(const json_t *s, const json_t *v, struct buf *path, struct t
             size_t len = path->len;
             buf_printf(path, ".%s", key);
             int rc = 0;
-            if (ps) rc = validate(ps, x, path, err);
+            if (ps)
+                rc = validate(ps, x, path, err);
             else if (json_is_false(json_object_get(s, "additionalProperties")))
                 rc = fail(err, path, "is not an allowed property");
             path->len = len;

@@ -128,10 +128,14 @@ static int parse_node(struct yaml_ctx *c, yaml_event_t *ev, int depth, json_t **
                                                                 : json_stringn(s, len);
         return *out ? 0 : thaw_errf(c->err, THAW_EINVAL, "YAML scalar is not valid UTF-8");
     }
-    case YAML_SEQUENCE_START_EVENT: return parse_sequence(c, depth, out);
-    case YAML_MAPPING_START_EVENT: return parse_mapping(c, depth, out);
-    case YAML_ALIAS_EVENT: return thaw_errf(c->err, THAW_EINVAL, "YAML aliases are not allowed");
-    default: return thaw_errf(c->err, THAW_EINVAL, "unexpected YAML structure");
+    case YAML_SEQUENCE_START_EVENT:
+        return parse_sequence(c, depth, out);
+    case YAML_MAPPING_START_EVENT:
+        return parse_mapping(c, depth, out);
+    case YAML_ALIAS_EVENT:
+        return thaw_errf(c->err, THAW_EINVAL, "YAML aliases are not allowed");
+    default:
+        return thaw_errf(c->err, THAW_EINVAL, "unexpected YAML structure");
     }
 }
 

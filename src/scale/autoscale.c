@@ -44,7 +44,8 @@ int autoscale_decide(const struct deploy_scale *cfg, int concurrency,
         desired = now_need;
         *reason = "requests in flight or held now";
     }
-    bool recent = in->last_request_ms && in->now_ms - in->last_request_ms < (uint64_t)cfg->idle_timeout_ms;
+    bool recent =
+        in->last_request_ms && in->now_ms - in->last_request_ms < (uint64_t)cfg->idle_timeout_ms;
     if (desired == 0 && recent) {
         desired = 1;
         *reason = "traffic within idle_timeout";

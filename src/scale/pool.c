@@ -101,8 +101,10 @@ static void slot_release(struct inst *in, struct slot *sl)
 
 static void inst_after_release(struct inst *in)
 {
-    if (in->state == INST_DRAINING && in->inflight == 0) pool_inst_stop(in, "drained");
-    else pool_dispatch_held(in->pool);
+    if (in->state == INST_DRAINING && in->inflight == 0)
+        pool_inst_stop(in, "drained");
+    else
+        pool_dispatch_held(in->pool);
 }
 
 /* A non-streaming request whose function streamed chunks and gave no output
@@ -119,7 +121,8 @@ static char *join_chunks(struct buf *chunks)
         json_t *v;
         json_array_foreach(arr, i, v) all_strings = all_strings && json_is_string(v);
         if (all_strings) {
-            json_array_foreach(arr, i, v) buf_append(&s, json_string_value(v), json_string_length(v));
+            json_array_foreach(arr, i, v)
+                buf_append(&s, json_string_value(v), json_string_length(v));
             json_t *str = json_stringn(s.data ? s.data : "", s.len);
             out = str ? json_dumps(str, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
             json_decref(str);
@@ -146,8 +149,10 @@ static void on_message(struct inst *in, struct exec_msg *msg)
             return;
         }
         set_state(in, in->generation == p->generation ? INST_READY : INST_DRAINING);
-        if (in->state == INST_DRAINING) pool_inst_stop(in, "replaced by a new version");
-        else pool_dispatch_held(p);
+        if (in->state == INST_DRAINING)
+            pool_inst_stop(in, "replaced by a new version");
+        else
+            pool_dispatch_held(p);
         return;
     }
     struct slot *sl = slot_find(in, msg->id);
@@ -184,7 +189,8 @@ static void on_message(struct inst *in, struct exec_msg *msg)
             inv->on_event(inv, INV_FAIL, 500, "function_error",
                           redact(in->pool->scale, msg->payload, strlen(msg->payload)));
         break;
-    default: break;
+    default:
+        break;
     }
     slot_release(in, sl);
     inst_after_release(in);
@@ -276,7 +282,8 @@ static void inst_free(struct inst *in)
     if (in->err_bev) bufferevent_free(in->err_bev);
     /* bufferevents own no fds (no BEV_OPT_CLOSE_ON_FREE): cleanup closes them. */
     instance_cleanup(&in->proc);
-    for (int i = 0; i < in->n_slots; i++) buf_free(&in->slots[i].chunks);
+    for (int i = 0; i < in->n_slots; i++)
+        buf_free(&in->slots[i].chunks);
     free(in->slots);
     free(in);
 }
@@ -546,7 +553,8 @@ void pool_submit(struct pool *p, struct invocation *inv)
     bool cold = ready == 0 && starting == 0;
     if (ready == 0 && starting > 0) {
         /* A prewarming standby instance becomes a serving one. */
-        for (struct inst *it = p->insts; it; it = it->next) it->park_when_ready = false;
+        for (struct inst *it = p->insts; it; it = it->next)
+            it->park_when_ready = false;
     }
     inv->start_state = ready > 0 ? "warm" : "cold";
     if (ready == 0 && starting == 0 && now < p->next_start_ms) {
@@ -563,8 +571,10 @@ void pool_submit(struct pool *p, struct invocation *inv)
     }
     pool_account(p, now);
     inv->held_deadline_ms = now + (uint64_t)p->spec->scale.queue_timeout_ms;
-    if (p->held_tail) p->held_tail->next_held = inv;
-    else p->held_head = inv;
+    if (p->held_tail)
+        p->held_tail->next_held = inv;
+    else
+        p->held_head = inv;
     p->held_tail = inv;
     p->n_held++;
     obs_metric_set(p->m_held, p->n_held);

@@ -51,7 +51,8 @@ static void pool_free(struct scale *s, struct pool *p)
     const char *name = p->spec->name;
     /* Another pool of the same name (re-created) shares the series. */
     bool shared = false;
-    for (struct pool *q = s->pools; q; q = q->next) shared |= strcmp(q->spec->name, name) == 0;
+    for (struct pool *q = s->pools; q; q = q->next)
+        shared |= strcmp(q->spec->name, name) == 0;
     if (!shared) {
         obs_metric_drop(s->f_instances, name);
         obs_metric_drop(s->f_held, name);
@@ -69,7 +70,8 @@ static double window_avg(const struct pool *p, int64_t window_ms, int64_t tick_m
     if (n > p->n_samples) n = p->n_samples;
     if (n == 0) return 0;
     double sum = 0;
-    for (uint64_t i = 0; i < n; i++) sum += p->samples[(p->n_samples - 1 - i) % SAMPLE_RING];
+    for (uint64_t i = 0; i < n; i++)
+        sum += p->samples[(p->n_samples - 1 - i) % SAMPLE_RING];
     return sum / (double)n;
 }
 
@@ -84,8 +86,8 @@ static void log_decision(struct pool *p, const char *direction, int from, int to
 /* Stops surplus instances, idle ones first; at zero, parks one as standby. */
 static void scale_down(struct pool *p, int surplus, bool to_zero)
 {
-    bool want_standby = to_zero && p->spec->scale.standby_timeout_ms > 0 &&
-                        pool_count(p, INST_PARKED, true) == 0;
+    bool want_standby =
+        to_zero && p->spec->scale.standby_timeout_ms > 0 && pool_count(p, INST_PARKED, true) == 0;
     for (int pass = 0; pass < 3 && surplus > 0; pass++) {
         for (struct inst *in = p->insts, *next; in && surplus > 0; in = next) {
             next = in->next;
@@ -132,7 +134,8 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
     /* A prewarming standby instance counts as current but not as serving. */
     int prewarm = 0;
     for (struct inst *i = p->insts; i; i = i->next)
-        prewarm += i->state == INST_STARTING && i->park_when_ready && i->generation == p->generation;
+        prewarm +=
+            i->state == INST_STARTING && i->park_when_ready && i->generation == p->generation;
     int serving = current - prewarm;
     if (p->desired > serving) {
         /* After failed starts only held requests (the activator) retry. */
@@ -196,7 +199,8 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct scale *s = arg;
     pthread_mutex_lock(&s->lock);
-    for (struct pool *p = s->pools; p; p = p->next) pool_reap(p);
+    for (struct pool *p = s->pools; p; p = p->next)
+        pool_reap(p);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -300,10 +304,18 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
     while (m) {
         struct inbox_msg *next = m->next;
         switch (m->type) {
-        case MSG_SUBMIT: do_submit(s, m->inv); break;
-        case MSG_APPLY: do_apply(s, m->spec); break;
-        case MSG_REMOVE: do_remove(s, m->name); break;
-        case MSG_SHUTDOWN: do_shutdown(s, m->done, m->done_arg); break;
+        case MSG_SUBMIT:
+            do_submit(s, m->inv);
+            break;
+        case MSG_APPLY:
+            do_apply(s, m->spec);
+            break;
+        case MSG_REMOVE:
+            do_remove(s, m->name);
+            break;
+        case MSG_SHUTDOWN:
+            do_shutdown(s, m->done, m->done_arg);
+            break;
         }
         free(m);
         m = next;
@@ -314,8 +326,10 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
 static void post(struct scale *s, struct inbox_msg *m)
 {
     pthread_mutex_lock(&s->inbox_lock);
-    if (s->inbox_tail) s->inbox_tail->next = m;
-    else s->inbox_head = m;
+    if (s->inbox_tail)
+        s->inbox_tail->next = m;
+    else
+        s->inbox_head = m;
     s->inbox_tail = m;
     pthread_mutex_unlock(&s->inbox_lock);
     event_active(s->inbox_ev, EV_READ, 0);
@@ -424,13 +438,12 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     pthread_mutex_init(&s->inbox_lock, NULL);
     s->f_instances = obs_metric_family("thaw_instances", "Instances by state.", METRIC_GAUGE,
                                        (const char *[]){"deployment", "state", NULL}, NULL, 0);
-    s->f_held = obs_metric_family("thaw_held_requests",
-                                  "Requests held while no instance can take them.", METRIC_GAUGE,
-                                  (const char *[]){"deployment", NULL}, NULL, 0);
-    s->f_cold = obs_metric_family("thaw_cold_starts_total",
-                                  "Requests that found no warm instance, by what they found.",
-                                  METRIC_COUNTER, (const char *[]){"deployment", "from", NULL},
-                                  NULL, 0);
+    s->f_held =
+        obs_metric_family("thaw_held_requests", "Requests held while no instance can take them.",
+                          METRIC_GAUGE, (const char *[]){"deployment", NULL}, NULL, 0);
+    s->f_cold = obs_metric_family(
+        "thaw_cold_starts_total", "Requests that found no warm instance, by what they found.",
+        METRIC_COUNTER, (const char *[]){"deployment", "from", NULL}, NULL, 0);
     s->f_decisions = obs_metric_family("thaw_scale_decisions_total",
                                        "Autoscaler and activator decisions.", METRIC_COUNTER,
                                        (const char *[]){"deployment", "direction", NULL}, NULL, 0);
@@ -438,13 +451,14 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
         "thaw_redactions_total", "Sensitive values masked in function output that reaches logs.",
         METRIC_COUNTER, (const char *[]){"kind", NULL}, NULL, 0);
     for (int k = 0; k < SECURITY_REDACT_N_KINDS; k++)
-        s->m_redactions[k] = obs_metric_series(f_red, (const char *[]){security_redact_kind_name(k)});
+        s->m_redactions[k] =
+            obs_metric_series(f_red, (const char *[]){security_redact_kind_name(k)});
     struct timeval tv = {s->cfg.tick_ms / 1000, (s->cfg.tick_ms % 1000) * 1000};
     s->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, s);
     s->inbox_ev = event_new(base, -1, EV_READ, inbox_cb, s);
     s->sigchld_ev = evsignal_new(base, SIGCHLD, sigchld_cb, s);
-    if (!s->tmp_root || !s->tick_ev || !s->inbox_ev || !s->sigchld_ev || event_add(s->tick_ev, &tv) ||
-        event_add(s->sigchld_ev, NULL)) {
+    if (!s->tmp_root || !s->tick_ev || !s->inbox_ev || !s->sigchld_ev ||
+        event_add(s->tick_ev, &tv) || event_add(s->sigchld_ev, NULL)) {
         thaw_errf(err, THAW_ENOMEM, "cannot create scale events");
         scale_free(s);
         return NULL;

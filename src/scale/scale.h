@@ -18,10 +18,10 @@ struct event_base;
 struct scale;
 
 struct scale_config {
-    const char *tmp_root;       /* parent folder of instances' private temp dirs (copied) */
-    int64_t stop_grace_ms;      /* SIGTERM -> SIGKILL */
-    int64_t tick_ms;            /* autoscaler period; 0 = 100 ms */
-    size_t max_line_bytes;      /* longest line an instance may write; 0 = 64 MiB */
+    const char *tmp_root;  /* parent folder of instances' private temp dirs (copied) */
+    int64_t stop_grace_ms; /* SIGTERM -> SIGKILL */
+    int64_t tick_ms;       /* autoscaler period; 0 = 100 ms */
+    size_t max_line_bytes; /* longest line an instance may write; 0 = 64 MiB */
 };
 
 enum inv_event_kind {
@@ -42,8 +42,8 @@ struct invocation {
     size_t input_len;
     bool stream;
     /* payload ownership passes to the callee; code is a static string. */
-    void (*on_event)(struct invocation *inv, enum inv_event_kind kind, int status,
-                     const char *code, char *payload);
+    void (*on_event)(struct invocation *inv, enum inv_event_kind kind, int status, const char *code,
+                     char *payload);
     void *owner;
 
     /* Set by scale before the first event. */

@@ -26,8 +26,8 @@ struct slot {
     uint64_t id; /* 0 = free */
     struct invocation *inv;
     uint64_t deadline_ms;
-    bool abandoned;       /* answered 504 already; waiting for the late answer */
-    struct buf chunks;    /* chunks of a non-streaming request, as a JSON array body */
+    bool abandoned;    /* answered 504 already; waiting for the late answer */
+    struct buf chunks; /* chunks of a non-streaming request, as a JSON array body */
 };
 
 struct inst {
@@ -60,7 +60,7 @@ struct pool {
     int inflight; /* requests on instances, all generations */
 
     /* autoscaler */
-    double area;           /* integral of concurrency over the current tick */
+    double area; /* integral of concurrency over the current tick */
     uint64_t area_since_ms;
     double samples[SAMPLE_RING];
     uint64_t n_samples;

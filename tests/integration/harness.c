@@ -86,10 +86,12 @@ int node_start(struct node *n, const char *const *extra)
         dup2(fd, 2);
         /* THAW_TEST_THREADS=1 runs the suite with the gateway on the scale loop. */
         const char *threads = getenv("THAW_TEST_THREADS");
-        const char *argv[32] = {thaw_path(), "serve", "--listen", "127.0.0.1:0", "--data", n->data,
-                                "--threads", threads && *threads ? threads : "2"};
+        const char *argv[32] = {
+            thaw_path(), "serve", "--listen",  "127.0.0.1:0",
+            "--data",    n->data, "--threads", threads && *threads ? threads : "2"};
         int a = 8;
-        for (int i = 0; extra && extra[i] && a < 30; i++) argv[a++] = extra[i];
+        for (int i = 0; extra && extra[i] && a < 30; i++)
+            argv[a++] = extra[i];
         argv[a] = NULL;
         execv(argv[0], (char *const *)argv);
         _exit(127);
@@ -143,7 +145,8 @@ int node_log_count(const struct node *n, const char *needle)
     char *line = NULL;
     size_t cap = 0;
     int c = 0;
-    while (getline(&line, &cap, f) > 0) c += strstr(line, needle) != NULL;
+    while (getline(&line, &cap, f) > 0)
+        c += strstr(line, needle) != NULL;
     free(line);
     fclose(f);
     return c;
@@ -229,7 +232,8 @@ const char *resp_header(const struct resp *r, const char *name, char *out, size_
         if (!eol) break;
         if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
             const char *v = p + nl + 1;
-            while (*v == ' ') v++;
+            while (*v == ' ')
+                v++;
             size_t len = (size_t)(eol - v);
             if (len >= n) len = n - 1;
             memcpy(out, v, len);
@@ -282,8 +286,8 @@ json_t *status_of(const struct node *n, const char *name)
 int instances_in(const struct node *n, const char *name, const char *state)
 {
     json_t *st = status_of(n, name);
-    int v = st ? (int)json_integer_value(json_object_get(json_object_get(st, "instances"), state))
-               : -1;
+    int v =
+        st ? (int)json_integer_value(json_object_get(json_object_get(st, "instances"), state)) : -1;
     json_decref(st);
     return v;
 }

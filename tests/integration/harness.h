@@ -28,7 +28,7 @@ int node_log_count(const struct node *n, const char *needle);
 
 struct resp {
     long status;
-    char *body;        /* NUL-terminated */
+    char *body; /* NUL-terminated */
     char headers[4096];
 };
 
@@ -57,7 +57,7 @@ int raw_exchange(const struct node *n, const char *data, size_t len, char *out, 
  * node_start passes them; http() sends the admin key unless the headers
  * name an Authorization of their own ("Authorization:" alone sends none). */
 #define TEST_ADMIN_KEY "thaw_0123456789abcdef_adminadminadminadminadminadminadminadmin123"
-#define TEST_KEK "8f2c3a9d4e5b6a7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
+#define TEST_KEK       "8f2c3a9d4e5b6a7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
 
 /* Paths of the test function and the binary. */
 const char *testfn_path(void);

@@ -45,8 +45,9 @@ static json_t *wait_job(const char *id)
 static int grep_count(const char *dir_or_file)
 {
     char cmd[600];
-    snprintf(cmd, sizeof(cmd), "grep -rac '%s' '%s' 2>/dev/null | awk -F: '{s+=$NF} END {print s+0}'",
-             MARKER, dir_or_file);
+    snprintf(cmd, sizeof(cmd),
+             "grep -rac '%s' '%s' 2>/dev/null | awk -F: '{s+=$NF} END {print s+0}'", MARKER,
+             dir_or_file);
     FILE *p = popen(cmd, "r");
     int n = -1;
     if (p && fscanf(p, "%d", &n) != 1) n = -1;
@@ -57,14 +58,16 @@ static int grep_count(const char *dir_or_file)
 static void test_markers_never_at_rest(void)
 {
     char m[1024];
-    snprintf(m, sizeof(m), "{\"name\":\"enc\",\"runtime\":\"exec\",\"command\":[\"%s\"]}", testfn_path());
+    snprintf(m, sizeof(m), "{\"name\":\"enc\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
     ASSERT_EQ(deploy(&N, m), 201);
     char *ok = submit("{\"secret\":\"" MARKER "\"}");
     char *bad = submit("{\"op\":\"error\",\"message\":\"failed on " MARKER "\"}");
     ASSERT(ok && bad);
     json_t *j = wait_job(ok);
     ASSERT(j != NULL);
-    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "secret")), MARKER);
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "secret")),
+                  MARKER);
     json_decref(j);
     j = wait_job(bad);
     ASSERT(j != NULL);
@@ -91,7 +94,8 @@ static void test_rotation_keeps_old_data(void)
     json_decref(j);
     char out[512];
     char cmd[600];
-    snprintf(cmd, sizeof(cmd), "THAW_KEY=%s %s keys rotate-data root --server http://127.0.0.1:%d 2>&1",
+    snprintf(cmd, sizeof(cmd),
+             "THAW_KEY=%s %s keys rotate-data root --server http://127.0.0.1:%d 2>&1",
              TEST_ADMIN_KEY, thaw_path(), N.port);
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, sizeof(out) - 1, p);
@@ -100,13 +104,15 @@ static void test_rotation_keeps_old_data(void)
     ASSERT_CONTAINS(out, "version 2");
     char *after = submit("{\"v\":\"after-rotation\"}");
     j = wait_job(after);
-    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")), "after-rotation");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")),
+                  "after-rotation");
     json_decref(j);
     /* Restart: keys come back from the store, both versions open. */
     ASSERT_EQ(WIFEXITED(node_stop(&N)), 1);
     ASSERT_EQ(node_start(&N, NULL), 0);
     j = wait_job(before);
-    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")), "before-rotation");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")),
+                  "before-rotation");
     json_decref(j);
     free(before);
     free(after);

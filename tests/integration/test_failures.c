@@ -65,9 +65,10 @@ static void *one_call(void *arg)
 
 static void test_crash_mid_request(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"crashy\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":4}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf("{\"name\":\"crashy\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":4}",
+                testfn_path()),
+        201);
     /* A slow request shares the instance with the one that crashes it: both
      * get a 502 naming the exit, at once. */
     struct call slow = {"crashy", "{\"op\":\"sleep\",\"ms\":3000}", 0, ""};
@@ -92,10 +93,11 @@ static void test_crash_mid_request(void)
 
 static void test_never_ready(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"mute\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--never-ready\"],"
-                      "\"scale\":{\"startup_timeout\":\"500ms\",\"standby_timeout\":0}}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf("{\"name\":\"mute\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--never-ready\"],"
+                "\"scale\":{\"startup_timeout\":\"500ms\",\"standby_timeout\":0}}",
+                testfn_path()),
+        201);
     struct resp r;
     long t0 = now_ms();
     ASSERT_EQ(invoke(&N, "mute", "{}", &r), 0);
@@ -113,8 +115,9 @@ static void test_never_ready(void)
 
 static void test_cannot_start(void)
 {
-    ASSERT_EQ(deploy(&N, "{\"name\":\"ghost\",\"runtime\":\"exec\",\"command\":[\"/no/such/program\"],"
-                         "\"scale\":{\"standby_timeout\":0}}"),
+    ASSERT_EQ(deploy(&N,
+                     "{\"name\":\"ghost\",\"runtime\":\"exec\",\"command\":[\"/no/such/program\"],"
+                     "\"scale\":{\"standby_timeout\":0}}"),
               201);
     struct resp r;
     ASSERT_EQ(invoke(&N, "ghost", "{}", &r), 0);
@@ -123,10 +126,12 @@ static void test_cannot_start(void)
     ASSERT_CONTAINS(r.body, "No such file");
     resp_free(&r);
     /* It exits during start-up: the same clear error, no crash loop. */
-    ASSERT_EQ(deployf("{\"name\":\"quitter\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--exit-at-start\"],"
-                      "\"scale\":{\"standby_timeout\":0}}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf(
+            "{\"name\":\"quitter\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--exit-at-start\"],"
+            "\"scale\":{\"standby_timeout\":0}}",
+            testfn_path()),
+        201);
     ASSERT_EQ(invoke(&N, "quitter", "{}", &r), 0);
     ASSERT_EQ(r.status, 502);
     ASSERT_CONTAINS(r.body, "exit code 7");
@@ -135,9 +140,11 @@ static void test_cannot_start(void)
 
 static void test_request_timeout(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"slowfn\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"timeout\":\"500ms\"}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf(
+            "{\"name\":\"slowfn\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"timeout\":\"500ms\"}",
+            testfn_path()),
+        201);
     struct resp r;
     long t0 = now_ms();
     ASSERT_EQ(invoke(&N, "slowfn", "{\"op\":\"hang\"}", &r), 0);
@@ -152,18 +159,22 @@ static void test_request_timeout(void)
 
 static void test_update_replaces_instances(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"ver\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"env\":{\"V\":\"1\"}}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf(
+            "{\"name\":\"ver\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"env\":{\"V\":\"1\"}}",
+            testfn_path()),
+        201);
     struct resp r;
     ASSERT_EQ(invoke(&N, "ver", "{\"op\":\"pid\"}", &r), 0);
     json_t *j = resp_json(&r);
     int pid1 = (int)json_integer_value(json_object_get(j, "pid"));
     json_decref(j);
     resp_free(&r);
-    ASSERT_EQ(deployf("{\"name\":\"ver\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"env\":{\"V\":\"2\"}}",
-                      testfn_path()),
-              200);
+    ASSERT_EQ(
+        deployf(
+            "{\"name\":\"ver\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"env\":{\"V\":\"2\"}}",
+            testfn_path()),
+        200);
     ASSERT_EQ(invoke(&N, "ver", "{\"op\":\"pid\"}", &r), 0);
     ASSERT_EQ(r.status, 200);
     j = resp_json(&r);
@@ -174,9 +185,10 @@ static void test_update_replaces_instances(void)
 
 static void test_sigterm_drains_in_flight(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"drain\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":8}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf("{\"name\":\"drain\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":8}",
+                testfn_path()),
+        201);
     struct resp r;
     ASSERT_EQ(invoke(&N, "drain", "{\"op\":\"pid\"}", &r), 0);
     resp_free(&r);
@@ -189,11 +201,14 @@ static void test_sigterm_drains_in_flight(void)
     }
     sleep_ms(300);
     kill(N.pid, SIGTERM);
-    for (int i = 0; i < NREQ; i++) pthread_join(t[i], NULL);
-    for (int i = 0; i < NREQ; i++) ASSERT_EQ(c[i].status, 200);
+    for (int i = 0; i < NREQ; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < NREQ; i++)
+        ASSERT_EQ(c[i].status, 200);
     int st = 0;
     long deadline = now_ms() + 10000;
-    while (waitpid(N.pid, &st, WNOHANG) != N.pid && now_ms() < deadline) sleep_ms(20);
+    while (waitpid(N.pid, &st, WNOHANG) != N.pid && now_ms() < deadline)
+        sleep_ms(20);
     ASSERT(WIFEXITED(st));
     ASSERT_EQ(WEXITSTATUS(st), 0);
     N.pid = 0;

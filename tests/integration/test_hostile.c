@@ -14,8 +14,8 @@ static struct node N;
 static char *attack(const char *dep, const char *what)
 {
     char in[512];
-    snprintf(in, sizeof(in), "{\"try\":\"%s\",\"pid\":%d,\"path\":\"%s/escaped\"}", what, (int)N.pid,
-             N.data);
+    snprintf(in, sizeof(in), "{\"try\":\"%s\",\"pid\":%d,\"path\":\"%s/escaped\"}", what,
+             (int)N.pid, N.data);
     struct resp r;
     invoke(&N, dep, in, &r);
     json_t *j = resp_json(&r);
@@ -29,8 +29,9 @@ static void deploy_hostile(const char *name, bool sandbox)
 {
     char m[1024], path[600];
     snprintf(path, sizeof(path), "%s/thaw-hostilefn", getenv("THAW_BUILD_DIR"));
-    snprintf(m, sizeof(m), "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"sandbox\":%s}",
-             name, path, sandbox ? "true" : "false");
+    snprintf(m, sizeof(m),
+             "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"sandbox\":%s}", name,
+             path, sandbox ? "true" : "false");
     if (deploy(&N, m) != 201) test_cur_failed_ = 1;
 }
 

@@ -31,10 +31,12 @@ static void test_cold_start(void)
 {
     /* standby_timeout 0: nothing is prewarmed, the first request is cold and
      * pays the function's 300 ms initialisation. */
-    ASSERT_EQ(deployf("{\"name\":\"cold\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"300\"],"
-                      "\"scale\":{\"standby_timeout\":0}}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf(
+            "{\"name\":\"cold\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"300\"],"
+            "\"scale\":{\"standby_timeout\":0}}",
+            testfn_path()),
+        201);
     sleep_ms(300);
     ASSERT_EQ(instances_in(&N, "cold", "ready") + instances_in(&N, "cold", "parked"), 0);
     struct resp r;
@@ -52,12 +54,14 @@ static void test_cold_start(void)
 
 static void test_standby_hides_init(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"sb\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"500\"]}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf("{\"name\":\"sb\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"500\"]}",
+                testfn_path()),
+        201);
     /* The prewarmed standby instance initialises, then parks. */
     long deadline = now_ms() + 5000;
-    while (instances_in(&N, "sb", "parked") != 1 && now_ms() < deadline) sleep_ms(50);
+    while (instances_in(&N, "sb", "parked") != 1 && now_ms() < deadline)
+        sleep_ms(50);
     ASSERT_EQ(instances_in(&N, "sb", "parked"), 1);
     struct resp r;
     char st[32];
@@ -94,10 +98,11 @@ static void *one_call(void *arg)
 
 static void test_scale_up_to_max_not_beyond(void)
 {
-    ASSERT_EQ(deployf("{\"name\":\"up\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":1,"
-                      "\"scale\":{\"max_instances\":3,\"queue_limit\":50,\"queue_timeout\":\"20s\"}}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf("{\"name\":\"up\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":1,"
+                "\"scale\":{\"max_instances\":3,\"queue_limit\":50,\"queue_timeout\":\"20s\"}}",
+                testfn_path()),
+        201);
     enum { NREQ = 9 };
     pthread_t t[NREQ];
     struct load l[NREQ];
@@ -113,12 +118,14 @@ static void test_scale_up_to_max_not_beyond(void)
         if (total > max_seen) max_seen = total;
         sleep_ms(50);
     }
-    for (int i = 0; i < NREQ; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < NREQ; i++)
+        pthread_join(t[i], NULL);
     int pids[NREQ], n_pids = 0;
     for (int i = 0; i < NREQ; i++) {
         ASSERT_EQ(l[i].status, 200);
         int seen = 0;
-        for (int j = 0; j < n_pids; j++) seen |= pids[j] == l[i].pid;
+        for (int j = 0; j < n_pids; j++)
+            seen |= pids[j] == l[i].pid;
         if (!seen) pids[n_pids++] = l[i].pid;
     }
     ASSERT_EQ(n_pids, 3);
@@ -139,14 +146,16 @@ static void test_back_to_standby_then_zero(void)
     resp_free(&r);
     ASSERT_EQ(instances_in(&N, "down", "ready"), 1);
     long deadline = now_ms() + 4000;
-    while (instances_in(&N, "down", "parked") != 1 && now_ms() < deadline) sleep_ms(50);
+    while (instances_in(&N, "down", "parked") != 1 && now_ms() < deadline)
+        sleep_ms(50);
     ASSERT_EQ(instances_in(&N, "down", "parked"), 1);
     ASSERT_EQ(instances_in(&N, "down", "ready"), 0);
     json_t *st = status_of(&N, "down");
     ASSERT_STR_EQ(json_string_value(json_object_get(st, "state")), "standby");
     json_decref(st);
     deadline = now_ms() + 4000;
-    while (instances_in(&N, "down", "parked") != 0 && now_ms() < deadline) sleep_ms(50);
+    while (instances_in(&N, "down", "parked") != 0 && now_ms() < deadline)
+        sleep_ms(50);
     sleep_ms(300);
     st = status_of(&N, "down");
     ASSERT_STR_EQ(json_string_value(json_object_get(st, "state")), "cold");
@@ -168,7 +177,8 @@ static void test_min_instances_stay_warm(void)
                       testfn_path()),
               201);
     long deadline = now_ms() + 3000;
-    while (instances_in(&N, "minw", "ready") != 2 && now_ms() < deadline) sleep_ms(50);
+    while (instances_in(&N, "minw", "ready") != 2 && now_ms() < deadline)
+        sleep_ms(50);
     ASSERT_EQ(instances_in(&N, "minw", "ready"), 2);
     sleep_ms(1800); /* well past idle_timeout and the stable window */
     ASSERT_EQ(instances_in(&N, "minw", "ready"), 2);
@@ -182,11 +192,12 @@ static void test_min_instances_stay_warm(void)
 static void test_held_then_503(void)
 {
     /* One instance, one request at a time, at most one held for 400 ms. */
-    ASSERT_EQ(deployf("{\"name\":\"q\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"200\"],"
-                      "\"concurrency\":1,\"scale\":{\"max_instances\":1,\"queue_limit\":1,"
-                      "\"queue_timeout\":\"400ms\",\"standby_timeout\":0}}",
-                      testfn_path()),
-              201);
+    ASSERT_EQ(
+        deployf("{\"name\":\"q\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"200\"],"
+                "\"concurrency\":1,\"scale\":{\"max_instances\":1,\"queue_limit\":1,"
+                "\"queue_timeout\":\"400ms\",\"standby_timeout\":0}}",
+                testfn_path()),
+        201);
     pthread_t t1, t2;
     struct load a = {"q", "{\"op\":\"sleep\",\"ms\":1200}", 0, 0};
     struct load b = {"q", "{\"op\":\"pid\"}", 0, 0};

@@ -41,8 +41,10 @@ static int make_key(const char *tenant, const char *scopes_json, const char *ext
     json_t *j = resp_json(&r);
     const char *k = json_string_value(json_object_get(j, "key"));
     int ok = r.status == 201 && k;
-    if (ok) snprintf(out, 128, "%s", k);
-    else fprintf(stderr, "  make_key -> %ld %s\n", r.status, r.body);
+    if (ok)
+        snprintf(out, 128, "%s", k);
+    else
+        fprintf(stderr, "  make_key -> %ld %s\n", r.status, r.body);
     json_decref(j);
     resp_free(&r);
     return ok ? 0 : -1;
@@ -52,7 +54,9 @@ static void test_setup_tenants(void)
 {
     ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"acme\"}"), 201);
     ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"beta\"}"), 201);
-    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"gamma\",\"limits\":{\"rps\":20,\"burst\":5}}"), 201);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants",
+                        "{\"name\":\"gamma\",\"limits\":{\"rps\":20,\"burst\":5}}"),
+              201);
     ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"acme\"}"), 409);
     ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"Bad Name\"}"), 400);
     ASSERT_EQ(make_key("acme", "[\"deploy\",\"invoke\"]", NULL, key_a), 0);
@@ -60,7 +64,8 @@ static void test_setup_tenants(void)
     ASSERT_EQ(make_key("beta", "[\"admin\"]", NULL, key_b), 0);
     ASSERT_EQ(make_key("gamma", "[\"read\"]", NULL, key_g), 0);
     char m[1024];
-    snprintf(m, sizeof(m), "{\"name\":\"a-fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}", testfn_path());
+    snprintf(m, sizeof(m), "{\"name\":\"a-fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
     struct resp r;
     ASSERT_EQ(call_as(key_a, "POST", "/v1/deployments", m, &r), 201);
     resp_free(&r);
@@ -69,13 +74,20 @@ static void test_setup_tenants(void)
 static void test_every_route_needs_a_key(void)
 {
     static const char *routes[][2] = {
-        {"GET", "/v1/deployments"},        {"POST", "/v1/deployments"},
-        {"GET", "/v1/deployments/a-fn"},   {"DELETE", "/v1/deployments/a-fn"},
-        {"POST", "/v1/deployments/a-fn/invoke"}, {"GET", "/v1/deployments/a-fn/grants"},
-        {"GET", "/v1/tenants"},            {"POST", "/v1/tenants"},
-        {"GET", "/v1/tenants/acme/keys"},  {"DELETE", "/v1/keys/0123456789abcdef"},
-        {"GET", "/v1/audit"},              {"GET", "/metrics"},
-        {"GET", "/v1/jobs"},               {"GET", "/no/such/route"},
+        {"GET", "/v1/deployments"},
+        {"POST", "/v1/deployments"},
+        {"GET", "/v1/deployments/a-fn"},
+        {"DELETE", "/v1/deployments/a-fn"},
+        {"POST", "/v1/deployments/a-fn/invoke"},
+        {"GET", "/v1/deployments/a-fn/grants"},
+        {"GET", "/v1/tenants"},
+        {"POST", "/v1/tenants"},
+        {"GET", "/v1/tenants/acme/keys"},
+        {"DELETE", "/v1/keys/0123456789abcdef"},
+        {"GET", "/v1/audit"},
+        {"GET", "/metrics"},
+        {"GET", "/v1/jobs"},
+        {"GET", "/no/such/route"},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         struct resp r;
@@ -87,10 +99,11 @@ static void test_every_route_needs_a_key(void)
             test_cur_failed_ = 1;
         }
         resp_free(&r);
-        st = status_as("thaw_0123456789abcdef_wrongwrongwrongwrongwrongwrongwrongwrong12", routes[i][0],
-                       routes[i][1], "{}");
+        st = status_as("thaw_0123456789abcdef_wrongwrongwrongwrongwrongwrongwrongwrong12",
+                       routes[i][0], routes[i][1], "{}");
         if (st != 401) {
-            fprintf(stderr, "  FAIL: %s %s with a bad key -> %ld\n", routes[i][0], routes[i][1], st);
+            fprintf(stderr, "  FAIL: %s %s with a bad key -> %ld\n", routes[i][0], routes[i][1],
+                    st);
             test_cur_failed_ = 1;
         }
     }
@@ -150,8 +163,10 @@ static void test_tenants_are_isolated(void)
 static void test_grants(void)
 {
     ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/invoke", "{}"), 404);
-    ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/grants", "{\"tenant\":\"beta\"}"), 404);
-    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments/a-fn/grants", "{\"tenant\":\"beta\"}"), 201);
+    ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/grants", "{\"tenant\":\"beta\"}"),
+              404);
+    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments/a-fn/grants", "{\"tenant\":\"beta\"}"),
+              201);
     ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/invoke", "{\"via\":\"grant\"}"), 200);
     ASSERT_EQ(status_as(key_b, "DELETE", "/v1/deployments/a-fn", NULL), 403); /* use, not own */
     ASSERT_EQ(status_as(key_a, "DELETE", "/v1/deployments/a-fn/grants/beta", NULL), 200);
@@ -244,9 +259,11 @@ static void test_audit_trail(void)
     snprintf(db, sizeof(db), "%s/thaw.db", N.data);
     sqlite3 *s;
     ASSERT_EQ(sqlite3_open(db, &s), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(s, "UPDATE audit SET target = 'forged' WHERE seq = 3", NULL, NULL, NULL), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(s, "UPDATE audit SET target = 'forged' WHERE seq = 3", NULL, NULL, NULL),
+              SQLITE_OK);
     sqlite3_close(s);
-    snprintf(cmd, sizeof(cmd), "THAW_KEK=%s %s audit verify --data %s 2>&1", TEST_KEK, thaw_path(), N.data);
+    snprintf(cmd, sizeof(cmd), "THAW_KEK=%s %s audit verify --data %s 2>&1", TEST_KEK, thaw_path(),
+             N.data);
     FILE *p = popen(cmd, "r");
     char out[1024] = "";
     size_t n = fread(out, 1, sizeof(out) - 1, p);
@@ -256,7 +273,9 @@ static void test_audit_trail(void)
     ASSERT_CONTAINS(out, "entry 3");
     /* Deleting an entry is caught too. */
     ASSERT_EQ(sqlite3_open(db, &s), SQLITE_OK);
-    sqlite3_exec(s, "UPDATE audit SET target = (SELECT target FROM audit WHERE seq = 4) WHERE seq = 3", NULL, NULL, NULL);
+    sqlite3_exec(s,
+                 "UPDATE audit SET target = (SELECT target FROM audit WHERE seq = 4) WHERE seq = 3",
+                 NULL, NULL, NULL);
     ASSERT_EQ(sqlite3_exec(s, "DELETE FROM audit WHERE seq = 5", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(s);
     p = popen(cmd, "r");

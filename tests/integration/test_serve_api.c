@@ -39,7 +39,9 @@ static void test_deploy_and_invoke(void)
     ASSERT_EQ(r.status, 200);
     json_t *j = resp_json(&r);
     ASSERT(j != NULL);
-    ASSERT_STR_EQ(json_string_value(json_object_get(json_array_get(json_object_get(j, "hello"), 2), "x")), "y");
+    ASSERT_STR_EQ(
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "hello"), 2), "x")),
+        "y");
     json_decref(j);
     char start[32];
     ASSERT(resp_header(&r, "x-thaw-start", start, sizeof(start)) != NULL);
@@ -71,8 +73,8 @@ static void expect_error(const char *method, const char *path, const char *body,
     const char *got = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
     const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
     if (r.status != status || !got || strcmp(got, code) != 0 || !msg || !*msg) {
-        fprintf(stderr, "  FAIL: %s %s -> %ld %s (wanted %ld %s)\n", method, path, r.status,
-                r.body, status, code);
+        fprintf(stderr, "  FAIL: %s %s -> %ld %s (wanted %ld %s)\n", method, path, r.status, r.body,
+                status, code);
         test_cur_failed_ = 1;
     }
     json_decref(j);
@@ -89,10 +91,14 @@ static void test_errors_are_json(void)
     expect_error("PUT", "/v1/deployments", "{}", 405, "method_not_allowed");
     expect_error("POST", "/v1/deployments/echo/invoke", "{not json", 400, "invalid_json");
     expect_error("POST", "/v1/deployments", "{\"name\":\"x\"}", 400, "invalid_manifest");
-    expect_error("POST", "/v1/deployments", "{\"name\":\"x\",\"runtime\":\"exec\",\"command\":[\"a\"],\"scale\":{\"max_instances\":0}}",
-                 400, "invalid_manifest");
+    expect_error(
+        "POST", "/v1/deployments",
+        "{\"name\":\"x\",\"runtime\":\"exec\",\"command\":[\"a\"],\"scale\":{\"max_instances\":0}}",
+        400, "invalid_manifest");
     struct resp r;
-    http(&N, "POST", "/v1/deployments", "{\"name\":\"x\",\"runtime\":\"exec\",\"command\":[\"a\"],\"concurrency\":\"lots\"}", NULL, &r);
+    http(&N, "POST", "/v1/deployments",
+         "{\"name\":\"x\",\"runtime\":\"exec\",\"command\":[\"a\"],\"concurrency\":\"lots\"}", NULL,
+         &r);
     ASSERT_EQ(r.status, 400);
     ASSERT_CONTAINS(r.body, "'concurrency'");
     resp_free(&r);
@@ -105,10 +111,11 @@ static void test_errors_are_json(void)
 static void test_input_schema(void)
 {
     char m[1024];
-    snprintf(m, sizeof(m),
-             "{\"name\":\"typed\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"input_schema\":"
-             "{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\"}}}}",
-             testfn_path());
+    snprintf(
+        m, sizeof(m),
+        "{\"name\":\"typed\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"input_schema\":"
+        "{\"type\":\"object\",\"required\":[\"n\"],\"properties\":{\"n\":{\"type\":\"integer\"}}}}",
+        testfn_path());
     ASSERT_EQ(deploy(&N, m), 201);
     struct resp r;
     ASSERT_EQ(invoke(&N, "typed", "{\"n\":\"seven\"}", &r), 0);
@@ -137,8 +144,9 @@ static void test_body_limits(void)
     free(big);
     /* No Content-Length on a POST: 411. */
     char out[2048];
-    const char *req = "POST /v1/deployments/echo/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                      "Authorization: Bearer " TEST_ADMIN_KEY "\r\n\r\n";
+    const char *req =
+        "POST /v1/deployments/echo/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Authorization: Bearer " TEST_ADMIN_KEY "\r\n\r\n";
     ASSERT_CMP(raw_exchange(&N, req, strlen(req), out, sizeof(out), 3000), >, 0);
     ASSERT_CONTAINS(out, "HTTP/1.1 411");
     ASSERT_CONTAINS(out, "\"length_required\"");
@@ -173,7 +181,8 @@ static void test_slow_client_is_cut_off(void)
      * disconnected, and others are served meanwhile. */
     long t0 = now_ms();
     char out[1024];
-    const char *partial = "POST /v1/deployments/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":";
+    const char *partial = "POST /v1/deployments/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                          "100\r\n\r\n{\"a\":";
     int n = raw_exchange(&N, partial, strlen(partial), out, sizeof(out), 8000);
     long took = now_ms() - t0;
     ASSERT_CMP(n, >=, 0);
@@ -183,7 +192,8 @@ static void test_slow_client_is_cut_off(void)
 
 static size_t sse_collect(char *d, size_t s, size_t n, void *arg)
 {
-    strncat((char *)arg, d, 8191 - strlen((char *)arg) < s * n ? 8191 - strlen((char *)arg) : s * n);
+    strncat((char *)arg, d,
+            8191 - strlen((char *)arg) < s * n ? 8191 - strlen((char *)arg) : s * n);
     return s * n;
 }
 
@@ -211,7 +221,8 @@ static void test_sse_stream(void)
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     ASSERT_CONTAINS(body, "event: chunk\ndata: \"tok0 \"\n\n");
-    char *t4 = strstr(body, "\"tok4 \""), *t0 = strstr(body, "\"tok0 \""), *done = strstr(body, "event: done\ndata: null");
+    char *t4 = strstr(body, "\"tok4 \""), *t0 = strstr(body, "\"tok0 \""),
+         *done = strstr(body, "event: done\ndata: null");
     ASSERT(t0 && t4 && done && t0 < t4 && t4 < done);
     /* Without SSE the chunks are joined into the answer. */
     struct resp r;
@@ -229,7 +240,11 @@ static void test_function_error_and_stderr(void)
     ASSERT_CONTAINS(r.body, "\"function_error\"");
     ASSERT_CONTAINS(r.body, "bad thing");
     resp_free(&r);
-    ASSERT_EQ(invoke(&N, "fn", "{\"op\":\"stderr\",\"text\":\"diagnostic-marker-42 for jane.doe@example.com card 4111 1111 1111 1111\"}", &r), 0);
+    ASSERT_EQ(invoke(&N, "fn",
+                     "{\"op\":\"stderr\",\"text\":\"diagnostic-marker-42 for jane.doe@example.com "
+                     "card 4111 1111 1111 1111\"}",
+                     &r),
+              0);
     ASSERT_EQ(r.status, 200);
     resp_free(&r);
     sleep_ms(200);
@@ -262,7 +277,8 @@ static void test_metrics(void)
     ASSERT_EQ(http(&N, "GET", "/metrics", NULL, NULL, &r), 0);
     ASSERT_EQ(r.status, 200);
     ASSERT_CONTAINS(r.body, "thaw_requests_total{deployment=\"echo\",code=\"200\"}");
-    ASSERT_CONTAINS(r.body, "thaw_request_duration_seconds_bucket{deployment=\"echo\",le=\"+Inf\"}");
+    ASSERT_CONTAINS(r.body,
+                    "thaw_request_duration_seconds_bucket{deployment=\"echo\",le=\"+Inf\"}");
     ASSERT_CONTAINS(r.body, "thaw_instances{deployment=\"echo\",state=\"ready\"}");
     ASSERT_CONTAINS(r.body, "# TYPE thaw_cold_starts_total counter");
     ASSERT_CONTAINS(r.body, "thaw_held_requests{deployment=\"echo\"}");
@@ -280,7 +296,8 @@ static void test_list_and_delete(void)
     ASSERT_EQ(json_array_size(json_object_get(j, "deployments")), 3);
     json_decref(j);
     resp_free(&r);
-    ASSERT_EQ(deploy(&N, "{\"name\":\"tmp\",\"runtime\":\"exec\",\"command\":[\"/bin/cat\"]}"), 201);
+    ASSERT_EQ(deploy(&N, "{\"name\":\"tmp\",\"runtime\":\"exec\",\"command\":[\"/bin/cat\"]}"),
+              201);
     ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/tmp", NULL, NULL, &r), 0);
     ASSERT_EQ(r.status, 200);
     resp_free(&r);
@@ -330,7 +347,8 @@ static void test_cli(void)
     ASSERT_CONTAINS(out, "created cli-fn");
     ASSERT_EQ(run_cli("invoke cli-fn -d '{\"k\":\"v\"}'", out, sizeof(out)), 0);
     ASSERT_CONTAINS(out, "{\"k\":\"v\"}");
-    ASSERT_EQ(run_cli("invoke cli-fn --stream -d '{\"op\":\"stream\",\"n\":3}'", out, sizeof(out)), 0);
+    ASSERT_EQ(run_cli("invoke cli-fn --stream -d '{\"op\":\"stream\",\"n\":3}'", out, sizeof(out)),
+              0);
     ASSERT_CONTAINS(out, "tok0 tok1 tok2");
     ASSERT_EQ(run_cli("ls", out, sizeof(out)), 0);
     ASSERT_CONTAINS(out, "cli-fn");
@@ -360,7 +378,8 @@ int main(void)
              "\"limits\":{\"max_body_size\":4096}}",
              testfn_path());
     char fn[1024];
-    snprintf(fn, sizeof(fn), "{\"name\":\"fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}", testfn_path());
+    snprintf(fn, sizeof(fn), "{\"name\":\"fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
     RUN(test_health_and_ready);
     RUN(test_deploy_and_invoke);
     if (deploy(&N, fn) != 201) fprintf(stderr, "deploy fn failed\n");

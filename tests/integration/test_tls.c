@@ -77,9 +77,11 @@ static void test_https_verified(void)
     ASSERT_EQ(https_get("/healthz", ca, CURL_SSLVERSION_MAX_TLSv1_1, NULL, 0), 0);
     /* The CLI verifies with --cacert. */
     ASSERT_EQ(sh("THAW_KEY=%s %s ls --server https://127.0.0.1:%d --cacert %s >/dev/null 2>&1",
-                 TEST_ADMIN_KEY, thaw_path(), N.port, ca), 0);
+                 TEST_ADMIN_KEY, thaw_path(), N.port, ca),
+              0);
     ASSERT_EQ(sh("THAW_KEY=%s %s ls --server https://127.0.0.1:%d >/dev/null 2>&1", TEST_ADMIN_KEY,
-                 thaw_path(), N.port), 4);
+                 thaw_path(), N.port),
+              4);
 }
 
 static void test_plain_http_refused(void)

@@ -41,9 +41,9 @@ static void test_precedence(void)
     ASSERT_EQ(node_config_load(&c, 6, argv, &err), 0);
     ASSERT_STR_EQ(c.data_dir, "/from/file"); /* file only */
     ASSERT_STR_EQ(c.log_level, "debug");
-    ASSERT_STR_EQ(c.host, "127.0.0.2");      /* env over file */
+    ASSERT_STR_EQ(c.host, "127.0.0.2"); /* env over file */
     ASSERT_EQ(c.port, 2000);
-    ASSERT_EQ(c.threads, 7);                 /* flag over env */
+    ASSERT_EQ(c.threads, 7); /* flag over env */
     ASSERT_EQ(c.drain_timeout_ms, 2000);
     unsetenv("THAW_LISTEN");
     unsetenv("THAW_THREADS");
@@ -76,7 +76,8 @@ static void test_errors_name_the_setting(void)
     expect_bad(3, (char *[]){"serve", "--config", cfg_path, NULL}, "invalid YAML");
     write_config("colour: blue\n");
     expect_bad(3, (char *[]){"serve", "--config", cfg_path, NULL}, "unknown setting 'colour'");
-    expect_bad(3, (char *[]){"serve", "--config", "/no/such/file.yaml", NULL}, "cannot read config");
+    expect_bad(3, (char *[]){"serve", "--config", "/no/such/file.yaml", NULL},
+               "cannot read config");
 }
 
 int main(void)

@@ -35,8 +35,8 @@ static void test_log_line_is_json(void)
 static void test_metrics_render(void)
 {
     const char *labels[] = {"deployment", "code", NULL};
-    struct metric_family *c = obs_metric_family("t_requests_total", "Requests.", METRIC_COUNTER,
-                                                labels, NULL, 0);
+    struct metric_family *c =
+        obs_metric_family("t_requests_total", "Requests.", METRIC_COUNTER, labels, NULL, 0);
     struct metric_series *s = obs_metric_series(c, (const char *[]){"echo", "200"});
     ASSERT(s == obs_metric_series(c, (const char *[]){"echo", "200"}));
     obs_metric_add(s, 1);

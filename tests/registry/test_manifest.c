@@ -27,8 +27,8 @@ static void expect_error(const char *text, const char *needle)
 
 static void test_json_manifest_with_defaults(void)
 {
-    struct deploy_spec *s =
-        parse_ok("{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"/bin/cat\",\"-u\"]}", NULL);
+    struct deploy_spec *s = parse_ok(
+        "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"/bin/cat\",\"-u\"]}", NULL);
     ASSERT(s != NULL);
     ASSERT_STR_EQ(s->name, "echo");
     ASSERT_STR_EQ(s->command[0], "/bin/cat");
@@ -121,7 +121,8 @@ static void test_deep_yaml_is_refused(void)
 {
     struct buf b = {0};
     buf_append_str(&b, "name: ");
-    for (int i = 0; i < 100; i++) buf_append_str(&b, "[");
+    for (int i = 0; i < 100; i++)
+        buf_append_str(&b, "[");
     struct deploy_spec *s = NULL;
     struct thaw_err err = {0};
     ASSERT_EQ(registry_spec_parse(b.data, b.len, "yaml", &s, &err), THAW_EINVAL);

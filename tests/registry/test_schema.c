@@ -45,7 +45,8 @@ static void test_validation_paths(void)
 {
     expect_valid(user, "{\"name\":\"ada\",\"age\":36}");
     expect_valid(user, "{\"name\":\"ada\",\"age\":36.0,\"tags\":[\"a\",\"b\"],\"nick\":null}");
-    expect_valid(user, "{\"name\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\",\"age\":1}"); /* 5 chars */
+    expect_valid(user,
+                 "{\"name\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\",\"age\":1}"); /* 5 chars */
     expect_invalid(user, "[]", "input: expected object");
     expect_invalid(user, "{\"name\":\"ada\"}", "input: is missing required property 'age'");
     expect_invalid(user, "{\"name\":\"ada\",\"age\":\"36\"}", "input.age: expected integer");
@@ -53,10 +54,14 @@ static void test_validation_paths(void)
     expect_invalid(user, "{\"name\":\"ada\",\"age\":200}", "input.age: is above the maximum");
     expect_invalid(user, "{\"name\":\"\",\"age\":1}", "input.name: is too short");
     expect_invalid(user, "{\"name\":\"abcdef\",\"age\":1}", "input.name: is too long");
-    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"tags\":[\"a\",\"c\"]}", "input.tags[1]: is not one of");
-    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"tags\":[\"a\",\"a\",\"a\"]}", "input.tags: has too many");
-    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"nick\":3}", "input.nick: has none of the allowed types");
-    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"x\":1}", "input.x: is not an allowed property");
+    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"tags\":[\"a\",\"c\"]}",
+                   "input.tags[1]: is not one of");
+    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"tags\":[\"a\",\"a\",\"a\"]}",
+                   "input.tags: has too many");
+    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"nick\":3}",
+                   "input.nick: has none of the allowed types");
+    expect_invalid(user, "{\"name\":\"a\",\"age\":1,\"x\":1}",
+                   "input.x: is not an allowed property");
 }
 
 static void test_unsupported_schemas_refused(void)
@@ -73,7 +78,8 @@ static void test_unsupported_schemas_refused(void)
     ASSERT_EQ(registry_schema_check(s, &err), 0);
     json_decref(s);
     /* Through a manifest. */
-    const char *m = "{\"name\":\"s\",\"runtime\":\"exec\",\"command\":[\"x\"],\"input_schema\":{\"oneOf\":[]}}";
+    const char *m =
+        "{\"name\":\"s\",\"runtime\":\"exec\",\"command\":[\"x\"],\"input_schema\":{\"oneOf\":[]}}";
     struct deploy_spec *spec = NULL;
     ASSERT_EQ(registry_spec_parse(m, strlen(m), NULL, &spec, &err), THAW_EINVAL);
     ASSERT_CONTAINS(err.msg, "oneOf");

@@ -20,8 +20,12 @@ static void test_stable_sizing(void)
     struct autoscale_memory m = {0};
     const char *why;
     /* concurrency 4 per instance at 50% target: 2 in flight per instance. */
-    struct autoscale_input in = {.stable_avg = 5.0, .panic_avg = 5.0, .current = 3, .ready = 3,
-                                 .now_ms = 1000000, .last_request_ms = 999000};
+    struct autoscale_input in = {.stable_avg = 5.0,
+                                 .panic_avg = 5.0,
+                                 .current = 3,
+                                 .ready = 3,
+                                 .now_ms = 1000000,
+                                 .last_request_ms = 999000};
     ASSERT_EQ(autoscale_decide(&c, 4, &in, &m, &why), 3); /* ceil(5 / 2) */
     ASSERT(!m.panicking);
     in.stable_avg = in.panic_avg = 4.0;
@@ -38,8 +42,12 @@ static void test_panic_scales_fast_and_holds(void)
     struct autoscale_memory m = {0};
     const char *why;
     /* A burst: the panic window sees 12 in flight, the stable window 2. */
-    struct autoscale_input in = {.stable_avg = 2, .panic_avg = 12, .current = 1, .ready = 1,
-                                 .now_ms = 1000000, .last_request_ms = 1000000};
+    struct autoscale_input in = {.stable_avg = 2,
+                                 .panic_avg = 12,
+                                 .current = 1,
+                                 .ready = 1,
+                                 .now_ms = 1000000,
+                                 .last_request_ms = 1000000};
     ASSERT_EQ(autoscale_decide(&c, 4, &in, &m, &why), 6);
     ASSERT(m.panicking);
     ASSERT_CONTAINS(why, "panic");
@@ -63,8 +71,13 @@ static void test_never_below_current_demand(void)
     struct autoscale_memory m = {0};
     const char *why;
     /* The windows have not caught up with a sudden queue of 9 requests. */
-    struct autoscale_input in = {.stable_avg = 0.1, .panic_avg = 0.1, .current = 3, .ready = 2,
-                                 .now_ms = 5000, .last_request_ms = 5000, .demand = 9};
+    struct autoscale_input in = {.stable_avg = 0.1,
+                                 .panic_avg = 0.1,
+                                 .current = 3,
+                                 .ready = 2,
+                                 .now_ms = 5000,
+                                 .last_request_ms = 5000,
+                                 .demand = 9};
     ASSERT_EQ(autoscale_decide(&c, 4, &in, &m, &why), 3);
     ASSERT_CONTAINS(why, "now");
 }
@@ -74,8 +87,12 @@ static void test_idle_and_min(void)
     struct deploy_scale c = cfg();
     struct autoscale_memory m = {0};
     const char *why;
-    struct autoscale_input in = {.stable_avg = 0, .panic_avg = 0, .current = 1, .ready = 1,
-                                 .now_ms = 100000, .last_request_ms = 90000};
+    struct autoscale_input in = {.stable_avg = 0,
+                                 .panic_avg = 0,
+                                 .current = 1,
+                                 .ready = 1,
+                                 .now_ms = 100000,
+                                 .last_request_ms = 90000};
     ASSERT_EQ(autoscale_decide(&c, 4, &in, &m, &why), 1); /* within idle_timeout */
     ASSERT_CONTAINS(why, "idle_timeout");
     in.last_request_ms = 10000;
