@@ -96,7 +96,8 @@ static void child_report(int error, const struct security_sandbox_report *sr)
  * glibc makes malloc safe after fork, which the sandbox's filter building
  * needs; nothing else here takes a lock another thread could hold. */
 static void child_exec(const struct instance_launch *l, const struct instance_proc *p,
-                       const char *program, char **env)
+                       const char *program, char **env,
+                       const struct security_seccomp_prog *filter)
 {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -131,6 +132,7 @@ static void child_exec(const struct instance_launch *l, const struct instance_pr
                                  : 0,
         .write_dirs = l->sandbox ? (const char *const[]){p->tmpdir, dir, NULL} : NULL,
         .report = &sr,
+        .compiled = filter,
     };
     struct thaw_err err = {0};
     if (security_sandbox_apply(&sb, &err) != 0) {
@@ -194,7 +196,16 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out, s
         rc = thaw_errf(err, -errno, "cannot create instance pipes: %s", strerror(errno));
         goto fail;
     }
+    /* The filter names the exact program pointer the child will execve. */
+    struct security_seccomp_prog *filter = NULL;
+    if (l->sandbox) {
+        struct security_sandbox sb = {.profile = SECURITY_SECCOMP_EXEC,
+                                      .allow_network = l->allow_network,
+                                      .exec_path = program};
+        if ((rc = security_seccomp_compile(&sb, &filter, err))) goto fail;
+    }
     pid_t pid = fork();
+    if (pid != 0) security_seccomp_prog_free(filter);
     if (pid < 0) {
         rc = thaw_errf(err, -errno, "fork failed: %s", strerror(errno));
         goto fail;
@@ -205,7 +216,7 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out, s
         if (dup2(sv[1], 0) < 0 || dup2(sv[1], 1) < 0 || dup2(errp[1], 2) < 0 ||
             dup2(rep[1], 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
             _exit(127);
-        child_exec(l, out, program, env);
+        child_exec(l, out, program, env, filter);
     }
     out->pid = pid;
     close(sv[1]);

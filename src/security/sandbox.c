@@ -8,7 +8,11 @@
 #include <grp.h>
 #include <linux/landlock.h>
 #include <sched.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -398,10 +402,58 @@ static int add_profile_rules(scmp_filter_ctx ctx, const struct security_sandbox 
     return deny_families(ctx, SCMP_SYS(socketpair), unix_only);
 }
 
+struct security_seccomp_prog {
+    struct sock_fprog fprog;
+};
+
+int security_seccomp_compile(const struct security_sandbox *cfg,
+                             struct security_seccomp_prog **out, struct thaw_err *err)
+{
+    *out = NULL;
+    if (cfg->profile != SECURITY_SECCOMP_BUILTIN && cfg->profile != SECURITY_SECCOMP_EXEC)
+        return thaw_errf(err, THAW_EINVAL, "sandbox: no seccomp profile to compile");
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) return thaw_errf(err, THAW_ENOMEM, "sandbox: seccomp_init failed");
+    int rc = add_profile_rules(ctx, cfg);
+    int fd = rc ? -1 : memfd_create("thaw-seccomp", MFD_CLOEXEC);
+    if (!rc && fd < 0) rc = -errno;
+    if (!rc) rc = seccomp_export_bpf(ctx, fd);
+    seccomp_release(ctx);
+    off_t size = rc ? 0 : lseek(fd, 0, SEEK_END);
+    struct security_seccomp_prog *p = NULL;
+    if (!rc && (size <= 0 || size % (off_t)sizeof(struct sock_filter) ||
+                size > (off_t)(sizeof(struct sock_filter) * 65535)))
+        rc = -EINVAL;
+    if (!rc && !(p = calloc(1, sizeof(*p) + (size_t)size))) rc = -ENOMEM;
+    if (!rc) {
+        p->fprog.len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
+        p->fprog.filter = (struct sock_filter *)(p + 1);
+        if (pread(fd, p->fprog.filter, (size_t)size, 0) != size) rc = -EIO;
+    }
+    if (fd >= 0) close(fd);
+    if (rc) {
+        free(p);
+        return thaw_errf(err, rc, "sandbox: compiling the seccomp filter: %s", strerror(-rc));
+    }
+    *out = p;
+    return 0;
+}
+
+void security_seccomp_prog_free(struct security_seccomp_prog *p)
+{
+    free(p);
+}
+
 static int apply_seccomp(const struct security_sandbox *cfg, struct security_sandbox_report *r,
                          struct thaw_err *err)
 {
     if (cfg->profile == SECURITY_SECCOMP_NONE) return 0;
+    if (cfg->compiled) {
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &cfg->compiled->fprog) != 0)
+            return thaw_errf(err, -errno, "sandbox: loading the seccomp filter: %s", strerror(errno));
+        r->seccomp = true;
+        return 0;
+    }
     if (cfg->profile != SECURITY_SECCOMP_BUILTIN && cfg->profile != SECURITY_SECCOMP_EXEC)
         return thaw_errf(err, THAW_EINVAL, "sandbox: unknown seccomp profile %d", cfg->profile);
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);

@@ -560,7 +560,20 @@ struct security_sandbox {
     const char *const *read_dirs;
     bool require_landlock;
     struct security_sandbox_report *report; /* optional; filled */
+    /* Optional: the seccomp filter compiled before fork (see
+     * security_seccomp_compile). Building a filter allocates, and after a
+     * fork from a threaded process only glibc's malloc is safe to use (a
+     * sanitizer's allocator can deadlock): with it the child allocates
+     * nothing. */
+    const struct security_seccomp_prog *compiled;
 };
+
+/* A seccomp filter compiled to BPF for cfg's profile (exec_path included),
+ * to pass as cfg->compiled to a child. Free with security_seccomp_prog_free. */
+struct security_seccomp_prog;
+int security_seccomp_compile(const struct security_sandbox *cfg,
+                             struct security_seccomp_prog **out, struct thaw_err *err);
+void security_seccomp_prog_free(struct security_seccomp_prog *p);
 
 /* An instance's private scratch directory: creates base/<prefix>.XXXXXX
  * with mode 0700 and writes its path (NUL-terminated) into out[0..n).
