@@ -285,6 +285,7 @@ int jobs_cancel(struct jobs *j, const char *id, json_t **out, struct thaw_err *e
     if (!rc) {
         pthread_mutex_lock(&j->lock);
         if ((d = jobs_dep(j, job.deployment)) && d->active > 0) d->active--;
+        if (now + ttl < j->expire_due_ms) j->expire_due_ms = now + ttl;
         pthread_mutex_unlock(&j->lock);
         jobs_fire_waiters(j, id, 0);
     }
@@ -410,6 +411,7 @@ int jobs_webhook_replay(struct jobs *j, int64_t id, int *n, struct thaw_err *err
 {
     int rc = store_webhook_replay(j->cfg.store, id, jobs_wall_ms(), n, err);
     pthread_mutex_lock(&j->lock);
+    j->hook_kick = true;
     pthread_cond_signal(&j->hook_cv);
     pthread_mutex_unlock(&j->lock);
     return rc;

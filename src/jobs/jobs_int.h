@@ -69,7 +69,9 @@ struct jobs {
     _Atomic int n_running;
     pthread_mutex_t wait_lock; /* guards waiters only; never held with lock */
     struct jwaiter *waiters;
-    int64_t next_expire_ms;
+    int64_t next_expire_ms; /* at most one expiry pass a second */
+    int64_t expire_due_ms;  /* earliest result expiry known (0: look at start) */
+    bool hook_kick;         /* a delivery was queued: the webhook thread looks now */
 
     /* Submissions waiting for the committer. */
     struct jobs_request **pending;

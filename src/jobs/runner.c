@@ -224,13 +224,18 @@ static void record(struct jobs *j, struct jrun *runs)
         if (os[i].new_state >= STORE_JOB_SUCCEEDED) {
             if (d->active > 0) d->active--;
             hooks |= os[i].webhook_body != NULL;
+            if (os[i].new_state != STORE_JOB_DEAD && os[i].expires_ms < j->expire_due_ms)
+                j->expire_due_ms = os[i].expires_ms;
         } else if (os[i].run_at_ms <= now) {
             d->kick = true;
         } else if (d->next_due_ms == 0 || os[i].run_at_ms < d->next_due_ms) {
             d->next_due_ms = os[i].run_at_ms;
         }
     }
-    if (hooks) pthread_cond_signal(&j->hook_cv);
+    if (hooks) {
+        j->hook_kick = true;
+        pthread_cond_signal(&j->hook_cv);
+    }
     pthread_mutex_unlock(&j->lock);
     for (i = 0; ps && i < n; i++) {
         if (!rc) log_outcome(j, &ps[i]);
@@ -320,6 +325,8 @@ static size_t wants(struct jobs *j, int64_t now, struct want *out, size_t max)
 {
     size_t n = 0;
     for (struct jdep *d = j->deps; d && n < max; d = d->next) {
+        /* Idle deployments are not re-read every second. */
+        if (d->active == 0) continue;
         jobs_dep(j, d->name); /* refresh a stale spec */
         /* Jobs of a deleted deployment still run: scale answers 404 and
          * they fail instead of waiting forever. */
@@ -456,9 +463,16 @@ static void renew(struct jobs *j, int64_t now)
         OBS_LOG(LOG_ERROR, "job_renew_failed", LOG_S("error", err.msg));
 }
 
+/* Expiry passes run when a result is due to expire (and every ten minutes
+ * for tombstones and keys), not on every tick: an idle node stays idle. */
 static void maintain(struct jobs *j, int64_t now)
 {
     if (now < j->next_expire_ms) return;
+    pthread_mutex_lock(&j->lock);
+    bool due = now >= j->expire_due_ms;
+    if (due) j->expire_due_ms = now + 600000;
+    pthread_mutex_unlock(&j->lock);
+    if (!due) return;
     j->next_expire_ms = now + EXPIRE_EVERY_MS;
     struct thaw_err err = {0};
     int n = store_job_expire(j->cfg.store, now, j->cfg.tombstone_ms, &err);

@@ -270,11 +270,13 @@ static void handle(struct jobs *j, struct store_webhook *w)
                 LOG_S("outcome", state == 2 ? "dead" : "retry"));
 }
 
+/* Waits for the next due delivery or a kick (a new delivery), at most a
+ * minute: an idle node does not poll the store every second. */
 static void wait_until(struct jobs *j, int64_t wall_ms)
 {
     int64_t now = jobs_wall_ms();
     int64_t ms = wall_ms - now;
-    if (ms > 1000) ms = 1000;
+    if (ms > 60000) ms = 60000;
     if (ms <= 0) return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -285,7 +287,8 @@ static void wait_until(struct jobs *j, int64_t wall_ms)
         ts.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&j->lock);
-    if (!j->stopping) pthread_cond_timedwait(&j->hook_cv, &j->lock, &ts);
+    if (!j->stopping && !j->hook_kick) pthread_cond_timedwait(&j->hook_cv, &j->lock, &ts);
+    j->hook_kick = false;
     pthread_mutex_unlock(&j->lock);
 }
 
@@ -305,6 +308,9 @@ void *jobs_webhook_main(void *arg)
             store_webhook_clear(&due[i]);
         }
         if (n > 0) continue;
+        pthread_mutex_lock(&j->lock);
+        j->hook_kick = false; /* everything queued until now was looked at */
+        pthread_mutex_unlock(&j->lock);
         int64_t next = INT64_MAX;
         if (store_webhook_next(j->cfg.store, &next, &err)) next = jobs_wall_ms() + 1000;
         wait_until(j, next);
