@@ -71,7 +71,8 @@ static int find_port(const char *log)
 int node_start(struct node *n, const char *const *extra)
 {
     if (!n->data[0]) {
-        snprintf(n->data, sizeof(n->data), "/tmp/thaw-it-XXXXXX");
+        const char *tmp = getenv("TMPDIR");
+        snprintf(n->data, sizeof(n->data), "%s/thaw-it-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (!mkdtemp(n->data)) return -1;
     }
     snprintf(n->log, sizeof(n->log), "%s.log", n->data);
