@@ -403,7 +403,9 @@ void pool_inst_died(struct inst *in, const char *why)
     instance_signal(&in->proc, SIGKILL);
     int status = 0;
     char how[96] = "unknown status";
-    if (in->proc.pid > 0 && waitpid(in->proc.pid, &status, 0) == in->proc.pid)
+    if (in->reaped)
+        instance_describe_exit(in->exit_status, how, sizeof(how));
+    else if (in->proc.pid > 0 && waitpid(in->proc.pid, &status, 0) == in->proc.pid)
         instance_describe_exit(status, how, sizeof(how));
     in->proc.pid = -1;
     bool expected = in->state == INST_STOPPING;
@@ -659,11 +661,11 @@ void pool_reap(struct pool *p)
         next = in->next;
         int status;
         if (in->proc.pid > 0 && instance_reap(in->proc.pid, &status) == 1) {
-            char how[96];
-            instance_describe_exit(status, how, sizeof(how));
             instance_signal(&in->proc, SIGKILL); /* the rest of its group */
             in->proc.pid = -1;
-            pool_inst_died(in, how);
+            in->reaped = true;
+            in->exit_status = status;
+            pool_inst_died(in, NULL);
         }
     }
 }

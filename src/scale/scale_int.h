@@ -44,6 +44,8 @@ struct inst {
     int n_slots;
     struct slot *slots;
     uint64_t next_id;
+    bool reaped;     /* the SIGCHLD path collected the exit status below */
+    int exit_status;
 };
 
 #define SAMPLE_RING 4096
