@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,10 +224,20 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out, s
     close(errp[1]);
     close(rep[1]);
     sv[1] = errp[1] = rep[1] = -1;
-    /* Read reports until every copy of the pipe closed (at exec). */
+    /* Read reports until every copy of the pipe closed (at exec). The
+     * scale thread waits here, so a child stuck before exec is bounded. */
     struct child_report r, last = {0};
     ssize_t n;
-    while ((n = read(rep[0], &r, sizeof(r))) != 0) {
+    for (;;) {
+        struct pollfd pfd = {rep[0], POLLIN, 0};
+        int ready = poll(&pfd, 1, 5000);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) {
+            last.error = ETIMEDOUT;
+            instance_signal(out, SIGKILL);
+            break;
+        }
+        n = read(rep[0], &r, sizeof(r));
         if (n < 0 && errno == EINTR) continue;
         if (n != (ssize_t)sizeof(r)) break;
         last = r;
