@@ -105,6 +105,12 @@ void access_admit(struct access *a, const struct access_principal *p, struct acc
 void access_release(struct access *a, const struct access_principal *p,
                     const struct access_admission *adm);
 
+/* Adds n tokens (prompt + output of an answered request) to the daily token
+ * counts of p's key and tenant. Counted after the fact (a request may end
+ * past the limit), the next one is then refused by access_admit
+ * ("daily_tokens"). */
+void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n);
+
 /* Encryption at rest of user content (job payloads, results, cached
  * answers): sealed under the tenant's current data key, bound to purpose.
  * The blob names its tenant, so unseal needs only the purpose. Data keys

@@ -114,7 +114,42 @@ void access_admit(struct access *a, const struct access_principal *p, struct acc
             return;
         }
     }
+    for (int i = 0; i < 2; i++) {
+        char tok[88];
+        snprintf(tok, sizeof(tok), "tok:%s", dkeys[i]);
+        if (!daily[i]->daily_tokens ||
+            security_quota_consume(a->quota, tok, daily[i]->daily_tokens, 0, wall_s, &q) ||
+            q.remaining > 0)
+            continue;
+        access_release(a, p, out);
+        out->holds_key_slot = out->holds_tenant_slot = false;
+        out->reason = "daily_tokens";
+        out->retry_after_s = q.reset_s ? q.reset_s : 60;
+        return;
+    }
     out->allowed = true;
+}
+
+void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n)
+{
+    struct access_limits tl = {0}, kl = {0};
+    pthread_rwlock_rdlock(&a->lock);
+    struct access_tenant *t = access_find_tenant(a, p->tenant);
+    struct access_key *k = access_find_key(a, p->key_id);
+    if (t) tl = t->limits;
+    if (k) kl = k->limits;
+    pthread_rwlock_unlock(&a->lock);
+    const struct access_limits *daily[2] = {&kl, &tl};
+    char keys[2][88];
+    snprintf(keys[0], sizeof(keys[0]), "tok:k:%s", p->key_id);
+    snprintf(keys[1], sizeof(keys[1]), "tok:t:%s", p->tenant);
+    int64_t wall_s = time_wall_ms() / 1000;
+    for (int i = 0; i < 2; i++) {
+        uint64_t limit = daily[i]->daily_tokens;
+        struct security_quota_result q;
+        if (!limit || n == 0) continue;
+        security_quota_add(a->quota, keys[i], limit, n, wall_s, &q);
+    }
 }
 
 void access_release(struct access *a, const struct access_principal *p,

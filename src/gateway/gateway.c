@@ -169,10 +169,12 @@ void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec, con
             gw->cap_deps = cap;
         }
         memset(&gw->deps[i], 0, sizeof(gw->deps[i]));
+        gw->deps[i].known_at = time_wall_ms() / 1000;
         gw->n_deps++;
     }
     str_copy(gw->deps[i].name, spec->name, sizeof(gw->deps[i].name));
     str_copy(gw->deps[i].owner, owner ? owner : "", sizeof(gw->deps[i].owner));
+    str_copy(gw->deps[i].runtime, spec->runtime ? spec->runtime : "", sizeof(gw->deps[i].runtime));
     json_decref(gw->deps[i].input_schema);
     gw->deps[i].input_schema = spec->input_schema ? json_deep_copy(spec->input_schema) : NULL;
     gw->deps[i].max_body_bytes = spec->limits.max_body_bytes;
@@ -343,6 +345,10 @@ struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, st
     gw->f_duration = obs_metric_family(
         "thaw_request_duration_seconds", "Time from request to complete answer.",
         METRIC_HISTOGRAM, (const char *[]){"deployment", NULL}, buckets, (int)ARRAY_LEN(buckets));
+    gw->f_tokens = obs_metric_family("thaw_tokens_total",
+                                     "Tokens processed by llm and embed deployments.",
+                                     METRIC_COUNTER,
+                                     (const char *[]){"deployment", "tenant", "kind", NULL}, NULL, 0);
     int port = cfg->port;
     for (int i = 0; i < n; i++) {
         int fd = listen_socket(cfg->host, port, err);

@@ -56,6 +56,8 @@ struct gw_worker {
 struct gw_deployment {
     char name[DEPLOY_NAME_MAX + 1];
     char owner[ACCESS_NAME_MAX + 1];
+    char runtime[8];  /* "exec", "llm", "embed" */
+    int64_t known_at; /* unix seconds this node first saw it (OpenAI's "created") */
     int64_t max_body_bytes;
     json_t *input_schema; /* owned by the table; use through gw_validate_input */
 };
@@ -82,7 +84,7 @@ struct gateway {
     struct gw_deployment *deps;
     size_t n_deps, cap_deps;
 
-    struct metric_family *f_requests, *f_duration;
+    struct metric_family *f_requests, *f_duration, *f_tokens;
     struct jobs *jobs; /* jobs: set by gw_set_jobs, NULL = none */
 
     pthread_mutex_t tls_lock;
@@ -93,6 +95,9 @@ int gw_tls_load(struct gateway *gw, struct thaw_err *err);
 struct bufferevent *gw_tls_bevcb(struct event_base *base, void *arg);
 void gw_tls_free(struct gateway *gw);
 
+/* Which API shape a call answers in: the native one, or OpenAI's. */
+enum gw_api { GW_API_NATIVE, GW_API_COMPLETION, GW_API_CHAT, GW_API_EMBED };
+
 /* One HTTP request to a deployment, wrapping the invocation handed to scale. */
 struct gw_call {
     struct invocation inv; /* first: scale's callbacks get &call->inv */
@@ -102,6 +107,10 @@ struct gw_call {
     bool stream_started;
     char path[128];
     struct gw_auth auth; /* released when the call ends */
+    enum gw_api api;
+    bool metered;               /* an llm/embed deployment: its answers carry token usage */
+    bool include_usage, base64; /* see gw_call_opts */
+    int64_t created;            /* OpenAI "created", unix seconds */
 };
 
 /* Responses. Each sends exactly one reply and ends the request. */
@@ -152,6 +161,39 @@ void gw_route(struct evhttp_request *req, void *worker);
 bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
                       const char *rid, const struct gw_auth *auth);
 void gw_outbox_cb(evutil_socket_t fd, short what, void *arg);
+/* Hands a validated input (compact JSON, ownership passes) for dep to the
+ * scale thread. Returns true when submitted; on failure it has answered and
+ * logged the request. */
+struct gw_call_opts {
+    enum gw_api api;
+    bool stream;
+    bool include_usage; /* OpenAI streams: a last chunk with usage */
+    bool base64;        /* OpenAI embeddings as base64 float32 */
+};
+bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char *path,
+                    const struct gw_deployment *dep, const char *rid, const struct gw_auth *auth,
+                    uint64_t t0, char *input, size_t input_len, const struct gw_call_opts *opts);
+/* Ends a call: releases its admission, logs it and frees it. */
+void gw_call_finish(struct gw_call *c, int status);
+void gw_call_headers(struct gw_call *c);
+/* Starts a 200 text/event-stream answer; then each gw_sse_data sends one
+ * "data: ..." event (event names one when not NULL). */
+void gw_sse_start(struct gw_call *c);
+void gw_sse_send(struct gw_call *c, const char *event, const char *data);
+/* Answers and logs a request that never became a call. */
+void gw_reject(struct gw_worker *w, struct evhttp_request *req, const char *path, const char *name,
+               const char *rid, uint64_t t0, int status, const char *code, const char *msg);
+/* Charges the token usage in an llm/embed answer to the caller's quotas
+ * and metrics. */
+void gw_meter_tokens(struct gw_call *c, const json_t *output);
+/* OpenAI-compatible API (openai.c): GET /v1/models[/{id}] (false for other
+ * paths), the POST routes (which log themselves; true when the request
+ * became a call that owns auth), and the answers of their calls. */
+bool gw_route_models(struct gw_worker *w, struct evhttp_request *req, const char *path);
+bool gw_is_openai_post(const char *path, enum gw_api *api);
+bool gw_handle_openai(struct gw_worker *w, struct evhttp_request *req, enum gw_api api,
+                      const char *rid, const struct gw_auth *auth);
+void gw_openai_deliver(struct gw_msg *m);
 /* Artifacts (artifact_routes.c): everything under /v1/artifacts. */
 void gw_route_artifacts(struct gw_worker *w, struct evhttp_request *req, const char *path);
 /* Jobs (jobs_routes.c): /v1/deployments/NAME/jobs, and /v1/jobs... and

@@ -12,7 +12,7 @@ static void call_free(struct gw_call *c)
     free(c);
 }
 
-static void call_finish(struct gw_call *c, int status)
+void gw_call_finish(struct gw_call *c, int status)
 {
     struct gw_worker *w = c->worker;
     access_release(w->gw->access, &c->auth.who, &c->auth.adm);
@@ -48,25 +48,26 @@ static void on_event(struct invocation *inv, enum inv_event_kind kind, int statu
     if (was_empty) event_active(w->outbox_ev, EV_READ, 0);
 }
 
-static void set_common_headers(struct gw_call *c)
+void gw_call_headers(struct gw_call *c)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
     evhttp_add_header(h, "x-thaw-start", c->inv.start_state ? c->inv.start_state : "warm");
 }
 
-static void sse_send(struct gw_call *c, const char *event, const char *data)
+void gw_sse_send(struct gw_call *c, const char *event, const char *data)
 {
     struct evbuffer *b = evbuffer_new();
     if (!b) return;
-    evbuffer_add_printf(b, "event: %s\ndata: %s\n\n", event, data);
+    if (event) evbuffer_add_printf(b, "event: %s\n", event);
+    evbuffer_add_printf(b, "data: %s\n\n", data);
     evhttp_send_reply_chunk(c->req, b);
     evbuffer_free(b);
 }
 
-static void sse_start(struct gw_call *c)
+void gw_sse_start(struct gw_call *c)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-    set_common_headers(c);
+    gw_call_headers(c);
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-cache");
     evhttp_send_reply_start(c->req, 200, "OK");
@@ -83,29 +84,38 @@ static void error_body(struct buf *b, const char *code, const char *msg)
 static void deliver(struct gw_msg *m)
 {
     struct gw_call *c = m->call;
+    if (c->metered && m->kind == INV_DONE) {
+        json_t *out = json_loads(m->payload, 0, NULL);
+        gw_meter_tokens(c, out);
+        json_decref(out);
+    }
+    if (c->api != GW_API_NATIVE) {
+        gw_openai_deliver(m);
+        return;
+    }
     if (m->kind == INV_CHUNK) {
-        if (!c->stream_started) sse_start(c);
-        sse_send(c, "chunk", m->payload);
+        if (!c->stream_started) gw_sse_start(c);
+        gw_sse_send(c, "chunk", m->payload);
         return;
     }
     if (c->inv.stream && (c->stream_started || m->kind == INV_DONE)) {
-        if (!c->stream_started) sse_start(c);
+        if (!c->stream_started) gw_sse_start(c);
         if (m->kind == INV_DONE) {
-            sse_send(c, "done", m->payload);
+            gw_sse_send(c, "done", m->payload);
         } else {
             struct buf b = {0};
             error_body(&b, m->code, m->payload);
-            sse_send(c, "error", b.data ? b.data : "{}");
+            gw_sse_send(c, "error", b.data ? b.data : "{}");
             buf_free(&b);
         }
         evhttp_send_reply_end(c->req);
-        call_finish(c, m->kind == INV_DONE ? 200 : m->status);
+        gw_call_finish(c, m->kind == INV_DONE ? 200 : m->status);
         return;
     }
-    set_common_headers(c);
+    gw_call_headers(c);
     if (m->kind == INV_DONE) {
         gw_reply_json(c->req, 200, m->payload, strlen(m->payload));
-        call_finish(c, 200);
+        gw_call_finish(c, 200);
         return;
     }
     if (m->status == 503 && c->inv.retry_after_s > 0) {
@@ -114,7 +124,7 @@ static void deliver(struct gw_msg *m)
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
     }
     gw_reply_error(c->req, m->status, m->code, "%s", m->payload ? m->payload : "");
-    call_finish(c, m->status);
+    gw_call_finish(c, m->status);
 }
 
 void gw_outbox_cb(evutil_socket_t fd, short what, void *arg)
@@ -175,9 +185,8 @@ static char *input_line(const char *body, size_t len, size_t *out_len, char *why
     return out;
 }
 
-static void reject(struct gw_worker *w, struct evhttp_request *req, const char *path,
-                   const char *name, const char *rid, uint64_t t0, int status, const char *code,
-                   const char *msg)
+void gw_reject(struct gw_worker *w, struct evhttp_request *req, const char *path, const char *name,
+               const char *rid, uint64_t t0, int status, const char *code, const char *msg)
 {
     gw_reply_error(req, status, code, "%s", msg);
     gw_request_done(w, "POST", path, name, status, t0, rid, NULL);
@@ -192,20 +201,21 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
     str_copy(path, evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)), sizeof(path));
     struct gw_deployment dep;
     if (!security_scopes_allow(auth->who.scopes, SECURITY_SCOPE_INVOKE)) {
-        reject(w, req, path, NULL, rid, t0, 403, "forbidden", "this key lacks the 'invoke' scope");
+        gw_reject(w, req, path, NULL, rid, t0, 403, "forbidden",
+                  "this key lacks the 'invoke' scope");
         return false;
     }
     if (!gw_deployment_lookup(gw, name, &dep) ||
         !access_can_use(gw->access, &auth->who, name, dep.owner)) {
         snprintf(msg, sizeof(msg), "deployment '%s' not found", name);
-        reject(w, req, path, NULL, rid, t0, 404, "not_found", msg);
+        gw_reject(w, req, path, NULL, rid, t0, 404, "not_found", msg);
         return false;
     }
     struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
     if (!evhttp_find_header(hin, "Content-Length") &&
         !evhttp_find_header(hin, "Transfer-Encoding")) {
-        reject(w, req, path, name, rid, t0, 411, "length_required",
-               "a request body needs a Content-Length (or chunked encoding)");
+        gw_reject(w, req, path, name, rid, t0, 411, "length_required",
+                  "a request body needs a Content-Length (or chunked encoding)");
         return false;
     }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -214,37 +224,53 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
         snprintf(msg, sizeof(msg),
                  "request body of %zu bytes exceeds the deployment's limit of %lld", len,
                  (long long)dep.max_body_bytes);
-        reject(w, req, path, name, rid, t0, 413, "body_too_large", msg);
+        gw_reject(w, req, path, name, rid, t0, 413, "body_too_large", msg);
         return false;
     }
     const char *body = (const char *)evbuffer_pullup(in, -1);
-    struct gw_call *c = calloc(1, sizeof(*c));
-    if (!c) {
-        reject(w, req, path, name, rid, t0, 503, "overloaded", "out of memory");
-        return false;
-    }
-    c->inv.input = input_line(body ? body : "", len, &c->inv.input_len, msg, sizeof(msg));
-    if (!c->inv.input) {
-        call_free(c);
-        reject(w, req, path, name, rid, t0, 400, "invalid_json", msg);
+    size_t input_len;
+    char *input = input_line(body ? body : "", len, &input_len, msg, sizeof(msg));
+    if (!input) {
+        gw_reject(w, req, path, name, rid, t0, 400, "invalid_json", msg);
         return false;
     }
     struct thaw_err verr = {0};
-    if (gw_validate_input(gw, name, c->inv.input, c->inv.input_len, &verr)) {
-        call_free(c);
-        reject(w, req, path, name, rid, t0, 400, "invalid_input", verr.msg);
+    if (gw_validate_input(gw, name, input, input_len, &verr)) {
+        free(input);
+        gw_reject(w, req, path, name, rid, t0, 400, "invalid_input", verr.msg);
         return false;
     }
-    str_copy(c->inv.deployment, name, sizeof(c->inv.deployment));
+    struct gw_call_opts opts = {.api = GW_API_NATIVE, .stream = wants_stream(req)};
+    return gw_call_submit(w, req, path, &dep, rid, auth, t0, input, input_len, &opts);
+}
+
+bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char *path,
+                    const struct gw_deployment *dep, const char *rid, const struct gw_auth *auth,
+                    uint64_t t0, char *input, size_t input_len, const struct gw_call_opts *opts)
+{
+    struct gw_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        free(input);
+        gw_reject(w, req, path, dep->name, rid, t0, 503, "overloaded", "out of memory");
+        return false;
+    }
+    c->inv.input = input;
+    c->inv.input_len = input_len;
+    str_copy(c->inv.deployment, dep->name, sizeof(c->inv.deployment));
     str_copy(c->inv.request_id, rid, sizeof(c->inv.request_id));
     str_copy(c->path, path, sizeof(c->path));
-    c->inv.stream = wants_stream(req);
+    c->inv.stream = opts->stream;
     c->inv.on_event = on_event;
     c->req = req;
     c->worker = w;
     c->t0_ns = t0;
     c->auth = *auth;
-    atomic_fetch_add(&gw->inflight, 1);
-    scale_submit(gw->scale, &c->inv);
+    c->api = opts->api;
+    c->include_usage = opts->include_usage;
+    c->base64 = opts->base64;
+    c->metered = strcmp(dep->runtime, "llm") == 0 || strcmp(dep->runtime, "embed") == 0;
+    c->created = time_wall_ms() / 1000;
+    atomic_fetch_add(&w->gw->inflight, 1);
+    scale_submit(w->gw->scale, &c->inv);
     return true;
 }

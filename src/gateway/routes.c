@@ -308,6 +308,7 @@ void gw_route(struct evhttp_request *req, void *arg)
     if (!authenticate_and_admit(gw, req, &auth)) goto out;
     gw_set_principal(&auth.who);
     bool taken = false; /* an invocation took over the admission */
+    enum gw_api api;
     if (strcmp(path, "/v1/deployments") == 0 || strncmp(path, PREFIX "/", sizeof(PREFIX)) == 0) {
         if (strcmp(path, PREFIX) == 0) {
             if (cmd == EVHTTP_REQ_GET) list_deployments(gw, req);
@@ -329,6 +330,13 @@ void gw_route(struct evhttp_request *req, void *arg)
             access_release(gw->access, &auth.who, &auth.adm);
             return;
         }
+    } else if (gw_is_openai_post(path, &api)) { /* openai.c; logs itself */
+        taken = gw_handle_openai(w, req, api, rid, &auth);
+        gw_set_principal(NULL);
+        if (!taken) access_release(gw->access, &auth.who, &auth.adm);
+        return;
+    } else if (gw_route_models(w, req, path)) {
+        /* GET /v1/models: openai.c */
     } else if (strncmp(path, "/v1/artifacts", 13) == 0 && (path[13] == 0 || path[13] == '/')) {
         gw_route_artifacts(w, req, path); /* artifact_routes.c */
     } else if (gw_route_admin(w, req, path)) {
