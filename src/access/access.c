@@ -161,6 +161,7 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
     int rc = security_ratelimiter_new(100000, &a->rate, err);
     if (!rc) rc = security_conclimiter_new(100000, &a->conc, err);
     if (!rc) rc = security_quota_new(100000, &a->quota, err);
+    if (!rc) rc = access_usage_init(a, err);
     if (!rc) rc = store_doc_list(store, COLL_TENANTS, load_tenant, a, err);
     if (!rc) rc = store_doc_list(store, COLL_KEYS, load_key, a, err);
     if (!rc) rc = store_doc_list(store, COLL_GRANTS, load_grant, a, err);
@@ -176,6 +177,7 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
 void access_free(struct access *a)
 {
     if (!a) return;
+    access_usage_free(a);
     access_keyring_free(a);
     security_kek_free(a->kek);
     pthread_mutex_destroy(&a->keyring_lock);

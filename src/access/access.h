@@ -111,6 +111,18 @@ void access_release(struct access *a, const struct access_principal *p,
  * ("daily_tokens"). */
 void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n);
 
+/* Usage metering per tenant, UTC day and deployment. record counts one
+ * answered request (failed: answered with an error status) and its tokens;
+ * get returns {"tenant","day":"YYYY-MM-DD","totals":{..},"deployments":{name:{
+ * "requests","failed","prompt_tokens","completion_tokens"}}} for day (days
+ * since 1970-01-01); flush writes everything unwritten to the store (it is
+ * also written every few seconds while requests come, and by access_free). */
+void access_usage_record(struct access *a, const char *tenant, const char *deployment, bool failed,
+                         uint64_t prompt_tokens, uint64_t completion_tokens);
+int access_usage_get(struct access *a, const char *tenant, int64_t day, json_t **out,
+                     struct thaw_err *err);
+void access_usage_flush(struct access *a);
+
 /* Encryption at rest of user content (job payloads, results, cached
  * answers): sealed under the tenant's current data key, bound to purpose.
  * The blob names its tenant, so unseal needs only the purpose. Data keys

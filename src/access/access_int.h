@@ -52,7 +52,12 @@ struct access {
     struct security_ratelimiter *rate;
     struct security_conclimiter *conc;
     struct security_quota *quota;
+    struct access_usage *usage; /* usage.c */
 };
+
+int access_usage_init(struct access *a, struct thaw_err *err);
+/* Writes what is unwritten, then frees. */
+void access_usage_free(struct access *a);
 
 void access_keyring_free(struct access *a);
 

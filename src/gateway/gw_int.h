@@ -111,6 +111,7 @@ struct gw_call {
     bool metered;               /* an llm/embed deployment: its answers carry token usage */
     bool include_usage, base64; /* see gw_call_opts */
     int64_t created;            /* OpenAI "created", unix seconds */
+    uint64_t prompt_tokens, completion_tokens; /* from the answer's usage, for metering */
 };
 
 /* Responses. Each sends exactly one reply and ends the request. */

@@ -16,6 +16,8 @@ void gw_call_finish(struct gw_call *c, int status)
 {
     struct gw_worker *w = c->worker;
     access_release(w->gw->access, &c->auth.who, &c->auth.adm);
+    access_usage_record(w->gw->access, c->auth.who.tenant, c->inv.deployment, status >= 400,
+                        c->prompt_tokens, c->completion_tokens);
     gw_request_done(w, "POST", c->path, c->inv.deployment, status, c->t0_ns, c->inv.request_id,
                     c->inv.start_state);
     atomic_fetch_sub(&w->gw->inflight, 1);

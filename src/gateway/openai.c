@@ -390,6 +390,8 @@ void gw_meter_tokens(struct gw_call *c, const json_t *output)
     json_int_t n = json_integer_value(json_object_get(u, "completion_tokens"));
     if (p < 0 || n < 0 || p + n == 0) return;
     struct gateway *gw = c->worker->gw;
+    c->prompt_tokens = (uint64_t)p;
+    c->completion_tokens = (uint64_t)n;
     access_charge_tokens(gw->access, &c->auth.who, (uint64_t)(p + n));
     const char *kinds[2] = {"prompt", "completion"};
     json_int_t counts[2] = {p, n};

@@ -4,20 +4,29 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PREFIX "/v1/deployments"
 
 const char *gw_method_name(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    default: return "OTHER";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    default:
+        return "OTHER";
     }
 }
 
@@ -83,14 +92,16 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
     const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
     struct deploy_spec *spec = NULL;
     struct thaw_err err = {0};
-    if (registry_spec_parse(body, len, ctype && strstr(ctype, "yaml") ? ctype : NULL, &spec, &err)) {
+    if (registry_spec_parse(body, len, ctype && strstr(ctype, "yaml") ? ctype : NULL, &spec,
+                            &err)) {
         free(body);
         gw_reply_error(req, 400, "invalid_manifest", "%s", err.msg);
         return;
     }
     free(body);
     json_t *canon = registry_spec_to_json(spec);
-    char *canon_s = canon ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
+    char *canon_s =
+        canon ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
     struct gw_deployment prev;
     bool existed = gw_deployment_lookup(gw, spec->name, &prev);
     const char *owner = existed ? prev.owner : who->tenant;
@@ -118,6 +129,45 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
     access_audit(gw->access, who, existed ? "deployment.update" : "deployment.create", name, "ok",
                  NULL);
     gw_reply_jsonv(req, existed ? 200 : 201, canon);
+}
+
+/* GET /v1/usage[?tenant=T][&day=YYYY-MM-DD]: a tenant's usage for one UTC
+ * day (today by default); other tenants' only for the platform admin. */
+static void handle_usage(struct gateway *gw, struct evhttp_request *req)
+{
+    if (!gw_require_scope(req, SECURITY_SCOPE_READ)) return;
+    const struct access_principal *who = gw_principal();
+    struct evkeyvalq q;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (evhttp_parse_query_str(query ? query : "", &q) != 0) {
+        gw_reply_error(req, 400, "invalid_query", "the query string is malformed");
+        return;
+    }
+    const char *tenant = evhttp_find_header(&q, "tenant");
+    const char *day_s = evhttp_find_header(&q, "day");
+    int64_t day = time_wall_ms() / 86400000;
+    struct tm tm = {0};
+    char *end = day_s ? strptime(day_s, "%Y-%m-%d", &tm) : NULL;
+    if (day_s && (!end || *end)) {
+        evhttp_clear_headers(&q);
+        gw_reply_error(req, 400, "invalid_query", "'day' must be YYYY-MM-DD");
+        return;
+    }
+    if (day_s) day = (int64_t)timegm(&tm) / 86400;
+    if (!tenant) tenant = who->tenant;
+    if (strcmp(tenant, who->tenant) != 0 && !who->platform_admin) {
+        gw_reply_error(req, 403, "forbidden", "a key sees its own tenant's usage only");
+    } else if (!access_tenant_exists(gw->access, tenant)) {
+        gw_reply_error(req, 404, "not_found", "tenant '%s' not found", tenant);
+    } else {
+        json_t *v = NULL;
+        struct thaw_err err = {0};
+        if (access_usage_get(gw->access, tenant, day, &v, &err))
+            gw_reply_error(req, 500, "internal", "%s", err.msg);
+        else
+            gw_reply_jsonv(req, 200, v);
+    }
+    evhttp_clear_headers(&q);
 }
 
 struct list_ctx {
@@ -224,9 +274,12 @@ static bool route_deployment(struct gateway *gw, struct gw_worker *w, struct evh
         return false;
     }
     if (strcmp(action, "") == 0) {
-        if (cmd == EVHTTP_REQ_GET) get_deployment(gw, req, name);
-        else if (cmd == EVHTTP_REQ_DELETE) delete_deployment(gw, req, name);
-        else method_not_allowed(req, "GET, DELETE");
+        if (cmd == EVHTTP_REQ_GET)
+            get_deployment(gw, req, name);
+        else if (cmd == EVHTTP_REQ_DELETE)
+            delete_deployment(gw, req, name);
+        else
+            method_not_allowed(req, "GET, DELETE");
     } else if (strcmp(action, "invoke") == 0) {
         if (cmd == EVHTTP_REQ_POST) return gw_handle_invoke(w, req, name, rid, auth);
         method_not_allowed(req, "POST");
@@ -292,15 +345,18 @@ void gw_route(struct evhttp_request *req, void *arg)
     if (strcmp(path, "/healthz") == 0) {
         if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
             gw_reply_json(req, 200, "{\"status\":\"ok\"}", 15);
-        else method_not_allowed(req, "GET");
+        else
+            method_not_allowed(req, "GET");
         goto out;
     }
     if (strcmp(path, "/readyz") == 0) {
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) method_not_allowed(req, "GET");
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
+            method_not_allowed(req, "GET");
         else if (atomic_load(&gw->ready) && !atomic_load(&gw->draining))
             gw_reply_json(req, 200, "{\"status\":\"ready\"}", 18);
-        else gw_reply_error(req, 503, "not_ready", "the node is %s",
-                            atomic_load(&gw->draining) ? "draining" : "starting");
+        else
+            gw_reply_error(req, 503, "not_ready", "the node is %s",
+                           atomic_load(&gw->draining) ? "draining" : "starting");
         goto out;
     }
     /* Everything else needs a key, and passes the key's and tenant's limits. */
@@ -311,12 +367,16 @@ void gw_route(struct evhttp_request *req, void *arg)
     enum gw_api api;
     if (strcmp(path, "/v1/deployments") == 0 || strncmp(path, PREFIX "/", sizeof(PREFIX)) == 0) {
         if (strcmp(path, PREFIX) == 0) {
-            if (cmd == EVHTTP_REQ_GET) list_deployments(gw, req);
-            else if (cmd == EVHTTP_REQ_POST) create_deployment(gw, req);
-            else method_not_allowed(req, "GET, POST");
+            if (cmd == EVHTTP_REQ_GET)
+                list_deployments(gw, req);
+            else if (cmd == EVHTTP_REQ_POST)
+                create_deployment(gw, req);
+            else
+                method_not_allowed(req, "GET, POST");
         } else {
             taken = route_deployment(gw, w, req, path, rid, &auth);
-            if ((strstr(logpath, "/invoke") || strstr(logpath, "/jobs")) && cmd == EVHTTP_REQ_POST) {
+            if ((strstr(logpath, "/invoke") || strstr(logpath, "/jobs")) &&
+                cmd == EVHTTP_REQ_POST) {
                 /* invoke and jobs log themselves */
                 gw_set_principal(NULL);
                 if (!taken) access_release(gw->access, &auth.who, &auth.adm);
@@ -341,9 +401,16 @@ void gw_route(struct evhttp_request *req, void *arg)
         gw_route_artifacts(w, req, path); /* artifact_routes.c */
     } else if (gw_route_admin(w, req, path)) {
         /* tenants, keys, audit: admin_routes.c */
+    } else if (strcmp(path, "/v1/usage") == 0) {
+        if (cmd == EVHTTP_REQ_GET)
+            handle_usage(gw, req);
+        else
+            method_not_allowed(req, "GET");
     } else if (strcmp(path, "/metrics") == 0) {
-        if (cmd == EVHTTP_REQ_GET) handle_metrics(req);
-        else method_not_allowed(req, "GET");
+        if (cmd == EVHTTP_REQ_GET)
+            handle_metrics(req);
+        else
+            method_not_allowed(req, "GET");
     } else {
         gw_reply_error(req, 404, "not_found", "no such route: %s", path);
     }

@@ -87,6 +87,11 @@ static void test_every_route_needs_a_key(void)
         {"GET", "/v1/audit"},
         {"GET", "/metrics"},
         {"GET", "/v1/jobs"},
+        {"GET", "/v1/usage"},
+        {"GET", "/v1/models"},
+        {"POST", "/v1/chat/completions"},
+        {"POST", "/v1/completions"},
+        {"POST", "/v1/embeddings"},
         {"GET", "/no/such/route"},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
@@ -171,6 +176,30 @@ static void test_grants(void)
     ASSERT_EQ(status_as(key_b, "DELETE", "/v1/deployments/a-fn", NULL), 403); /* use, not own */
     ASSERT_EQ(status_as(key_a, "DELETE", "/v1/deployments/a-fn/grants/beta", NULL), 200);
     ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/invoke", "{}"), 404);
+}
+
+/* Usage is metered per tenant: beta's call through its grant counts for
+ * beta, and neither tenant reads the other's. */
+static void test_usage_is_per_tenant(void)
+{
+    struct resp r;
+    ASSERT_EQ(call_as(key_b, "GET", "/v1/usage", NULL, &r), 200);
+    json_t *j = resp_json(&r);
+    resp_free(&r);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "tenant")), "beta");
+    json_t *d = json_object_get(json_object_get(j, "deployments"), "a-fn");
+    ASSERT_EQ(json_integer_value(json_object_get(d, "requests")), 1);
+    json_decref(j);
+    ASSERT_EQ(call_as(key_a, "GET", "/v1/usage", NULL, &r), 200);
+    j = resp_json(&r);
+    resp_free(&r);
+    d = json_object_get(json_object_get(j, "deployments"), "a-fn");
+    ASSERT_CMP(json_integer_value(json_object_get(d, "requests")), >=, 2);
+    json_decref(j);
+    ASSERT_EQ(status_as(key_b, "GET", "/v1/usage?tenant=acme", NULL), 403);
+    ASSERT_EQ(status_as(key_a, "GET", "/v1/usage?tenant=beta", NULL), 403);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "GET", "/v1/usage?tenant=beta", NULL), 200);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "GET", "/v1/usage?tenant=nobody", NULL), 404);
 }
 
 static void test_revoked_and_expired_keys(void)
@@ -305,6 +334,7 @@ int main(void)
     RUN(test_scopes);
     RUN(test_tenants_are_isolated);
     RUN(test_grants);
+    RUN(test_usage_is_per_tenant);
     RUN(test_revoked_and_expired_keys);
     RUN(test_rate_limit);
     RUN(test_audit_trail);
