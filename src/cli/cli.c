@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "cli/cli_cmds.h"
 #include "cli/cli_int.h"
+#include "runtime/runtime.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -50,6 +51,8 @@ int cli_main(int argc, char **argv)
         return CLI_EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) cmd = "version";
+    /* Hidden: the llm/embed template the node starts (not a user command). */
+    if (!strcmp(cmd, RUNTIME_MODEL_COMMAND)) return runtime_model_main(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (!strcmp(commands[i].name, cmd)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "thaw: unknown command '%s'\n", cmd);

@@ -2,6 +2,8 @@
  * typo never silently falls back to a default) and the canonical JSON form. */
 #include "registry/registry.h"
 
+#include "engine/text.h"
+
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>
@@ -27,6 +29,27 @@ static const struct deploy_limits limits_defaults = {
     .open_files = 1024,
     .cpu_seconds = 0,
     .max_body_bytes = 1 << 20,
+};
+
+/* The engine's own sampler defaults (sampler_params_default), a random
+ * seed per request, and answers of at most 256 tokens unless asked. */
+static const struct deploy_sampling sampling_defaults = {
+    .temperature = 0.8,
+    .top_p = 0.95,
+    .top_k = 40,
+    .min_p = 0.05,
+    .repetition_penalty = 1.0,
+    .frequency_penalty = 0.0,
+    .presence_penalty = 0.0,
+    .max_tokens = 256,
+    .seed = -1,
+};
+
+static const struct deploy_model model_defaults = {
+    .threads = 1,
+    .context = 0,
+    .max_output_tokens = 512,
+    .sampling = sampling_defaults,
 };
 
 static const struct deploy_jobs jobs_defaults = {
@@ -67,6 +90,8 @@ void registry_spec_free(struct deploy_spec *spec)
     strv_free(spec->command);
     strv_free(spec->env);
     free(spec->workdir);
+    free(spec->model.path);
+    free(spec->model.chat_template);
     json_decref(spec->input_schema);
     free(spec->jobs.webhook);
     free(spec);
@@ -375,11 +400,123 @@ static int parse_jobs(const json_t *v, struct deploy_jobs *j, struct thaw_err *e
     return 0;
 }
 
+/* ---- runtimes llm and embed ---- */
+
+bool registry_runtime_is_model(const struct deploy_spec *spec)
+{
+    return spec->runtime &&
+           (strcmp(spec->runtime, "llm") == 0 || strcmp(spec->runtime, "embed") == 0);
+}
+
+static int parse_sampling(const json_t *v, struct deploy_sampling *s, bool *max_given,
+                          struct thaw_err *err)
+{
+    static const char *const allowed[] = {"temperature",       "top_p",
+                                          "top_k",             "min_p",
+                                          "repetition_penalty", "frequency_penalty",
+                                          "presence_penalty",  "max_tokens",
+                                          "seed",              NULL};
+    if (!json_is_object(v)) return thaw_errf(err, THAW_EINVAL, "field 'sampling' must be a map");
+    const char *w = "sampling.";
+    int rc = check_keys(v, w, allowed, err);
+    if (!rc) rc = get_double(v, "temperature", w, 0, 10, &s->temperature, err);
+    if (!rc) rc = get_double(v, "top_p", w, 1e-6, 1, &s->top_p, err);
+    if (!rc) rc = get_int32(v, "top_k", w, 0, 1 << 20, &s->top_k, err);
+    if (!rc) rc = get_double(v, "min_p", w, 0, 1, &s->min_p, err);
+    if (!rc) rc = get_double(v, "repetition_penalty", w, 0.01, 10, &s->repetition_penalty, err);
+    if (!rc) rc = get_double(v, "frequency_penalty", w, -2, 2, &s->frequency_penalty, err);
+    if (!rc) rc = get_double(v, "presence_penalty", w, -2, 2, &s->presence_penalty, err);
+    if (!rc) rc = get_int32(v, "max_tokens", w, 1, 1 << 20, &s->max_tokens, err);
+    *max_given = json_object_get(v, "max_tokens") != NULL;
+    json_t *seed = json_object_get(v, "seed");
+    if (!rc && seed && json_is_null(seed))
+        s->seed = -1;
+    else if (!rc && seed)
+        rc = get_int(v, "seed", w, 0, INT64_MAX, &s->seed, err);
+    return rc;
+}
+
+static int parse_model_path(const json_t *v, char **out, struct thaw_err *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) != json_string_length(v) || strlen(s) > 4000)
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'model' must be a file path or an artifact digest "
+                         "\"sha256:<64 hex digits>\"");
+    if (strncmp(s, "sha256:", 7) == 0 && !artifact_digest_valid(s))
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'model' must name an artifact as \"sha256:\" and 64 lowercase "
+                         "hex digits");
+    *out = str_dup(s);
+    return *out ? 0 : thaw_errf(err, THAW_ENOMEM, "out of memory");
+}
+
+/* Fields of one runtime are errors in a manifest of another, so a manifest
+ * never carries settings that silently do nothing. */
+static int check_runtime_fields(const json_t *obj, const char *runtime, struct thaw_err *err)
+{
+    static const char *const exec_only[] = {"command", "env", "workdir", "concurrency", NULL};
+    static const char *const model_only[] = {"model", "threads", "context", "parallel", "redact",
+                                             NULL};
+    static const char *const llm_only[] = {"max_output_tokens", "chat_template", "sampling",
+                                           NULL};
+    bool exec = strcmp(runtime, "exec") == 0, llm = strcmp(runtime, "llm") == 0;
+    for (const char *const *f = exec_only; !exec && *f; f++)
+        if (json_object_get(obj, *f))
+            return thaw_errf(err, THAW_EINVAL, "field '%s' is not allowed for runtime %s%s", *f,
+                             runtime,
+                             strcmp(*f, "concurrency") == 0 ? " (its instances take 'parallel')"
+                                                            : "");
+    for (const char *const *f = model_only; exec && *f; f++)
+        if (json_object_get(obj, *f))
+            return thaw_errf(err, THAW_EINVAL,
+                             "field '%s' is only for runtimes llm and embed, not exec", *f);
+    for (const char *const *f = llm_only; !llm && *f; f++)
+        if (json_object_get(obj, *f))
+            return thaw_errf(err, THAW_EINVAL, "field '%s' is only for runtime llm, not %s", *f,
+                             runtime);
+    return 0;
+}
+
+static int parse_model(const json_t *obj, struct deploy_spec *spec, struct thaw_err *err)
+{
+    struct deploy_model *m = &spec->model;
+    json_t *path = json_object_get(obj, "model");
+    if (!path)
+        return thaw_errf(err, THAW_EINVAL, "field 'model' is required for runtime %s",
+                         spec->runtime);
+    int rc = parse_model_path(path, &m->path, err);
+    if (!rc) rc = get_int32(obj, "threads", "", 1, 256, &m->threads, err);
+    if (!rc) rc = get_int32(obj, "context", "", 0, 1 << 20, &m->context, err);
+    if (!rc && m->context > 0 && m->context < 16)
+        rc = thaw_errf(err, THAW_EINVAL, "field 'context' must be 0 (the model's) or at least 16");
+    spec->concurrency = 4; /* continuous batching is what makes an instance cheap */
+    if (!rc) rc = get_int32(obj, "parallel", "", 1, 256, &spec->concurrency, err);
+    if (!rc) rc = get_bool(obj, "redact", &m->redact, err);
+    if (!rc) rc = get_int32(obj, "max_output_tokens", "", 1, 1 << 20, &m->max_output_tokens, err);
+    if (!rc) rc = get_string(obj, "chat_template", &m->chat_template, err);
+    if (!rc && m->chat_template) {
+        enum chat_family f;
+        if (chat_family_from_name(m->chat_template, &f, err))
+            rc = thaw_errf(err, THAW_EINVAL, "field 'chat_template': %s", err->msg);
+    }
+    bool max_given = false;
+    json_t *sampling = json_object_get(obj, "sampling");
+    if (!rc && sampling) rc = parse_sampling(sampling, &m->sampling, &max_given, err);
+    if (!rc && max_given && m->sampling.max_tokens > m->max_output_tokens)
+        rc = thaw_errf(err, THAW_EINVAL,
+                       "field 'sampling.max_tokens' (%d) exceeds 'max_output_tokens' (%d)",
+                       m->sampling.max_tokens, m->max_output_tokens);
+    return rc;
+}
+
 int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct thaw_err *err)
 {
     static const char *const allowed[] = {
-        "name",  "runtime", "command", "env",     "workdir", "concurrency",  "timeout",
-        "scale", "limits",  "jobs",    "sandbox", "network", "input_schema", NULL};
+        "name",     "runtime", "command",  "env",     "workdir",       "concurrency",
+        "timeout",  "scale",   "limits",   "jobs",    "sandbox",       "network",
+        "input_schema", "model", "threads", "context", "parallel",   "max_output_tokens",
+        "chat_template", "sampling", "redact", NULL};
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");
@@ -389,6 +526,7 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     spec->scale = scale_defaults;
     spec->limits = limits_defaults;
     spec->jobs = jobs_defaults;
+    spec->model = model_defaults;
 
     int rc = check_keys(obj, "", allowed, err);
     json_t *name = json_object_get(obj, "name");
@@ -400,17 +538,21 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     if (!rc) str_copy(spec->name, json_string_value(name), sizeof(spec->name));
     if (!rc) rc = get_string(obj, "runtime", &spec->runtime, err);
     if (!rc && !spec->runtime) rc = thaw_errf(err, THAW_EINVAL, "field 'runtime' is required");
-    if (!rc && strcmp(spec->runtime, "exec") != 0)
-        rc = thaw_errf(err, THAW_EINVAL, "field 'runtime': unknown runtime '%s' (known: exec)",
+    if (!rc && strcmp(spec->runtime, "exec") != 0 && !registry_runtime_is_model(spec))
+        rc = thaw_errf(err, THAW_EINVAL,
+                       "field 'runtime': unknown runtime '%s' (known: exec, llm, embed)",
                        spec->runtime);
+    if (!rc) rc = check_runtime_fields(obj, spec->runtime, err);
+    bool exec = !rc && strcmp(spec->runtime, "exec") == 0;
     json_t *cmd = json_object_get(obj, "command");
-    if (!rc && !cmd)
+    if (exec && !cmd)
         rc = thaw_errf(err, THAW_EINVAL, "field 'command' is required for runtime exec");
-    if (!rc) rc = parse_command(cmd, spec, err);
+    if (exec && !rc) rc = parse_command(cmd, spec, err);
     json_t *env = json_object_get(obj, "env");
-    if (!rc && env) rc = parse_env(env, spec, err);
-    if (!rc) rc = get_string(obj, "workdir", &spec->workdir, err);
-    if (!rc) rc = get_int32(obj, "concurrency", "", 1, 1000, &spec->concurrency, err);
+    if (exec && !rc && env) rc = parse_env(env, spec, err);
+    if (exec && !rc) rc = get_string(obj, "workdir", &spec->workdir, err);
+    if (exec && !rc) rc = get_int32(obj, "concurrency", "", 1, 1000, &spec->concurrency, err);
+    if (!rc && !exec) rc = parse_model(obj, spec, err);
     if (!rc) rc = get_duration(obj, "timeout", "", &spec->timeout_ms, err);
     if (!rc && spec->timeout_ms < 1)
         rc = thaw_errf(err, THAW_EINVAL, "field 'timeout' must be positive");
@@ -489,6 +631,27 @@ static json_t *ms_json(int64_t ms)
     return json_string(s);
 }
 
+static void model_json(json_t *o, const struct deploy_spec *spec)
+{
+    const struct deploy_model *m = &spec->model;
+    json_object_set_new(o, "model", json_string(m->path));
+    json_object_set_new(o, "threads", json_integer(m->threads));
+    json_object_set_new(o, "context", json_integer(m->context));
+    json_object_set_new(o, "parallel", json_integer(spec->concurrency));
+    json_object_set_new(o, "redact", json_boolean(m->redact));
+    if (strcmp(spec->runtime, "llm") != 0) return;
+    const struct deploy_sampling *s = &m->sampling;
+    json_object_set_new(o, "max_output_tokens", json_integer(m->max_output_tokens));
+    if (m->chat_template) json_object_set_new(o, "chat_template", json_string(m->chat_template));
+    json_object_set_new(
+        o, "sampling",
+        json_pack("{s:f, s:f, s:i, s:f, s:f, s:f, s:f, s:i, s:o}", "temperature", s->temperature,
+                  "top_p", s->top_p, "top_k", s->top_k, "min_p", s->min_p, "repetition_penalty",
+                  s->repetition_penalty, "frequency_penalty", s->frequency_penalty,
+                  "presence_penalty", s->presence_penalty, "max_tokens", s->max_tokens, "seed",
+                  s->seed < 0 ? json_null() : json_integer(s->seed)));
+}
+
 json_t *registry_spec_to_json(const struct deploy_spec *spec)
 {
     const struct deploy_scale *sc = &spec->scale;
@@ -505,11 +668,17 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec)
         json_pack("{s:I, s:I, s:I, s:I}", "memory", (json_int_t)l->memory_bytes, "open_files",
                   (json_int_t)l->open_files, "cpu_seconds", (json_int_t)l->cpu_seconds,
                   "max_body_size", (json_int_t)l->max_body_bytes);
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o}", "name", spec->name, "runtime",
-                          spec->runtime, "command", strv_json(spec->command), "env",
-                          env_json(spec->env), "concurrency", spec->concurrency, "timeout",
-                          ms_json(spec->timeout_ms), "scale", scale, "limits", limits);
-    if (o && spec->workdir) json_object_set_new(o, "workdir", json_string(spec->workdir));
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o}", "name", spec->name, "runtime",
+                          spec->runtime, "timeout", ms_json(spec->timeout_ms), "scale", scale,
+                          "limits", limits);
+    if (o && !registry_runtime_is_model(spec)) {
+        json_object_set_new(o, "command", strv_json(spec->command));
+        json_object_set_new(o, "env", env_json(spec->env));
+        json_object_set_new(o, "concurrency", json_integer(spec->concurrency));
+        if (spec->workdir) json_object_set_new(o, "workdir", json_string(spec->workdir));
+    } else if (o) {
+        model_json(o, spec);
+    }
     if (o && spec->input_schema) json_object_set(o, "input_schema", spec->input_schema);
     if (o) json_object_set_new(o, "sandbox", json_boolean(spec->sandbox));
     if (o) json_object_set_new(o, "network", json_boolean(spec->network));

@@ -45,12 +45,38 @@ struct deploy_jobs {
     char *webhook;                 /* URL called when a job ends; NULL = none */
 };
 
+/* Sampling defaults of an llm deployment (the manifest's `sampling:` block);
+ * a request's own fields win over them. */
+struct deploy_sampling {
+    double temperature; /* 0: greedy */
+    double top_p;       /* 1: off */
+    int top_k;          /* 0: off */
+    double min_p;       /* 0: off */
+    double repetition_penalty, frequency_penalty, presence_penalty; /* 1, 0, 0: off */
+    int max_tokens;     /* when a request names none (capped by max_output_tokens) */
+    int64_t seed;       /* -1: a fresh random seed per request */
+};
+
+/* Runtimes llm and embed: the model file and how its instances run it. */
+struct deploy_model {
+    char *path;            /* a file path, or "sha256:<64 hex>" naming a stored artifact */
+    int threads;           /* engine threads per instance */
+    int context;           /* positions per sequence; 0: the model's, at most 4096 */
+    int max_output_tokens; /* llm: cap per request */
+    char *chat_template;   /* llm: family name overriding the file's; NULL: detect */
+    struct deploy_sampling sampling; /* llm */
+    bool redact;                     /* mask PII in prompts before inference */
+};
+
 struct deploy_spec {
     char name[DEPLOY_NAME_MAX + 1];
-    char *runtime;  /* "exec" */
-    char **command; /* argv, NULL-terminated */
-    char **env;     /* "KEY=VALUE" strings, NULL-terminated */
-    char *workdir;  /* NULL = the node's data dir */
+    char *runtime;  /* "exec", "llm" or "embed" */
+    char **command; /* exec: argv, NULL-terminated */
+    char **env;     /* exec: "KEY=VALUE" strings, NULL-terminated */
+    char *workdir;  /* exec: NULL = the node's data dir */
+    struct deploy_model model; /* llm, embed */
+    /* Requests in flight per instance; for llm and embed the manifest's
+     * `parallel` (sequences decoded together). */
     int concurrency;
     int64_t timeout_ms;
     json_t *input_schema; /* JSON Schema (supported subset) the input must match; NULL = any */
@@ -60,6 +86,10 @@ struct deploy_spec {
     struct deploy_limits limits;
     struct deploy_jobs jobs;
 };
+
+/* True for the runtimes served by the built-in engine (llm, embed), whose
+ * instances are forked from a template that loaded the model once. */
+bool registry_runtime_is_model(const struct deploy_spec *spec);
 
 /* Parses a manifest. content_type selects YAML ("yaml" anywhere in it) or
  * JSON; NULL sniffs: a body starting with '{' is JSON. On success *out is the

@@ -34,6 +34,19 @@ static int parse_id(json_t *v, uint64_t *id)
     return THAW_EINVAL;
 }
 
+const char *runtime_error_code(const char *code)
+{
+    static const char *const known[] = {
+        "invalid_request",      "invalid_input",  "context_length_exceeded",
+        "max_tokens_too_large", "input_too_large", "unprocessable_entity",
+        "rate_limited",         "overloaded",      "model_error",
+        "internal_error",       "function_error",  "not_found",
+    };
+    for (size_t i = 0; code && i < ARRAY_LEN(known); i++)
+        if (strcmp(code, known[i]) == 0) return known[i];
+    return NULL;
+}
+
 int runtime_exec_parse(const char *line, size_t len, struct exec_msg *msg, struct thaw_err *err)
 {
     memset(msg, 0, sizeof(*msg));
@@ -60,6 +73,10 @@ int runtime_exec_parse(const char *line, size_t len, struct exec_msg *msg, struc
         msg->kind = EXEC_MSG_ERROR;
         msg->payload = json_is_string(v) ? str_dup(json_string_value(v))
                                          : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_t *st = json_object_get(o, "status");
+        if (json_is_integer(st) && json_integer_value(st) >= 400 && json_integer_value(st) <= 599)
+            msg->status = (int)json_integer_value(st);
+        msg->code = runtime_error_code(json_string_value(json_object_get(o, "code")));
     } else {
         msg->kind = EXEC_MSG_OUTPUT;
         v = json_object_get(o, "output");

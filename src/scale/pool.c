@@ -186,7 +186,8 @@ static void on_message(struct inst *in, struct exec_msg *msg)
         break;
     case EXEC_MSG_ERROR:
         if (inv) /* the message may end up in job records and logs */
-            inv->on_event(inv, INV_FAIL, 500, "function_error",
+            inv->on_event(inv, INV_FAIL, msg->status ? msg->status : 500,
+                          msg->code ? msg->code : "function_error",
                           redact(in->pool->scale, msg->payload, strlen(msg->payload)));
         break;
     default:
