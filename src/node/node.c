@@ -299,7 +299,10 @@ static int start(struct node *n, struct thaw_err *err)
     if ((rc = open_access(n, err))) return rc;
     n->base = event_base_new();
     if (!n->base) return thaw_errf(err, THAW_ENOMEM, "cannot create event loop");
-    struct scale_config sc = {.tmp_root = tmp, .stop_grace_ms = cfg->stop_grace_ms};
+    char artifacts[1100];
+    snprintf(artifacts, sizeof(artifacts), "%s/artifacts", cfg->data_dir);
+    struct scale_config sc = {
+        .tmp_root = tmp, .stop_grace_ms = cfg->stop_grace_ms, .artifact_root = artifacts};
     n->scale = scale_new(n->base, &sc, err);
     if (!n->scale) return err->code ? err->code : THAW_ENOMEM;
     if ((rc = open_artifacts(n, err))) return rc;
@@ -346,6 +349,10 @@ int node_run(const struct node_config *cfg)
     /* Not dumpable: /proc/<node>/ (environ, mem, fds) is closed to instances,
      * even those running as the same user. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* llm/embed instances are forked by a template whose intermediate child
+     * exits at once: as a subreaper the node inherits them and reaps them
+     * like the instances it spawns itself (and reaps other orphans). */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
 

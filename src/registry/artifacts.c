@@ -174,6 +174,13 @@ static void blob_path(const struct artifact_store *as, const char *digest, char 
     pathf(out, n, "%s/sha256/%.2s/%s", as->root, digest + 7, digest + 9);
 }
 
+int artifact_blob_path(const char *root, const char *digest, char *out, size_t n)
+{
+    if (!artifact_digest_valid(digest)) return THAW_EINVAL;
+    int w = snprintf(out, n, "%s/sha256/%.2s/%s", root, digest + 7, digest + 9);
+    return w > 0 && (size_t)w < n ? 0 : THAW_ERANGE;
+}
+
 static void upload_path(const struct artifact_store *as, const char *id, const char *file,
                         char *out, size_t n)
 {

@@ -165,6 +165,11 @@ int64_t artifact_store_upload_ttl_ms(const struct artifact_store *as);
 /* True for "sha256:" + exactly 64 lowercase hex digits. */
 bool artifact_digest_valid(const char *s);
 
+/* Where a store rooted at root keeps the blob of digest (it may not be
+ * there): for readers outside the store, e.g. a template mapping a model.
+ * Returns 0, THAW_EINVAL (bad digest) or THAW_ERANGE (out too small). */
+int artifact_blob_path(const char *root, const char *digest, char *out, size_t n);
+
 /* Size of a stored blob; THAW_ENOTFOUND when absent (or digest invalid). */
 int artifact_stat(struct artifact_store *as, const char *digest, int64_t *size,
                   struct thaw_err *err);

@@ -289,7 +289,28 @@ static void inst_free(struct inst *in)
     free(in);
 }
 
+void pool_inst_discard(struct inst *in)
+{
+    inst_free(in);
+}
+
 /* ---- instance lifecycle ---- */
+
+int pool_inst_attach(struct inst *in)
+{
+    struct event_base *base = in->pool->scale->base;
+    in->bev = bufferevent_socket_new(base, in->proc.sock, 0);
+    in->err_bev = bufferevent_socket_new(base, in->proc.err_fd, 0);
+    if (!in->bev || !in->err_bev) {
+        pool_inst_died(in, "out of memory");
+        return -1;
+    }
+    bufferevent_setcb(in->bev, inst_read_cb, NULL, inst_event_cb, in);
+    bufferevent_setcb(in->err_bev, err_read_cb, NULL, err_event_cb, in);
+    bufferevent_enable(in->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(in->err_bev, EV_READ);
+    return 0;
+}
 
 struct inst *pool_spawn(struct pool *p, bool park_when_ready)
 {
@@ -302,6 +323,23 @@ struct inst *pool_spawn(struct pool *p, bool park_when_ready)
     if (!in->slots) {
         free(in);
         return NULL;
+    }
+    uint64_t now = pool_now_ms();
+    if (registry_runtime_is_model(spec)) {
+        /* Forked from the template: listed first, so a template that is
+         * still loading finds it waiting. */
+        in->pool = p;
+        in->generation = p->generation;
+        in->park_when_ready = park_when_ready;
+        in->spawned_ms = in->state_since_ms = now;
+        in->next_id = 1;
+        in->state = INST_STARTING;
+        in->proc.pid = -1;
+        in->proc.sock = in->proc.err_fd = -1;
+        obs_metric_add(p->m_instances[INST_STARTING], 1);
+        in->next = p->insts;
+        p->insts = in;
+        return pool_tmpl_spawn(p, in) == 0 ? in : NULL;
     }
     struct instance_launch l = {
         .argv = spec->command,
@@ -316,7 +354,6 @@ struct inst *pool_spawn(struct pool *p, bool park_when_ready)
         .allow_network = spec->network,
     };
     struct thaw_err err = {0};
-    uint64_t now = pool_now_ms();
     if (instance_spawn(&l, &in->proc, &err) != 0) {
         pool_start_failed(p, err.msg);
         free(in->slots);
@@ -330,18 +367,9 @@ struct inst *pool_spawn(struct pool *p, bool park_when_ready)
     in->next_id = 1;
     in->state = INST_STARTING;
     obs_metric_add(p->m_instances[INST_STARTING], 1);
-    in->bev = bufferevent_socket_new(s->base, in->proc.sock, 0);
-    in->err_bev = bufferevent_socket_new(s->base, in->proc.err_fd, 0);
     in->next = p->insts;
     p->insts = in;
-    if (!in->bev || !in->err_bev) {
-        pool_inst_died(in, "out of memory");
-        return NULL;
-    }
-    bufferevent_setcb(in->bev, inst_read_cb, NULL, inst_event_cb, in);
-    bufferevent_setcb(in->err_bev, err_read_cb, NULL, err_event_cb, in);
-    bufferevent_enable(in->bev, EV_READ | EV_WRITE);
-    bufferevent_enable(in->err_bev, EV_READ);
+    if (pool_inst_attach(in)) return NULL;
     OBS_LOG(LOG_INFO, "instance_spawned", LOG_S("deployment", spec->name),
             LOG_I("pid", in->proc.pid), LOG_S("purpose", park_when_ready ? "standby" : "serve"));
     const struct instance_sandbox_report *sr = &in->proc.sandbox;
@@ -384,6 +412,10 @@ void pool_inst_park(struct inst *in, const char *reason)
 void pool_inst_stop(struct inst *in, const char *reason)
 {
     if (in->state == INST_STOPPING) return;
+    if (in->awaiting_template) { /* no process yet: just forget it */
+        pool_inst_discard(in);
+        return;
+    }
     if (in->inflight > 0 && in->state != INST_DRAINING) {
         set_state(in, INST_DRAINING);
         return;
@@ -560,6 +592,9 @@ void pool_submit(struct pool *p, struct invocation *inv)
             it->park_when_ready = false;
     }
     inv->start_state = ready > 0 ? "warm" : "cold";
+    /* llm/embed: a loaded template is the standby; the request pays a fork. */
+    bool standby = ready == 0 && pool_tmpl_ready(p);
+    if (standby) inv->start_state = "standby";
     if (ready == 0 && starting == 0 && now < p->next_start_ms) {
         fail_inv(inv, 502, "instance_start_failed", "deployment is failing to start: %s",
                  p->last_start_error);
@@ -581,7 +616,7 @@ void pool_submit(struct pool *p, struct invocation *inv)
     p->held_tail = inv;
     p->n_held++;
     obs_metric_set(p->m_held, p->n_held);
-    if (cold) obs_metric_add(p->m_cold, 1);
+    if (cold) obs_metric_add(standby ? p->m_standby : p->m_cold, 1);
     scale_for_demand(p);
 }
 

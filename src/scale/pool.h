@@ -28,4 +28,29 @@ void pool_inst_died(struct inst *in, const char *why);
 void pool_check_timeouts(struct pool *p, uint64_t now);
 void pool_reap(struct pool *p);
 
+/* Gives a spawned (or forked) instance its bufferevents. Returns 0, or -1
+ * after failing it (pool_inst_died). */
+int pool_inst_attach(struct inst *in);
+
+/* Forgets an instance that never got a process (its template failed or it
+ * was stopped while waiting for one); counts no start failure. */
+void pool_inst_discard(struct inst *in);
+
+/* llm/embed templates (template.c). */
+/* Starts in (already listed, STARTING) from the generation's template,
+ * starting the template first if there is none. Returns 0, or -1 after
+ * failing the instance. */
+int pool_tmpl_spawn(struct pool *p, struct inst *in);
+/* Kills and forgets the template (its instances live on). */
+void pool_tmpl_stop(struct pool *p, const char *reason);
+/* True when the current generation's template is loaded: a request pays a fork. */
+bool pool_tmpl_ready(const struct pool *p);
+/* Reaps an exited template; stops one idle past standby_timeout. */
+void pool_tmpl_tick(struct pool *p, uint64_t now);
+/* Status object of the template, or NULL when there is none. */
+json_t *pool_tmpl_status(const struct pool *p);
+/* Reaps children the node inherited as a subreaper (orphans of instances)
+ * without touching known instances or templates, whose pools reap them. */
+void pool_reap_orphans(struct scale *s);
+
 #endif

@@ -86,8 +86,9 @@ static void log_decision(struct pool *p, const char *direction, int from, int to
 /* Stops surplus instances, idle ones first; at zero, parks one as standby. */
 static void scale_down(struct pool *p, int surplus, bool to_zero)
 {
-    bool want_standby =
-        to_zero && p->spec->scale.standby_timeout_ms > 0 && pool_count(p, INST_PARKED, true) == 0;
+    /* llm/embed park nothing: their standby is the template. */
+    bool want_standby = to_zero && p->spec->scale.standby_timeout_ms > 0 &&
+                        pool_count(p, INST_PARKED, true) == 0 && !registry_runtime_is_model(p->spec);
     for (int pass = 0; pass < 3 && surplus > 0; pass++) {
         for (struct inst *in = p->insts, *next; in && surplus > 0; in = next) {
             next = in->next;
@@ -164,6 +165,9 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
 static void keep_standby(struct pool *p, uint64_t now)
 {
     if (p->spec->scale.standby_timeout_ms <= 0 || p->spec->scale.min_instances > 0) return;
+    /* llm/embed: the template (their standby) starts on the first demand,
+     * not at deploy time: it maps the whole model. */
+    if (registry_runtime_is_model(p->spec)) return;
     if (p->insts || now < p->next_start_ms || p->prewarmed) return;
     p->prewarmed = true;
     pool_spawn(p, true);
@@ -178,13 +182,15 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     for (struct pool *p = s->pools; p; p = next) {
         next = p->next;
         pool_reap(p);
+        pool_tmpl_tick(p, now);
         pool_check_timeouts(p, now);
         if (!p->removed && !s->shutting_down) {
             autoscale(p, now, s->cfg.tick_ms);
             keep_standby(p, now);
         }
-        if (p->removed && !p->insts) pool_free(s, p);
+        if (p->removed && !p->insts && !p->tmpl) pool_free(s, p);
     }
+    pool_reap_orphans(s);
     if (s->shutting_down && !s->pools && s->shutdown_done) {
         void (*done)(void *) = s->shutdown_done;
         s->shutdown_done = NULL;
@@ -199,8 +205,12 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct scale *s = arg;
     pthread_mutex_lock(&s->lock);
-    for (struct pool *p = s->pools; p; p = p->next)
+    uint64_t now = pool_now_ms();
+    for (struct pool *p = s->pools; p; p = p->next) {
         pool_reap(p);
+        pool_tmpl_tick(p, now);
+    }
+    pool_reap_orphans(s);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -208,6 +218,7 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 
 static void stop_all(struct pool *p, const char *why)
 {
+    pool_tmpl_stop(p, why);
     for (struct inst *in = p->insts, *next; in; in = next) {
         next = in->next;
         pool_inst_stop(in, why);
@@ -393,12 +404,17 @@ static json_t *pool_status(const struct pool *p)
         json_object_set_new(inst, pool_state_name((enum inst_state)st), json_integer(n));
     }
     int ready = pool_count(p, INST_READY, false), parked = pool_count(p, INST_PARKED, false);
-    const char *state = ready > 0 ? "warm" : parked > 0 ? "standby" : "cold";
+    bool tmpl = pool_tmpl_ready(p);
+    const char *state = ready > 0 ? "warm" : parked > 0 || tmpl ? "standby" : "cold";
     if (ready == 0 && parked == 0 && pool_count(p, INST_STARTING, false) > 0) state = "starting";
-    return json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:b, s:i}", "name", p->spec->name,
+    json_t *t = pool_tmpl_status(p);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:b, s:i}", "name", p->spec->name,
                      "state", state, "instances", inst, "instances_total", total, "in_flight",
                      p->inflight, "held", p->n_held, "desired", p->desired, "panicking",
                      p->mem.panicking, "generation", p->generation);
+    if (o && t) json_object_set(o, "template", t);
+    json_decref(t);
+    return o;
 }
 
 json_t *scale_status(struct scale *s, const char *name)
@@ -431,6 +447,8 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     s->cfg = *cfg;
     s->tmp_root = str_dup(cfg->tmp_root ? cfg->tmp_root : "/tmp");
     s->cfg.tmp_root = s->tmp_root;
+    s->artifact_root = cfg->artifact_root ? str_dup(cfg->artifact_root) : NULL;
+    s->cfg.artifact_root = s->artifact_root;
     if (s->cfg.tick_ms <= 0) s->cfg.tick_ms = 100;
     if (s->cfg.max_line_bytes == 0) s->cfg.max_line_bytes = 64u << 20;
     if (s->cfg.stop_grace_ms <= 0) s->cfg.stop_grace_ms = 5000;
@@ -475,6 +493,7 @@ void scale_free(struct scale *s)
             p->insts->state = INST_STOPPING;
             pool_inst_died(p->insts, "node exiting");
         }
+        pool_tmpl_stop(p, "node exiting");
         fail_held(p, 503, "shutting_down", "the node is shutting down");
         pool_free(s, p);
     }
@@ -491,6 +510,7 @@ void scale_free(struct scale *s)
     if (s->sigchld_ev) event_free(s->sigchld_ev);
     buf_free(&s->line);
     free(s->tmp_root);
+    free(s->artifact_root);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->inbox_lock);
     free(s);

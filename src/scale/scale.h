@@ -22,6 +22,7 @@ struct scale_config {
     int64_t stop_grace_ms; /* SIGTERM -> SIGKILL */
     int64_t tick_ms;       /* autoscaler period; 0 = 100 ms */
     size_t max_line_bytes; /* longest line an instance may write; 0 = 64 MiB */
+    const char *artifact_root; /* where "sha256:..." models are stored (copied); NULL: none */
 };
 
 enum inv_event_kind {

@@ -46,6 +46,22 @@ struct inst {
     uint64_t next_id;
     bool reaped;     /* the SIGCHLD path collected the exit status below */
     int exit_status;
+    bool awaiting_template; /* llm/embed: to be forked once the template is ready */
+};
+
+/* llm/embed: the process that loaded a generation's model and forks its
+ * instances (template.c). */
+struct tmpl {
+    struct instance_proc proc;
+    int generation;
+    bool ready;
+    uint64_t started_ms, idle_since_ms;
+    struct event *ctl_ev;        /* control socket: the ready line, then EOF */
+    struct bufferevent *err_bev; /* stderr, to the log */
+    struct buf ctl_in;
+    char last_stderr[256]; /* why a template that failed to load failed */
+    bool reaped;
+    int exit_status;
 };
 
 #define SAMPLE_RING 4096
@@ -57,6 +73,7 @@ struct pool {
     int generation;
     bool removed;
     struct inst *insts;
+    struct tmpl *tmpl; /* llm/embed only; NULL when cold */
     struct invocation *held_head, *held_tail;
     int n_held;
     int inflight; /* requests on instances, all generations */
@@ -92,8 +109,8 @@ struct inbox_msg {
 
 struct scale {
     struct event_base *base;
-    struct scale_config cfg; /* cfg.tmp_root points to tmp_root below */
-    char *tmp_root;
+    struct scale_config cfg; /* cfg.tmp_root (artifact_root) point to the copies below */
+    char *tmp_root, *artifact_root;
     pthread_mutex_t lock;
     struct pool *pools;
     struct event *tick_ev, *inbox_ev, *sigchld_ev;
