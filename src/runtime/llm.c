@@ -89,9 +89,11 @@ static void send_error(struct srv *s, uint64_t id, int status, const char *code,
     send_line(b);
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. NUL
+ * counts as invalid: the node's JSON parser refuses "\u0000". */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
+    if (s[0] == 0) return 0;
     if (s[0] < 0x80) return 1;
     size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
     if (len == 0 || len > n || s[0] > 0xf4) return 0;

@@ -23,8 +23,9 @@ struct rt_model {
  * process exit code. */
 int rt_serve(struct rt_model *m);
 
-/* Appends s[0..len) as a JSON string, bytes that are not valid UTF-8
- * replaced by U+FFFD (token pieces can split a character). */
+/* Appends s[0..len) as a JSON string, bytes that are not valid UTF-8 (and
+ * NUL, which the node's parser refuses) replaced by U+FFFD: token pieces
+ * can split a character, and models can emit any byte. */
 int rt_json_utf8(struct buf *b, const char *s, size_t len);
 
 #endif

@@ -1,0 +1,621 @@
+/* The llm and embed runtimes through a real node: deployments of generated
+ * models (and stories260K where present) invoked over HTTP, answers checked
+ * against the engine run in this process; streaming, seeds, stop strings,
+ * limits, continuous batching, embeddings, crash recovery, standby and cold
+ * starts, and one template forking every instance. */
+#include "engine/engine.h"
+#include "harness.h"
+#include "test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+static struct node N;
+static char dir[256], tiny[300], qwen[300];
+
+static int gen_model(const char *path, const char *preset, enum ggml_type type)
+{
+    struct engine_gen_params gp;
+    struct thaw_err err = {0};
+    if (engine_gen_preset(preset, &gp, &err)) return -1;
+    gp.type = type;
+    gp.seed = 11;
+    if (engine_gen_write(&gp, path, NULL, &err)) {
+        fprintf(stderr, "  gen %s: %s\n", preset, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* What the engine alone generates greedily for a prompt (chat: the
+ * messages formatted with family): the reference for the node's answers. */
+static char *reference(const char *model, const char *prompt, int n_tokens, enum chat_family chat,
+                       int *n_prompt)
+{
+    struct engine_model *m = NULL;
+    struct engine_tokenizer *tok = NULL;
+    struct engine_ctx *c = NULL;
+    struct engine_detok *dt = NULL;
+    struct thaw_err err = {0};
+    struct buf text = {0}, out = {0};
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = engine_model_load(model, &m, &err);
+    if (!rc) rc = tokenizer_from_gguf(engine_model_gguf(m), &tok, &err);
+    if (!rc && chat != CHAT_NONE) {
+        struct chat_message msg = {"user", prompt};
+        rc = chat_format(chat, &msg, 1, true, &text, &err);
+    } else if (!rc) {
+        buf_append_str(&text, prompt);
+    }
+    if (!rc)
+        rc = tokenizer_encode(tok, text.data, text.len, tokenizer_wants_bos(tok), true, &ids, &n,
+                              &err);
+    struct engine_ctx_params cp = {.n_threads = 1};
+    if (!rc) rc = engine_ctx_new(m, &cp, &c, &err);
+    if (!rc) rc = engine_feed(c, 0, ids, (int32_t)n, &err);
+    if (!rc) rc = tokenizer_detok_new(tok, 0, &dt);
+    int32_t nv = m ? engine_model_info(m)->n_vocab : 0;
+    for (int i = 0; !rc && i < n_tokens; i++) {
+        const float *l = engine_logits(c, 0);
+        int32_t best = 0;
+        for (int32_t j = 1; j < nv; j++)
+            if (l[j] > l[best]) best = j;
+        if (tokenizer_is_eog(tok, best)) break;
+        tokenizer_detok_push(dt, best, &out, &err);
+        if (engine_seq_len(c, 0) >= engine_ctx_n_ctx(c)) break;
+        rc = engine_feed(c, 0, &best, 1, &err);
+    }
+    if (dt) tokenizer_detok_flush(dt, &out);
+    /* The runtime shows NUL as U+FFFD (JSON lines cannot carry it). */
+    struct buf clean = {0};
+    for (size_t i = 0; i < out.len; i++) {
+        if (out.data[i])
+            buf_append(&clean, out.data + i, 1);
+        else
+            buf_append_str(&clean, "\xef\xbf\xbd");
+    }
+    buf_free(&out);
+    out = clean;
+    if (rc) fprintf(stderr, "  reference: %s\n", err.msg);
+    if (n_prompt) *n_prompt = (int)n;
+    free(ids);
+    buf_free(&text);
+    tokenizer_detok_free(dt);
+    engine_ctx_free(c);
+    tokenizer_free(tok);
+    engine_model_free(m);
+    if (rc) {
+        buf_free(&out);
+        return NULL;
+    }
+    return out.data ? buf_steal(&out) : calloc(1, 1);
+}
+
+/* Invokes and parses the JSON answer; *status gets the HTTP status. */
+static json_t *call(const char *name, const char *input, long *status, char *start, size_t n)
+{
+    struct resp r;
+    if (invoke(&N, name, input, &r) != 0) {
+        resp_free(&r);
+        *status = 0;
+        return NULL;
+    }
+    *status = r.status;
+    if (start && !resp_header(&r, "x-thaw-start", start, n)) start[0] = 0;
+    json_t *j = resp_json(&r);
+    if (!j) fprintf(stderr, "  not JSON: %s\n", r.body);
+    resp_free(&r);
+    return j;
+}
+
+static const char *text_of(json_t *j)
+{
+    return json_string_value(json_object_get(j, "text"));
+}
+
+static const char *error_code(json_t *j)
+{
+    return json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+}
+
+/* The pids of a deployment's instances and their template, from the log. */
+static int spawned(const char *name, pid_t *pids, pid_t *tmpls, int max)
+{
+    FILE *f = fopen(N.log, "r");
+    if (!f) return 0;
+    char *line = NULL, needle[160];
+    size_t cap = 0;
+    int k = 0;
+    snprintf(needle, sizeof(needle), "\"event\":\"instance_spawned\",\"deployment\":\"%s\"", name);
+    while (getline(&line, &cap, f) > 0 && k < max) {
+        if (!strstr(line, needle)) continue;
+        json_t *j = json_loads(line, 0, NULL);
+        pids[k] = (pid_t)json_integer_value(json_object_get(j, "pid"));
+        tmpls[k] = (pid_t)json_integer_value(json_object_get(j, "template_pid"));
+        json_decref(j);
+        k++;
+    }
+    free(line);
+    fclose(f);
+    return k;
+}
+
+static const char *state_of(const char *name, char *out, size_t n)
+{
+    json_t *st = status_of(&N, name);
+    str_copy(out, st ? json_string_value(json_object_get(st, "state")) : "?", n);
+    json_decref(st);
+    return out;
+}
+
+static bool wait_state(const char *name, const char *want, int seconds)
+{
+    char st[32];
+    for (int i = 0; i < seconds * 20; i++) {
+        if (strcmp(state_of(name, st, sizeof(st)), want) == 0) return true;
+        sleep_ms(50);
+    }
+    fprintf(stderr, "  %s stayed %s, wanted %s\n", name, st, want);
+    return false;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_complete_matches_engine(void)
+{
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"tiny\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":4,"
+             "\"chat_template\":\"chatml\",\"sampling\":{\"temperature\":0},"
+             "\"scale\":{\"max_instances\":1}}",
+             tiny);
+    ASSERT_EQ(deploy(&N, m), 201);
+    int n_prompt = 0;
+    char *want = reference(tiny, "Hello world", 16, CHAT_NONE, &n_prompt);
+    ASSERT(want != NULL);
+    long st;
+    char start[32];
+    json_t *j = call("tiny", "{\"op\":\"complete\",\"prompt\":\"Hello world\",\"max_tokens\":16}",
+                     &st, start, sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "cold");
+    ASSERT_STR_EQ(text_of(j), want);
+    json_t *u = json_object_get(j, "usage");
+    ASSERT_EQ(json_integer_value(json_object_get(u, "prompt_tokens")), n_prompt);
+    ASSERT_CMP(json_integer_value(json_object_get(u, "completion_tokens")), <=, 16);
+    const char *fr = json_string_value(json_object_get(j, "finish_reason"));
+    ASSERT(fr && (strcmp(fr, "length") == 0 || strcmp(fr, "stop") == 0));
+    json_decref(j);
+    /* chat through the chatml override */
+    char *want_chat = reference(tiny, "hi there", 8, CHAT_CHATML, NULL);
+    j = call("tiny",
+             "{\"op\":\"chat\",\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}],"
+             "\"max_tokens\":8}",
+             &st, start, sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "warm");
+    ASSERT_STR_EQ(text_of(j), want_chat);
+    json_decref(j);
+    free(want_chat);
+    free(want);
+}
+
+/* Server-sent events: the chunks' texts concatenated, and the final text. */
+static void sse_texts(const char *body, struct buf *chunks, char **final)
+{
+    *final = NULL;
+    for (const char *p = body; (p = strstr(p, "event: ")) != NULL;) {
+        const char *ev = p + 7;
+        const char *data = strstr(p, "data: ");
+        if (!data) break;
+        data += 6;
+        const char *end = strstr(data, "\n");
+        json_t *j = json_loadb(data, end ? (size_t)(end - data) : strlen(data), 0, NULL);
+        const char *t = text_of(j);
+        if (strncmp(ev, "chunk", 5) == 0 && t) buf_append_str(chunks, t);
+        if (strncmp(ev, "done", 4) == 0 && t) *final = strdup(t);
+        json_decref(j);
+        p = end ? end : data;
+    }
+}
+
+static void test_stream_concatenates(void)
+{
+    char *want = reference(tiny, "Hello world", 16, CHAT_NONE, NULL);
+    const char *h[] = {"Accept: text/event-stream", NULL};
+    struct resp r;
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/tiny/invoke",
+                   "{\"op\":\"complete\",\"prompt\":\"Hello world\",\"max_tokens\":16}", h, &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    struct buf chunks = {0};
+    char *final = NULL;
+    sse_texts(r.body, &chunks, &final);
+    ASSERT(final != NULL);
+    ASSERT_STR_EQ(final, want);
+    ASSERT_STR_EQ(chunks.data ? chunks.data : "", want);
+    ASSERT(strstr(r.body, "event: chunk") != NULL);
+    free(final);
+    buf_free(&chunks);
+    resp_free(&r);
+    free(want);
+}
+
+static void test_seed_stop_and_limits(void)
+{
+    long st;
+    const char *seeded = "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":24,"
+                         "\"temperature\":1.0,\"top_k\":0,\"top_p\":1,\"min_p\":0,\"seed\":7}";
+    json_t *a = call("tiny", seeded, &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_t *b = call("tiny", seeded, &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(a), text_of(b));
+    json_decref(a);
+    json_decref(b);
+
+    /* a stop string taken from the greedy text: the answer ends before it */
+    char *want = reference(tiny, "Hello world", 16, CHAT_NONE, NULL);
+    ASSERT(want && strlen(want) > 2);
+    size_t i = 1;
+    while (want[i] && !(want[i] >= 'a' && want[i] <= 'z'))
+        i++;
+    if (want[i]) {
+        char stop[2] = {want[i], 0};
+        const char *cut = strstr(want, stop);
+        char req[256];
+        snprintf(req, sizeof(req),
+                 "{\"op\":\"complete\",\"prompt\":\"Hello world\",\"max_tokens\":16,\"stop\":[\"%s\"]}",
+                 stop);
+        json_t *j = call("tiny", req, &st, NULL, 0);
+        ASSERT_EQ(st, 200);
+        ASSERT_EQ(strlen(text_of(j)), (size_t)(cut - want));
+        ASSERT(strncmp(text_of(j), want, (size_t)(cut - want)) == 0);
+        ASSERT_STR_EQ(json_string_value(json_object_get(j, "finish_reason")), "stop");
+        json_decref(j);
+    } else {
+        fprintf(stderr, "  (no letter in the greedy text to stop at)\n");
+    }
+    free(want);
+
+    json_t *j = call("tiny", "{\"op\":\"complete\",\"prompt\":\"Hi\",\"max_tokens\":100000}", &st,
+                     NULL, 0);
+    ASSERT_EQ(st, 400);
+    ASSERT_STR_EQ(error_code(j), "max_tokens_too_large");
+    json_decref(j);
+
+    struct buf big = {0};
+    buf_append_str(&big, "{\"op\":\"complete\",\"prompt\":\"");
+    for (int k = 0; k < 400; k++)
+        buf_append_str(&big, "ab ");
+    buf_append_str(&big, "\"}");
+    j = call("tiny", big.data, &st, NULL, 0);
+    buf_free(&big);
+    ASSERT_EQ(st, 400);
+    ASSERT_STR_EQ(error_code(j), "context_length_exceeded");
+    json_decref(j);
+
+    /* logprobs: one entry per generated token, the chosen one first */
+    j = call("tiny", "{\"op\":\"complete\",\"prompt\":\"Hi\",\"max_tokens\":4,\"logprobs\":2}", &st,
+             NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_t *lp = json_object_get(j, "logprobs");
+    ASSERT_EQ(json_array_size(lp),
+              json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")));
+    ASSERT_EQ(json_array_size(json_object_get(json_array_get(lp, 0), "top")), 2);
+    json_decref(j);
+
+    static const char *const bad[] = {
+        "\"hello\"",
+        "{\"op\":\"translate\"}",
+        "{\"op\":\"complete\"}",
+        "{\"op\":\"complete\",\"prompt\":\"x\",\"temperature\":\"hot\"}",
+        "{\"op\":\"complete\",\"prompt\":\"x\",\"stop\":[1]}",
+        "{\"op\":\"chat\",\"messages\":[]}",
+        "{\"op\":\"chat\",\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}",
+        "{\"op\":\"embed\",\"input\":[\"x\"]}",
+    };
+    for (size_t k = 0; k < ARRAY_LEN(bad); k++) {
+        j = call("tiny", bad[k], &st, NULL, 0);
+        if (st != 400) fprintf(stderr, "  input %s -> %ld\n", bad[k], st);
+        ASSERT_EQ(st, 400);
+        ASSERT_STR_EQ(error_code(j), "invalid_request");
+        json_decref(j);
+    }
+}
+
+struct par {
+    char prompt[64];
+    char *got;
+    long status;
+};
+
+static void *par_call(void *arg)
+{
+    struct par *p = arg;
+    char req[256];
+    snprintf(req, sizeof(req), "{\"op\":\"complete\",\"prompt\":\"%s\",\"max_tokens\":24}",
+             p->prompt);
+    json_t *j = call("tiny", req, &p->status, NULL, 0);
+    p->got = text_of(j) ? strdup(text_of(j)) : NULL;
+    json_decref(j);
+    return NULL;
+}
+
+/* Four requests at once on one instance decoding four sequences together
+ * give what each gives alone. */
+static void test_parallel_requests_batched(void)
+{
+    struct par ps[4];
+    pthread_t th[4];
+    static const char *const prompts[] = {"Hello world", "Once upon a time", "abc", "The cat sat"};
+    for (int i = 0; i < 4; i++) {
+        memset(&ps[i], 0, sizeof(ps[i]));
+        str_copy(ps[i].prompt, prompts[i], sizeof(ps[i].prompt));
+        pthread_create(&th[i], NULL, par_call, &ps[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        char *want = reference(tiny, prompts[i], 24, CHAT_NONE, NULL);
+        ASSERT_EQ(ps[i].status, 200);
+        ASSERT_STR_EQ(ps[i].got, want);
+        free(want);
+        free(ps[i].got);
+    }
+    pid_t pids[8], tmpls[8];
+    ASSERT_EQ(spawned("tiny", pids, tmpls, 8), 1); /* max_instances 1: all on one */
+}
+
+static void test_embed(void)
+{
+    char m[512];
+    snprintf(m, sizeof(m), "{\"name\":\"emb\",\"runtime\":\"embed\",\"model\":\"%s\"}", qwen);
+    ASSERT_EQ(deploy(&N, m), 201);
+    long st;
+    json_t *j = call("emb", "{\"op\":\"embed\",\"input\":[\"hello\",\"world\",\"hello\"]}", &st,
+                     NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_t *data = json_object_get(j, "data");
+    ASSERT_EQ(json_array_size(data), 3);
+    size_t d = json_array_size(json_array_get(data, 0));
+    ASSERT_EQ(d, 256);
+    for (size_t k = 0; k < 3; k++) {
+        double ss = 0;
+        for (size_t i = 0; i < d; i++) {
+            double v = json_number_value(json_array_get(json_array_get(data, k), i));
+            ss += v * v;
+        }
+        ASSERT_NEAR(ss, 1.0, 1e-4);
+    }
+    ASSERT(json_equal(json_array_get(data, 0), json_array_get(data, 2)));
+    ASSERT(!json_equal(json_array_get(data, 0), json_array_get(data, 1)));
+    ASSERT_CMP(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")),
+               >, 0);
+    /* the same text in another request: the same vector */
+    json_t *k = call("emb", "{\"op\":\"embed\",\"input\":[\"hello\"]}", &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT(json_equal(json_array_get(json_object_get(k, "data"), 0), json_array_get(data, 0)));
+    json_decref(k);
+    json_decref(j);
+    j = call("emb", "{\"op\":\"complete\",\"prompt\":\"x\"}", &st, NULL, 0);
+    ASSERT_EQ(st, 400);
+    ASSERT_STR_EQ(error_code(j), "invalid_request");
+    json_decref(j);
+}
+
+/* min_instances 2: two instances forked from one template, reparented to
+ * the node (a subreaper); one killed with SIGKILL is replaced. */
+static void test_template_shared_and_crash(void)
+{
+    char m[512];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"pair\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":1,"
+             "\"sampling\":{\"temperature\":0},\"scale\":{\"min_instances\":2,\"max_instances\":2}}",
+             qwen);
+    ASSERT_EQ(deploy(&N, m), 201);
+    pid_t pids[8], tmpls[8];
+    int n = 0;
+    for (int i = 0; i < 400 && (n = spawned("pair", pids, tmpls, 8)) < 2; i++)
+        sleep_ms(25);
+    ASSERT_EQ(n, 2);
+    ASSERT_NE(pids[0], pids[1]);
+    ASSERT_EQ(tmpls[0], tmpls[1]);
+    ASSERT_CMP(tmpls[0], >, 0);
+    ASSERT_EQ(node_log_count(&N, "\"event\":\"template_spawned\",\"deployment\":\"pair\""), 1);
+    for (int k = 0; k < 2; k++) {
+        char path[64], line[256];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pids[k]);
+        FILE *f = fopen(path, "r");
+        ASSERT(f != NULL);
+        int ppid = -1;
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, "PPid:", 5) == 0) ppid = atoi(line + 5);
+        fclose(f);
+        ASSERT_EQ(ppid, N.pid);
+    }
+    long st;
+    char *want = reference(qwen, "Hello", 8, CHAT_NONE, NULL);
+    json_t *j = call("pair", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":8}", &st,
+                     NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(j), want);
+    json_decref(j);
+
+    ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+    for (int i = 0; i < 400 && spawned("pair", pids, tmpls, 8) < 3; i++)
+        sleep_ms(25);
+    ASSERT_EQ(spawned("pair", pids, tmpls, 8), 3); /* min_instances brought a third */
+    ASSERT_EQ(tmpls[2], tmpls[0]);
+    ASSERT(node_log_count(&N, "\"event\":\"instance_exited\",\"deployment\":\"pair\"") >= 1);
+    for (int k = 0; k < 4; k++) {
+        j = call("pair", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":8}", &st, NULL,
+                 0);
+        ASSERT_EQ(st, 200);
+        ASSERT_STR_EQ(text_of(j), want);
+        json_decref(j);
+    }
+    free(want);
+    /* removing the deployment stops the template too */
+    struct resp r;
+    ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/pair", NULL, NULL, &r), 0);
+    resp_free(&r);
+    for (int i = 0; i < 200 && kill(tmpls[0], 0) == 0; i++)
+        sleep_ms(25);
+    ASSERT(kill(tmpls[0], 0) != 0);
+}
+
+/* cold -> warm -> standby (template only) -> a fork -> cold again. */
+static void test_scale_to_zero_and_back(void)
+{
+    char m[640];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"z\",\"runtime\":\"llm\",\"model\":\"%s\",\"sampling\":{\"temperature\":0},"
+             "\"scale\":{\"idle_timeout\":\"300ms\",\"standby_timeout\":\"1500ms\","
+             "\"stable_window\":\"1s\",\"panic_window\":\"200ms\"}}",
+             qwen);
+    ASSERT_EQ(deploy(&N, m), 201);
+    char st_s[32], start[32];
+    ASSERT_STR_EQ(state_of("z", st_s, sizeof(st_s)), "cold");
+    long st;
+    const char *req = "{\"op\":\"complete\",\"prompt\":\"Hi\",\"max_tokens\":4}";
+    json_t *j = call("z", req, &st, start, sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "cold");
+    char *first = text_of(j) ? strdup(text_of(j)) : NULL;
+    json_decref(j);
+    ASSERT(wait_state("z", "standby", 20));
+    json_t *stj = status_of(&N, "z");
+    ASSERT_EQ(json_integer_value(json_object_get(stj, "instances_total")), 0);
+    ASSERT(json_object_get(stj, "template") != NULL);
+    json_decref(stj);
+    j = call("z", req, &st, start, sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "standby");
+    ASSERT_STR_EQ(text_of(j), first);
+    json_decref(j);
+    ASSERT(wait_state("z", "standby", 20));
+    ASSERT(wait_state("z", "cold", 20));
+    stj = status_of(&N, "z");
+    ASSERT(json_object_get(stj, "template") == NULL);
+    json_decref(stj);
+    j = call("z", req, &st, start, sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "cold");
+    ASSERT_STR_EQ(text_of(j), first);
+    json_decref(j);
+    free(first);
+    ASSERT_EQ(node_log_count(&N, "\"event\":\"template_spawned\",\"deployment\":\"z\""), 2);
+}
+
+static void test_bad_model_fails_clearly(void)
+{
+    ASSERT_EQ(deploy(&N, "{\"name\":\"gone\",\"runtime\":\"llm\",\"model\":\"/nonexistent/m.gguf\"}"),
+              201);
+    long st;
+    json_t *j = call("gone", "{\"op\":\"complete\",\"prompt\":\"x\"}", &st, NULL, 0);
+    ASSERT_EQ(st, 502);
+    ASSERT_STR_EQ(error_code(j), "instance_start_failed");
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                  "/nonexistent/m.gguf") != NULL);
+    json_decref(j);
+    /* a file that is no GGUF: the template's own words reach the caller */
+    char junk[300];
+    snprintf(junk, sizeof(junk), "%s/junk.gguf", dir);
+    FILE *f = fopen(junk, "w");
+    ASSERT(f != NULL);
+    fputs("not a model", f);
+    fclose(f);
+    char m[512];
+    snprintf(m, sizeof(m), "{\"name\":\"junk\",\"runtime\":\"embed\",\"model\":\"%s\"}", junk);
+    ASSERT_EQ(deploy(&N, m), 201);
+    j = call("junk", "{\"op\":\"embed\",\"input\":[\"x\"]}", &st, NULL, 0);
+    ASSERT_EQ(st, 502);
+    ASSERT_STR_EQ(error_code(j), "instance_start_failed");
+    json_decref(j);
+}
+
+/* The error-line extension for any function: status and a known code pass
+ * through; an unknown code falls back to function_error. */
+static void test_error_status_passthrough(void)
+{
+    char m[512];
+    snprintf(m, sizeof(m), "{\"name\":\"fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
+    ASSERT_EQ(deploy(&N, m), 201);
+    long st;
+    json_t *j = call("fn",
+                     "{\"op\":\"error\",\"message\":\"too long\",\"status\":422,\"code\":"
+                     "\"context_length_exceeded\"}",
+                     &st, NULL, 0);
+    ASSERT_EQ(st, 422);
+    ASSERT_STR_EQ(error_code(j), "context_length_exceeded");
+    json_decref(j);
+    j = call("fn", "{\"op\":\"error\",\"message\":\"x\",\"status\":429,\"code\":\"Made Up\"}", &st,
+             NULL, 0);
+    ASSERT_EQ(st, 429);
+    ASSERT_STR_EQ(error_code(j), "function_error");
+    json_decref(j);
+    j = call("fn", "{\"op\":\"error\",\"message\":\"x\",\"status\":200}", &st, NULL, 0);
+    ASSERT_EQ(st, 500);
+    json_decref(j);
+}
+
+/* A real trained model, where the shared folder has it. */
+static void test_stories260k(void)
+{
+    const char *src = getenv("THAW_SOURCE_DIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/../shared/models/stories260K.gguf", src ? src : ".");
+    if (access(path, R_OK) != 0) snprintf(path, sizeof(path), "/work/shared/models/stories260K.gguf");
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "  skipped: stories260K.gguf not found\n");
+        return;
+    }
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"stories\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":2,"
+             "\"sampling\":{\"temperature\":0}}",
+             path);
+    ASSERT_EQ(deploy(&N, m), 201);
+    char *want = reference(path, "Once upon a time", 40, CHAT_NONE, NULL);
+    long st;
+    json_t *j = call("stories",
+                     "{\"op\":\"complete\",\"prompt\":\"Once upon a time\",\"max_tokens\":40}", &st,
+                     NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(j), want);
+    fprintf(stderr, "  stories260K: \"Once upon a time%s\"\n", want ? want : "");
+    json_decref(j);
+    free(want);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "%s/thaw-llm-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir)) return 1;
+    snprintf(tiny, sizeof(tiny), "%s/tiny.gguf", dir);
+    snprintf(qwen, sizeof(qwen), "%s/tiny-qwen2.gguf", dir);
+    /* F32 weights: batched and single decoding agree to rounding, so greedy
+     * texts compare exactly */
+    if (gen_model(tiny, "tiny", GGML_TYPE_F32) || gen_model(qwen, "tiny-qwen2", GGML_TYPE_Q8_0))
+        return 1;
+    if (node_start(&N, NULL) != 0) return 1;
+    RUN(test_complete_matches_engine);
+    RUN(test_stream_concatenates);
+    RUN(test_seed_stop_and_limits);
+    RUN(test_parallel_requests_batched);
+    RUN(test_embed);
+    RUN(test_template_shared_and_crash);
+    RUN(test_scale_to_zero_and_back);
+    RUN(test_bad_model_fails_clearly);
+    RUN(test_error_status_passthrough);
+    RUN(test_stories260k);
+    node_cleanup(&N);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+    return TEST_REPORT();
+}
