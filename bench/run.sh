@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks from a build folder made with -DTHAW_BENCH=ON:
-#   bash bench/run.sh BUILD [platform|throughput|kernels|engine|all] [trials]
+#   bash bench/run.sh BUILD [platform|throughput|kernels|engine|llm|all] [trials]
 # Each benchmark prints its baseline measured in the same run and ratios.
 set -euo pipefail
 build=${1:-build-bench}
@@ -40,12 +40,14 @@ case "$what" in
   throughput) throughput 1; throughput 2 ;;
   kernels) [ -x ./bench_kernels ] && ./bench_kernels ;;
   engine) [ -x ./bench_engine ] && ./bench_engine ;;
+  llm) ./bench_llm ;;
   all)
     ./bench_platform "$trials"
     throughput 1
     throughput 2
     if [ -x ./bench_kernels ]; then ./bench_kernels; fi
     if [ -x ./bench_engine ]; then ./bench_engine; fi
+    ./bench_llm
     ;;
   *) echo "unknown benchmark '$what'" >&2; exit 2 ;;
 esac

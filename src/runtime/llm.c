@@ -754,7 +754,9 @@ int rt_serve(struct rt_model *m)
         return 1;
     }
     struct buf ready = {0};
-    buf_printf(&ready, "{\"ready\":true,\"n_ctx\":%d,\"parallel\":%d}", (int)s.n_ctx, s.n_seq);
+    size_t kv = 0, ctx_bytes = engine_ctx_bytes(s.c, &kv);
+    buf_printf(&ready, "{\"ready\":true,\"n_ctx\":%d,\"parallel\":%d,\"ctx_bytes\":%zu,\"kv_bytes\":%zu}",
+               (int)s.n_ctx, s.n_seq, ctx_bytes, kv);
     send_line(&ready);
     buf_free(&ready);
     for (;;) {

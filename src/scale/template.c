@@ -240,8 +240,12 @@ static int tmpl_start(struct pool *p, struct thaw_err *err)
     char *json = tmpl_spec_json(p, err);
     if (!json) return err->code ? err->code : THAW_EINVAL;
     char *argv[] = {self, RUNTIME_MODEL_COMMAND, "model", "--spec", json, NULL};
+    /* OpenBLAS would start its worker threads at load; the engine runs it
+     * single-threaded anyway, and a template forks: it must have one thread. */
+    char *env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
     struct instance_launch l = {
         .argv = argv,
+        .env = env,
         .tmp_root = s->cfg.tmp_root,
         .deployment = spec->name,
         .rlimit_as = spec->limits.memory_bytes,

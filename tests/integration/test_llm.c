@@ -406,6 +406,20 @@ static void test_embed(void)
     json_decref(j);
 }
 
+/* A number from /proc/pid/status, or -1. */
+static int proc_field(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int v = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, field, strlen(field)) == 0) v = atoi(line + strlen(field));
+    fclose(f);
+    return v;
+}
+
 /* min_instances 2: two instances forked from one template, reparented to
  * the node (a subreaper); one killed with SIGKILL is replaced. */
 static void test_template_shared_and_crash(void)
@@ -425,16 +439,9 @@ static void test_template_shared_and_crash(void)
     ASSERT_EQ(tmpls[0], tmpls[1]);
     ASSERT_CMP(tmpls[0], >, 0);
     ASSERT_EQ(node_log_count(&N, "\"event\":\"template_spawned\",\"deployment\":\"pair\""), 1);
+    ASSERT_EQ(proc_field(tmpls[0], "Threads:"), 1); /* a template forks: one thread */
     for (int k = 0; k < 2; k++) {
-        char path[64], line[256];
-        snprintf(path, sizeof(path), "/proc/%d/status", (int)pids[k]);
-        FILE *f = fopen(path, "r");
-        ASSERT(f != NULL);
-        int ppid = -1;
-        while (fgets(line, sizeof(line), f))
-            if (strncmp(line, "PPid:", 5) == 0) ppid = atoi(line + 5);
-        fclose(f);
-        ASSERT_EQ(ppid, N.pid);
+        ASSERT_EQ(proc_field(pids[k], "PPid:"), N.pid);
     }
     long st;
     char *want = reference(qwen, "Hello", 8, CHAT_NONE, NULL);
@@ -473,7 +480,7 @@ static void test_scale_to_zero_and_back(void)
     char m[640];
     snprintf(m, sizeof(m),
              "{\"name\":\"z\",\"runtime\":\"llm\",\"model\":\"%s\",\"sampling\":{\"temperature\":0},"
-             "\"scale\":{\"idle_timeout\":\"300ms\",\"standby_timeout\":\"1500ms\","
+             "\"scale\":{\"idle_timeout\":\"300ms\",\"standby_timeout\":\"3s\","
              "\"stable_window\":\"1s\",\"panic_window\":\"200ms\"}}",
              qwen);
     ASSERT_EQ(deploy(&N, m), 201);
