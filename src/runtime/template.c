@@ -240,6 +240,7 @@ int runtime_model_main(int argc, char **argv)
         tokenizer_free(m.tok);
         engine_model_free(m.model);
         registry_spec_free(m.spec);
+        if (m.sandboxed) _exit(1); /* as at the end: no exit-time leak check */
         return 1;
     }
     const struct engine_model_info *hp = engine_model_info(m.model);

@@ -541,6 +541,8 @@ static void test_bad_model_fails_clearly(void)
     j = call("junk", "{\"op\":\"embed\",\"input\":[\"x\"]}", &st, NULL, 0);
     ASSERT_EQ(st, 502);
     ASSERT_STR_EQ(error_code(j), "instance_start_failed");
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                  "gguf") != NULL);
     json_decref(j);
 }
 
