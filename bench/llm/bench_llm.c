@@ -288,8 +288,8 @@ int main(int argc, char **argv)
         long long total = rollup_kb(tp, "Pss");
         for (int j = 0; j <= k; j++)
             total += rollup_kb(insts[j].pid, "Pss");
-        long long priv = rollup_kb(insts[k].pid, "Private_Clean") +
-                         rollup_kb(insts[k].pid, "Private_Dirty");
+        long long priv =
+            rollup_kb(insts[k].pid, "Private_Clean") + rollup_kb(insts[k].pid, "Private_Dirty");
         long long kv_kb = insts[k].kv_bytes / 1024;
         printf("  instance %d: Rss %lld kB, private %lld kB; Pss of template + instances %lld kB, "
                "+%lld kB (KV cache %lld kB allocated; target <= KV + 16 MiB: %s)\n",

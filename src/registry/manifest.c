@@ -411,11 +411,16 @@ bool registry_runtime_is_model(const struct deploy_spec *spec)
 static int parse_sampling(const json_t *v, struct deploy_sampling *s, bool *max_given,
                           struct thaw_err *err)
 {
-    static const char *const allowed[] = {"temperature",       "top_p",
-                                          "top_k",             "min_p",
-                                          "repetition_penalty", "frequency_penalty",
-                                          "presence_penalty",  "max_tokens",
-                                          "seed",              NULL};
+    static const char *const allowed[] = {"temperature",
+                                          "top_p",
+                                          "top_k",
+                                          "min_p",
+                                          "repetition_penalty",
+                                          "frequency_penalty",
+                                          "presence_penalty",
+                                          "max_tokens",
+                                          "seed",
+                                          NULL};
     if (!json_is_object(v)) return thaw_errf(err, THAW_EINVAL, "field 'sampling' must be a map");
     const char *w = "sampling.";
     int rc = check_keys(v, w, allowed, err);
@@ -456,17 +461,15 @@ static int parse_model_path(const json_t *v, char **out, struct thaw_err *err)
 static int check_runtime_fields(const json_t *obj, const char *runtime, struct thaw_err *err)
 {
     static const char *const exec_only[] = {"command", "env", "workdir", "concurrency", NULL};
-    static const char *const model_only[] = {"model", "threads", "context", "parallel", "redact",
-                                             NULL};
-    static const char *const llm_only[] = {"max_output_tokens", "chat_template", "sampling",
-                                           NULL};
+    static const char *const model_only[] = {"model",    "threads", "context",
+                                             "parallel", "redact",  NULL};
+    static const char *const llm_only[] = {"max_output_tokens", "chat_template", "sampling", NULL};
     bool exec = strcmp(runtime, "exec") == 0, llm = strcmp(runtime, "llm") == 0;
     for (const char *const *f = exec_only; !exec && *f; f++)
         if (json_object_get(obj, *f))
-            return thaw_errf(err, THAW_EINVAL, "field '%s' is not allowed for runtime %s%s", *f,
-                             runtime,
-                             strcmp(*f, "concurrency") == 0 ? " (its instances take 'parallel')"
-                                                            : "");
+            return thaw_errf(
+                err, THAW_EINVAL, "field '%s' is not allowed for runtime %s%s", *f, runtime,
+                strcmp(*f, "concurrency") == 0 ? " (its instances take 'parallel')" : "");
     for (const char *const *f = model_only; exec && *f; f++)
         if (json_object_get(obj, *f))
             return thaw_errf(err, THAW_EINVAL,
@@ -513,10 +516,10 @@ static int parse_model(const json_t *obj, struct deploy_spec *spec, struct thaw_
 int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct thaw_err *err)
 {
     static const char *const allowed[] = {
-        "name",     "runtime", "command",  "env",     "workdir",       "concurrency",
-        "timeout",  "scale",   "limits",   "jobs",    "sandbox",       "network",
-        "input_schema", "model", "threads", "context", "parallel",   "max_output_tokens",
-        "chat_template", "sampling", "redact", NULL};
+        "name",          "runtime",  "command", "env",     "workdir",  "concurrency",
+        "timeout",       "scale",    "limits",  "jobs",    "sandbox",  "network",
+        "input_schema",  "model",    "threads", "context", "parallel", "max_output_tokens",
+        "chat_template", "sampling", "redact",  NULL};
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");
@@ -643,13 +646,13 @@ static void model_json(json_t *o, const struct deploy_spec *spec)
     const struct deploy_sampling *s = &m->sampling;
     json_object_set_new(o, "max_output_tokens", json_integer(m->max_output_tokens));
     if (m->chat_template) json_object_set_new(o, "chat_template", json_string(m->chat_template));
-    json_object_set_new(
-        o, "sampling",
-        json_pack("{s:f, s:f, s:i, s:f, s:f, s:f, s:f, s:i, s:o}", "temperature", s->temperature,
-                  "top_p", s->top_p, "top_k", s->top_k, "min_p", s->min_p, "repetition_penalty",
-                  s->repetition_penalty, "frequency_penalty", s->frequency_penalty,
-                  "presence_penalty", s->presence_penalty, "max_tokens", s->max_tokens, "seed",
-                  s->seed < 0 ? json_null() : json_integer(s->seed)));
+    json_object_set_new(o, "sampling",
+                        json_pack("{s:f, s:f, s:i, s:f, s:f, s:f, s:f, s:i, s:o}", "temperature",
+                                  s->temperature, "top_p", s->top_p, "top_k", s->top_k, "min_p",
+                                  s->min_p, "repetition_penalty", s->repetition_penalty,
+                                  "frequency_penalty", s->frequency_penalty, "presence_penalty",
+                                  s->presence_penalty, "max_tokens", s->max_tokens, "seed",
+                                  s->seed < 0 ? json_null() : json_integer(s->seed)));
 }
 
 json_t *registry_spec_to_json(const struct deploy_spec *spec)
@@ -668,9 +671,8 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec)
         json_pack("{s:I, s:I, s:I, s:I}", "memory", (json_int_t)l->memory_bytes, "open_files",
                   (json_int_t)l->open_files, "cpu_seconds", (json_int_t)l->cpu_seconds,
                   "max_body_size", (json_int_t)l->max_body_bytes);
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o}", "name", spec->name, "runtime",
-                          spec->runtime, "timeout", ms_json(spec->timeout_ms), "scale", scale,
-                          "limits", limits);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o}", "name", spec->name, "runtime", spec->runtime,
+                          "timeout", ms_json(spec->timeout_ms), "scale", scale, "limits", limits);
     if (o && !registry_runtime_is_model(spec)) {
         json_object_set_new(o, "command", strv_json(spec->command));
         json_object_set_new(o, "env", env_json(spec->env));

@@ -48,13 +48,13 @@ struct deploy_jobs {
 /* Sampling defaults of an llm deployment (the manifest's `sampling:` block);
  * a request's own fields win over them. */
 struct deploy_sampling {
-    double temperature; /* 0: greedy */
-    double top_p;       /* 1: off */
-    int top_k;          /* 0: off */
-    double min_p;       /* 0: off */
+    double temperature;                                             /* 0: greedy */
+    double top_p;                                                   /* 1: off */
+    int top_k;                                                      /* 0: off */
+    double min_p;                                                   /* 0: off */
     double repetition_penalty, frequency_penalty, presence_penalty; /* 1, 0, 0: off */
-    int max_tokens;     /* when a request names none (capped by max_output_tokens) */
-    int64_t seed;       /* -1: a fresh random seed per request */
+    int max_tokens; /* when a request names none (capped by max_output_tokens) */
+    int64_t seed;   /* -1: a fresh random seed per request */
 };
 
 /* Runtimes llm and embed: the model file and how its instances run it. */
@@ -70,18 +70,18 @@ struct deploy_model {
 
 struct deploy_spec {
     char name[DEPLOY_NAME_MAX + 1];
-    char *runtime;  /* "exec", "llm" or "embed" */
-    char **command; /* exec: argv, NULL-terminated */
-    char **env;     /* exec: "KEY=VALUE" strings, NULL-terminated */
-    char *workdir;  /* exec: NULL = the node's data dir */
+    char *runtime;             /* "exec", "llm" or "embed" */
+    char **command;            /* exec: argv, NULL-terminated */
+    char **env;                /* exec: "KEY=VALUE" strings, NULL-terminated */
+    char *workdir;             /* exec: NULL = the node's data dir */
     struct deploy_model model; /* llm, embed */
     /* Requests in flight per instance; for llm and embed the manifest's
      * `parallel` (sequences decoded together). */
     int concurrency;
     int64_t timeout_ms;
     json_t *input_schema; /* JSON Schema (supported subset) the input must match; NULL = any */
-    bool sandbox;       /* seccomp, Landlock and namespaces for instances (default on) */
-    bool network;       /* instances may open network sockets (default off) */
+    bool sandbox;         /* seccomp, Landlock and namespaces for instances (default on) */
+    bool network;         /* instances may open network sockets (default off) */
     struct deploy_scale scale;
     struct deploy_limits limits;
     struct deploy_jobs jobs;
@@ -129,7 +129,7 @@ int registry_yaml_to_json(const char *text, size_t len, json_t **out, struct tha
 
 #include <sys/uio.h>
 
-#define ARTIFACT_DIGEST_SIZE 72    /* "sha256:" + 64 hex + NUL */
+#define ARTIFACT_DIGEST_SIZE    72 /* "sha256:" + 64 hex + NUL */
 #define ARTIFACT_UPLOAD_ID_SIZE 33 /* 32 hex + NUL */
 
 struct artifact_store;
@@ -201,8 +201,8 @@ int artifact_upload_stat(struct artifact_store *as, const char *id,
  * is larger than chunk_max or goes past the declared size. On any error
  * nothing of the chunk is kept. out may be NULL. */
 int artifact_upload_append(struct artifact_store *as, const char *id, int64_t offset,
-                           const struct iovec *iov, size_t n_iov,
-                           struct artifact_upload_info *out, struct thaw_err *err);
+                           const struct iovec *iov, size_t n_iov, struct artifact_upload_info *out,
+                           struct thaw_err *err);
 /* Finishes a session: verifies against expect (may be NULL), fsyncs and
  * links the blob into place, and ends the session. THAW_ECONFLICT on a
  * digest mismatch (the session is discarded: nothing is kept); THAW_ESTATE
@@ -218,8 +218,7 @@ int artifact_uploads_expire(struct artifact_store *as, struct thaw_err *err);
 /* Calls cb for each stored blob (order unspecified); a non-zero return
  * stops the walk and is returned. */
 typedef int (*artifact_list_fn)(void *ctx, const char *digest, int64_t size);
-int artifact_list(struct artifact_store *as, artifact_list_fn cb, void *ctx,
-                  struct thaw_err *err);
+int artifact_list(struct artifact_store *as, artifact_list_fn cb, void *ctx, struct thaw_err *err);
 
 /* Garbage collection: removes every blob that is_referenced says no to and
  * that was stored or re-confirmed (uploaded again) more than min_age_ms

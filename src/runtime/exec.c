@@ -37,7 +37,7 @@ static int parse_id(json_t *v, uint64_t *id)
 const char *runtime_error_code(const char *code)
 {
     static const char *const known[] = {
-        "invalid_request",      "invalid_input",  "context_length_exceeded",
+        "invalid_request",      "invalid_input",   "context_length_exceeded",
         "max_tokens_too_large", "input_too_large", "unprocessable_entity",
         "rate_limited",         "overloaded",      "model_error",
         "internal_error",       "function_error",  "not_found",

@@ -15,9 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RT_MAX_LINE  (64u << 20) /* longer request lines are refused (the node caps bodies) */
-#define RT_MAX_STOPS 16
-#define RT_MAX_STOP_LEN 256
+#define RT_MAX_LINE         (64u << 20) /* longer request lines are refused (the node caps bodies) */
+#define RT_MAX_STOPS        16
+#define RT_MAX_STOP_LEN     256
 #define RT_MAX_EMBED_INPUTS 2048
 
 /* One request. Queued until a sequence is free, then prefilled in chunks
@@ -49,7 +49,7 @@ struct srv {
     int n_seq;
     struct req **seqs; /* n_seq slots */
     struct req *queue_head, *queue_tail;
-    struct buf in;  /* bytes read from stdin, not yet a whole line */
+    struct buf in;   /* bytes read from stdin, not yet a whole line */
     bool discarding; /* dropping the rest of an over-long line */
     bool eof;
     struct buf out; /* scratch for lines written */
@@ -99,7 +99,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     if (len == 0 || len > n || s[0] > 0xf4) return 0;
     for (size_t i = 1; i < len; i++)
         if ((s[i] & 0xc0) != 0x80) return 0;
-    if (len == 3 && s[0] == 0xe0 && s[1] < 0xa0) return 0; /* overlong */
+    if (len == 3 && s[0] == 0xe0 && s[1] < 0xa0) return 0;  /* overlong */
     if (len == 3 && s[0] == 0xed && s[1] >= 0xa0) return 0; /* surrogate */
     if (len == 4 && s[0] == 0xf0 && s[1] < 0x90) return 0;
     if (len == 4 && s[0] == 0xf4 && s[1] >= 0x90) return 0;
@@ -178,14 +178,14 @@ static int num_field(const json_t *in, const char *key, double lo, double hi, do
     json_t *v = json_object_get(in, key);
     if (!v || json_is_null(v)) return 0;
     if (!json_is_number(v) || !(json_number_value(v) >= lo && json_number_value(v) <= hi))
-        return bad_req(b, 400, "invalid_request", "\"%s\" must be a number from %g to %g", key,
-                       lo, hi);
+        return bad_req(b, 400, "invalid_request", "\"%s\" must be a number from %g to %g", key, lo,
+                       hi);
     *out = json_number_value(v);
     return 0;
 }
 
-static int int_field(const json_t *in, const char *key, long long lo, long long hi,
-                     long long *out, struct bad *b)
+static int int_field(const json_t *in, const char *key, long long lo, long long hi, long long *out,
+                     struct bad *b)
 {
     json_t *v = json_object_get(in, key);
     if (!v || json_is_null(v)) return 0;
@@ -252,8 +252,7 @@ static int stops_of(const json_t *in, const char **stops, size_t *n, struct bad 
     {
         if (!json_is_string(e) || json_string_length(e) > RT_MAX_STOP_LEN)
             return bad_req(b, 400, "invalid_request",
-                           "\"stop\" entries must be strings of at most %d bytes",
-                           RT_MAX_STOP_LEN);
+                           "\"stop\" entries must be strings of at most %d bytes", RT_MAX_STOP_LEN);
         stops[(*n)++] = json_string_value(e);
     }
     return 0;
@@ -323,8 +322,7 @@ static int prompt_of(const struct rt_model *m, const char *op, const json_t *in,
 }
 
 /* Builds a request from an llm input, or says what is wrong with it. */
-static struct req *req_new(struct srv *s, uint64_t id, bool stream, const json_t *in,
-                           struct bad *b)
+static struct req *req_new(struct srv *s, uint64_t id, bool stream, const json_t *in, struct bad *b)
 {
     const struct rt_model *m = s->m;
     const char *op = json_string_value(json_object_get(in, "op"));
@@ -360,8 +358,9 @@ static struct req *req_new(struct srv *s, uint64_t id, bool stream, const json_t
     if (!rc) rc = tokenizer_detok_new(m->tok, 0, &r->dt);
     if (!rc) rc = sampler_stop_new(stops, n_stops, &r->stop);
     if (rc) {
-        bad_req(b, rc == THAW_EINVAL ? 400 : 500, rc == THAW_EINVAL ? "invalid_request" : "internal_error",
-                "%s", err.msg[0] ? err.msg : thaw_strerror(rc));
+        bad_req(b, rc == THAW_EINVAL ? 400 : 500,
+                rc == THAW_EINVAL ? "invalid_request" : "internal_error", "%s",
+                err.msg[0] ? err.msg : thaw_strerror(rc));
         req_free(r);
         return NULL;
     }
@@ -426,8 +425,8 @@ static void serve_embed(struct srv *s, uint64_t id, const json_t *in)
         const char *text = maybe_redact(m, json_string_value(e), &len, &owned);
         int32_t *ids = NULL;
         size_t n = 0;
-        int rc = tokenizer_encode(m->tok, text, len, tokenizer_wants_bos(m->tok), false, &ids, &n,
-                                  &err);
+        int rc =
+            tokenizer_encode(m->tok, text, len, tokenizer_wants_bos(m->tok), false, &ids, &n, &err);
         free(owned);
         char why[600] = "";
         int status = 500;
@@ -437,8 +436,9 @@ static void serve_embed(struct srv *s, uint64_t id, const json_t *in)
             status = 400;
             code = "invalid_request";
         } else if (!rc && (int64_t)n > s->n_ctx) {
-            snprintf(why, sizeof(why), "input[%zu] is %zu tokens; this deployment's context holds %d",
-                     i, n, (int)s->n_ctx);
+            snprintf(why, sizeof(why),
+                     "input[%zu] is %zu tokens; this deployment's context holds %d", i, n,
+                     (int)s->n_ctx);
             status = 400;
             code = "context_length_exceeded";
         } else if (!rc && engine_embed(s->c, 0, ids, (int32_t)n, s->embedding, &err)) {
@@ -616,7 +616,8 @@ static void record_logprobs(struct srv *s, struct req *r, int32_t tok,
     if (b->len) buf_append(b, ",", 1);
     buf_append_str(b, "{\"token\":");
     append_piece(s, b, tok);
-    buf_printf(b, ",\"logprob\":%.6g,\"top\":[", isfinite(lp->token_logprob) ? lp->token_logprob : -1e30);
+    buf_printf(b, ",\"logprob\":%.6g,\"top\":[",
+               isfinite(lp->token_logprob) ? lp->token_logprob : -1e30);
     for (int i = 0; i < lp->n_top && i < r->n_logprobs; i++) {
         buf_append_str(b, i ? ",{\"token\":" : "{\"token\":");
         append_piece(s, b, lp->top[i].token);
@@ -693,8 +694,8 @@ static void step(struct srv *s)
         size_t k = MIN(r->n_prompt - r->fed, (size_t)(s->n_batch - n));
         for (size_t j = 0; j < k; j++) {
             bool last = r->fed + j + 1 == r->n_prompt;
-            s->batch[n++] = (struct engine_batch_entry){i, r->prompt[r->fed + j],
-                                                        (int32_t)(r->fed + j), last};
+            s->batch[n++] =
+                (struct engine_batch_entry){i, r->prompt[r->fed + j], (int32_t)(r->fed + j), last};
             if (last) s->batch_owner[n_out++] = i;
         }
         r->fed += k;
@@ -755,7 +756,8 @@ int rt_serve(struct rt_model *m)
     }
     struct buf ready = {0};
     size_t kv = 0, ctx_bytes = engine_ctx_bytes(s.c, &kv);
-    buf_printf(&ready, "{\"ready\":true,\"n_ctx\":%d,\"parallel\":%d,\"ctx_bytes\":%zu,\"kv_bytes\":%zu}",
+    buf_printf(&ready,
+               "{\"ready\":true,\"n_ctx\":%d,\"parallel\":%d,\"ctx_bytes\":%zu,\"kv_bytes\":%zu}",
                (int)s.n_ctx, s.n_seq, ctx_bytes, kv);
     send_line(&ready);
     buf_free(&ready);

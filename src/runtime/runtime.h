@@ -24,7 +24,7 @@ enum exec_msg_kind { EXEC_MSG_READY, EXEC_MSG_OUTPUT, EXEC_MSG_ERROR, EXEC_MSG_C
 struct exec_msg {
     enum exec_msg_kind kind;
     uint64_t id;
-    char *payload; /* compact JSON for OUTPUT/CHUNK, plain text for ERROR; caller frees */
+    char *payload;    /* compact JSON for OUTPUT/CHUNK, plain text for ERROR; caller frees */
     int status;       /* ERROR: the HTTP status the function asked for (400..599), 0: none */
     const char *code; /* ERROR: its code when it is a known one (a static string), or NULL */
 };

@@ -12,10 +12,10 @@ struct rt_model {
     struct deploy_spec *spec; /* the deployment, model path resolved by the node */
     struct engine_model *model;
     struct engine_tokenizer *tok;
-    bool embed;               /* runtime embed (else llm) */
-    enum chat_family family;  /* CHAT_NONE: chat requests are refused with family_why */
+    bool embed;              /* runtime embed (else llm) */
+    enum chat_family family; /* CHAT_NONE: chat requests are refused with family_why */
     char family_why[640];
-    bool sandboxed;           /* running under a seccomp filter */
+    bool sandboxed; /* running under a seccomp filter */
 };
 
 /* An instance's life after the fork: creates its engine context, prints

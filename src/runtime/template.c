@@ -60,7 +60,9 @@ static int ctl_recv(int fds[2])
         char buf[CMSG_SPACE(2 * sizeof(int))];
     } ctl;
     struct iovec iov = {data, sizeof(data)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.buf,
                         .msg_controllen = sizeof(ctl.buf)};
     ssize_t n;
     do
@@ -245,10 +247,10 @@ int runtime_model_main(int argc, char **argv)
     }
     const struct engine_model_info *hp = engine_model_info(m.model);
     char line[512];
-    snprintf(line, sizeof(line),
-             "{\"ready\":true,\"load_ms\":%.1f,\"arch\":\"%s\",\"n_ctx_train\":%d,\"chat\":\"%s\"}\n",
-             (time_now_ns() - t0) / 1e6, hp->arch, (int)hp->n_ctx_train,
-             chat_family_name(m.family));
+    snprintf(
+        line, sizeof(line),
+        "{\"ready\":true,\"load_ms\":%.1f,\"arch\":\"%s\",\"n_ctx_train\":%d,\"chat\":\"%s\"}\n",
+        (time_now_ns() - t0) / 1e6, hp->arch, (int)hp->n_ctx_train, chat_family_name(m.family));
     ctl_write(line);
     for (;;) {
         int fds[2];
@@ -278,8 +280,8 @@ int runtime_template_fork(int ctl, int sock, int err_fd, int timeout_ms, pid_t *
     } cm;
     memset(&cm, 0, sizeof(cm));
     struct iovec iov = {(void *)CTL_FORK, sizeof(CTL_FORK) - 1};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                        .msg_controllen = sizeof(cm.buf)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;

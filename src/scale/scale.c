@@ -88,7 +88,8 @@ static void scale_down(struct pool *p, int surplus, bool to_zero)
 {
     /* llm/embed park nothing: their standby is the template. */
     bool want_standby = to_zero && p->spec->scale.standby_timeout_ms > 0 &&
-                        pool_count(p, INST_PARKED, true) == 0 && !registry_runtime_is_model(p->spec);
+                        pool_count(p, INST_PARKED, true) == 0 &&
+                        !registry_runtime_is_model(p->spec);
     for (int pass = 0; pass < 3 && surplus > 0; pass++) {
         for (struct inst *in = p->insts, *next; in && surplus > 0; in = next) {
             next = in->next;
@@ -409,9 +410,9 @@ static json_t *pool_status(const struct pool *p)
     if (ready == 0 && parked == 0 && pool_count(p, INST_STARTING, false) > 0) state = "starting";
     json_t *t = pool_tmpl_status(p);
     json_t *o = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:b, s:i}", "name", p->spec->name,
-                     "state", state, "instances", inst, "instances_total", total, "in_flight",
-                     p->inflight, "held", p->n_held, "desired", p->desired, "panicking",
-                     p->mem.panicking, "generation", p->generation);
+                          "state", state, "instances", inst, "instances_total", total, "in_flight",
+                          p->inflight, "held", p->n_held, "desired", p->desired, "panicking",
+                          p->mem.panicking, "generation", p->generation);
     if (o && t) json_object_set(o, "template", t);
     json_decref(t);
     return o;

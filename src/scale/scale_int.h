@@ -44,7 +44,7 @@ struct inst {
     int n_slots;
     struct slot *slots;
     uint64_t next_id;
-    bool reaped;     /* the SIGCHLD path collected the exit status below */
+    bool reaped; /* the SIGCHLD path collected the exit status below */
     int exit_status;
     bool awaiting_template; /* llm/embed: to be forked once the template is ready */
 };

@@ -67,9 +67,8 @@ static void tmpl_died(struct pool *p, const char *why)
     }
     snprintf(msg, sizeof(msg), "the model template exited (%s)%s%s", how,
              t->last_stderr[0] ? ": " : "", t->last_stderr);
-    OBS_LOG(t->ready ? LOG_WARN : LOG_ERROR, "template_exited",
-            LOG_S("deployment", p->spec->name), LOG_I("pid", t->proc.pid), LOG_S("status", how),
-            LOG_S("reason", why));
+    OBS_LOG(t->ready ? LOG_WARN : LOG_ERROR, "template_exited", LOG_S("deployment", p->spec->name),
+            LOG_I("pid", t->proc.pid), LOG_S("status", how), LOG_S("reason", why));
     bool was_ready = t->ready;
     tmpl_free(p);
     struct inst *next;
@@ -92,10 +91,10 @@ static int tmpl_fork(struct pool *p, struct inst *in)
     pid_t pid = -1;
     int rc = 0;
     in->awaiting_template = false;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
-        pipe2(errp, O_CLOEXEC) < 0)
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(errp, O_CLOEXEC) < 0)
         rc = thaw_errf(&err, -errno, "cannot create instance pipes: %s", strerror(errno));
-    if (!rc) rc = runtime_template_fork(t->proc.sock, sv[1], errp[1], TMPL_FORK_TIMEOUT_MS, &pid, &err);
+    if (!rc)
+        rc = runtime_template_fork(t->proc.sock, sv[1], errp[1], TMPL_FORK_TIMEOUT_MS, &pid, &err);
     if (sv[1] >= 0) close(sv[1]);
     if (errp[1] >= 0) close(errp[1]);
     if (!rc && (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(errp[0], F_SETFL, O_NONBLOCK) < 0))
@@ -181,7 +180,8 @@ static void tmpl_err_cb(struct bufferevent *bev, void *arg)
         size_t len;
         char *line = evbuffer_readln(input, &len, EVBUFFER_EOL_LF);
         if (!line) {
-            if (evbuffer_get_length(input) > 4096) evbuffer_drain(input, evbuffer_get_length(input));
+            if (evbuffer_get_length(input) > 4096)
+                evbuffer_drain(input, evbuffer_get_length(input));
             break;
         }
         if (len > 1000) line[1000] = 0;

@@ -266,9 +266,10 @@ static void test_seed_stop_and_limits(void)
         char stop[2] = {want[i], 0};
         const char *cut = strstr(want, stop);
         char req[256];
-        snprintf(req, sizeof(req),
-                 "{\"op\":\"complete\",\"prompt\":\"Hello world\",\"max_tokens\":16,\"stop\":[\"%s\"]}",
-                 stop);
+        snprintf(
+            req, sizeof(req),
+            "{\"op\":\"complete\",\"prompt\":\"Hello world\",\"max_tokens\":16,\"stop\":[\"%s\"]}",
+            stop);
         json_t *j = call("tiny", req, &st, NULL, 0);
         ASSERT_EQ(st, 200);
         ASSERT_EQ(strlen(text_of(j)), (size_t)(cut - want));
@@ -280,8 +281,8 @@ static void test_seed_stop_and_limits(void)
     }
     free(want);
 
-    json_t *j = call("tiny", "{\"op\":\"complete\",\"prompt\":\"Hi\",\"max_tokens\":100000}", &st,
-                     NULL, 0);
+    json_t *j =
+        call("tiny", "{\"op\":\"complete\",\"prompt\":\"Hi\",\"max_tokens\":100000}", &st, NULL, 0);
     ASSERT_EQ(st, 400);
     ASSERT_STR_EQ(error_code(j), "max_tokens_too_large");
     json_decref(j);
@@ -302,8 +303,8 @@ static void test_seed_stop_and_limits(void)
              NULL, 0);
     ASSERT_EQ(st, 200);
     json_t *lp = json_object_get(j, "logprobs");
-    ASSERT_EQ(json_array_size(lp),
-              json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")));
+    ASSERT_EQ(json_array_size(lp), json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                                      "completion_tokens")));
     ASSERT_EQ(json_array_size(json_object_get(json_array_get(lp, 0), "top")), 2);
     json_decref(j);
 
@@ -375,8 +376,8 @@ static void test_embed(void)
     snprintf(m, sizeof(m), "{\"name\":\"emb\",\"runtime\":\"embed\",\"model\":\"%s\"}", qwen);
     ASSERT_EQ(deploy(&N, m), 201);
     long st;
-    json_t *j = call("emb", "{\"op\":\"embed\",\"input\":[\"hello\",\"world\",\"hello\"]}", &st,
-                     NULL, 0);
+    json_t *j =
+        call("emb", "{\"op\":\"embed\",\"input\":[\"hello\",\"world\",\"hello\"]}", &st, NULL, 0);
     ASSERT_EQ(st, 200);
     json_t *data = json_object_get(j, "data");
     ASSERT_EQ(json_array_size(data), 3);
@@ -392,8 +393,8 @@ static void test_embed(void)
     }
     ASSERT(json_equal(json_array_get(data, 0), json_array_get(data, 2)));
     ASSERT(!json_equal(json_array_get(data, 0), json_array_get(data, 1)));
-    ASSERT_CMP(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")),
-               >, 0);
+    ASSERT_CMP(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")), >,
+               0);
     /* the same text in another request: the same vector */
     json_t *k = call("emb", "{\"op\":\"embed\",\"input\":[\"hello\"]}", &st, NULL, 0);
     ASSERT_EQ(st, 200);
@@ -425,10 +426,11 @@ static int proc_field(pid_t pid, const char *field)
 static void test_template_shared_and_crash(void)
 {
     char m[512];
-    snprintf(m, sizeof(m),
-             "{\"name\":\"pair\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":1,"
-             "\"sampling\":{\"temperature\":0},\"scale\":{\"min_instances\":2,\"max_instances\":2}}",
-             qwen);
+    snprintf(
+        m, sizeof(m),
+        "{\"name\":\"pair\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":1,"
+        "\"sampling\":{\"temperature\":0},\"scale\":{\"min_instances\":2,\"max_instances\":2}}",
+        qwen);
     ASSERT_EQ(deploy(&N, m), 201);
     pid_t pids[8], tmpls[8];
     int n = 0;
@@ -445,8 +447,8 @@ static void test_template_shared_and_crash(void)
     }
     long st;
     char *want = reference(qwen, "Hello", 8, CHAT_NONE, NULL);
-    json_t *j = call("pair", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":8}", &st,
-                     NULL, 0);
+    json_t *j =
+        call("pair", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":8}", &st, NULL, 0);
     ASSERT_EQ(st, 200);
     ASSERT_STR_EQ(text_of(j), want);
     json_decref(j);
@@ -478,11 +480,12 @@ static void test_template_shared_and_crash(void)
 static void test_scale_to_zero_and_back(void)
 {
     char m[640];
-    snprintf(m, sizeof(m),
-             "{\"name\":\"z\",\"runtime\":\"llm\",\"model\":\"%s\",\"sampling\":{\"temperature\":0},"
-             "\"scale\":{\"idle_timeout\":\"300ms\",\"standby_timeout\":\"3s\","
-             "\"stable_window\":\"1s\",\"panic_window\":\"200ms\"}}",
-             qwen);
+    snprintf(
+        m, sizeof(m),
+        "{\"name\":\"z\",\"runtime\":\"llm\",\"model\":\"%s\",\"sampling\":{\"temperature\":0},"
+        "\"scale\":{\"idle_timeout\":\"300ms\",\"standby_timeout\":\"3s\","
+        "\"stable_window\":\"1s\",\"panic_window\":\"200ms\"}}",
+        qwen);
     ASSERT_EQ(deploy(&N, m), 201);
     char st_s[32], start[32];
     ASSERT_STR_EQ(state_of("z", st_s, sizeof(st_s)), "cold");
@@ -519,8 +522,9 @@ static void test_scale_to_zero_and_back(void)
 
 static void test_bad_model_fails_clearly(void)
 {
-    ASSERT_EQ(deploy(&N, "{\"name\":\"gone\",\"runtime\":\"llm\",\"model\":\"/nonexistent/m.gguf\"}"),
-              201);
+    ASSERT_EQ(
+        deploy(&N, "{\"name\":\"gone\",\"runtime\":\"llm\",\"model\":\"/nonexistent/m.gguf\"}"),
+        201);
     long st;
     json_t *j = call("gone", "{\"op\":\"complete\",\"prompt\":\"x\"}", &st, NULL, 0);
     ASSERT_EQ(st, 502);
@@ -578,7 +582,8 @@ static void test_stories260k(void)
     const char *src = getenv("THAW_SOURCE_DIR");
     char path[512];
     snprintf(path, sizeof(path), "%s/../shared/models/stories260K.gguf", src ? src : ".");
-    if (access(path, R_OK) != 0) snprintf(path, sizeof(path), "/work/shared/models/stories260K.gguf");
+    if (access(path, R_OK) != 0)
+        snprintf(path, sizeof(path), "/work/shared/models/stories260K.gguf");
     if (access(path, R_OK) != 0) {
         fprintf(stderr, "  skipped: stories260K.gguf not found\n");
         return;
@@ -591,9 +596,9 @@ static void test_stories260k(void)
     ASSERT_EQ(deploy(&N, m), 201);
     char *want = reference(path, "Once upon a time", 40, CHAT_NONE, NULL);
     long st;
-    json_t *j = call("stories",
-                     "{\"op\":\"complete\",\"prompt\":\"Once upon a time\",\"max_tokens\":40}", &st,
-                     NULL, 0);
+    json_t *j =
+        call("stories", "{\"op\":\"complete\",\"prompt\":\"Once upon a time\",\"max_tokens\":40}",
+             &st, NULL, 0);
     ASSERT_EQ(st, 200);
     ASSERT_STR_EQ(text_of(j), want);
     fprintf(stderr, "  stories260K: \"Once upon a time%s\"\n", want ? want : "");

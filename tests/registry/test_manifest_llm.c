@@ -67,7 +67,8 @@ static void test_llm_full_yaml(void)
 {
     const char *y = "name: chat-small\n"
                     "runtime: llm\n"
-                    "model: sha256:" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+                    "model: sha256:"
+                    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
                     "threads: 2\ncontext: 2048\nparallel: 8\nmax_output_tokens: 100\n"
                     "chat_template: chatml\nredact: true\n"
                     "sampling: {temperature: 0, top_p: 0.9, top_k: 20, min_p: 0.1,\n"
@@ -99,8 +100,8 @@ static void test_llm_full_yaml(void)
 
 static void test_embed(void)
 {
-    struct deploy_spec *s = parse_ok(
-        "{\"name\":\"emb\",\"runtime\":\"embed\",\"model\":\"./e.gguf\",\"parallel\":2}");
+    struct deploy_spec *s =
+        parse_ok("{\"name\":\"emb\",\"runtime\":\"embed\",\"model\":\"./e.gguf\",\"parallel\":2}");
     ASSERT(s != NULL);
     ASSERT(registry_runtime_is_model(s));
     ASSERT_EQ(s->concurrency, 2);
@@ -144,7 +145,8 @@ static void test_bad_llm_manifests(void)
                  "'model' is only for runtimes llm and embed");
     expect_error("{\"name\":\"a\",\"runtime\":\"exec\",\"command\":[\"x\"],\"parallel\":2}",
                  "'parallel' is only for runtimes llm and embed");
-    expect_error("{\"name\":\"a\",\"runtime\":\"gpu\",\"model\":\"/m\"}", "known: exec, llm, embed");
+    expect_error("{\"name\":\"a\",\"runtime\":\"gpu\",\"model\":\"/m\"}",
+                 "known: exec, llm, embed");
 #undef LLM
 }
 
