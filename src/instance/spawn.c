@@ -97,8 +97,7 @@ static void child_report(int error, const struct security_sandbox_report *sr)
  * glibc makes malloc safe after fork, which the sandbox's filter building
  * needs; nothing else here takes a lock another thread could hold. */
 static void child_exec(const struct instance_launch *l, const struct instance_proc *p,
-                       const char *program, char **env,
-                       const struct security_seccomp_prog *filter)
+                       const char *program, char **env, const struct security_seccomp_prog *filter)
 {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -124,11 +123,10 @@ static void child_exec(const struct instance_launch *l, const struct instance_pr
         .profile = l->sandbox ? SECURITY_SECCOMP_EXEC : SECURITY_SECCOMP_NONE,
         .allow_network = l->allow_network,
         .exec_path = program,
-        /* No PID namespace yet: the function would run as its PID 1, which
-         * ignores SIGTERM from outside and reaps nothing; that needs a small
-         * init inside the namespace. The node is not dumpable instead, so
-         * its /proc entries stay closed to instances. */
-        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT |
+        /* The PID namespace keeps the function from seeing or signalling the
+         * node and other instances; this process stays outside as the one
+         * the node signals and reaps (see security_sandbox_apply). */
+        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT | SECURITY_NS_PID |
                                     (l->allow_network ? 0 : SECURITY_NS_NET))
                                  : 0,
         .write_dirs = l->sandbox ? (const char *const[]){p->tmpdir, dir, NULL} : NULL,
@@ -220,6 +218,9 @@ int instance_spawn(const struct instance_launch *l, struct instance_proc *out, s
         child_exec(l, out, program, env, filter);
     }
     out->pid = pid;
+    /* Also set here (as shells do) so a group signal sent before the child
+     * ran its own setpgid still reaches it and all it forks. */
+    setpgid(pid, pid);
     close(sv[1]);
     close(errp[1]);
     close(rep[1]);

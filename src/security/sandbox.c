@@ -95,65 +95,213 @@ static void try_ns(struct security_sandbox_report *r, unsigned bit, const char *
     }
 }
 
-static pid_t forward_to;
-static const int relayed[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+/* --------------------------------------------------------- PID namespace --
+ * Three processes: the relay (the process the caller forked, outside the
+ * namespace: its pid is the one the node knows, signals and reaps), an init
+ * (PID 1 inside) and the function (PID 2, the process that returns). The
+ * function must not be PID 1 itself: PID 1 ignores signals it has no handler
+ * for (so a plain SIGTERM would not stop it) and inherits every orphan it
+ * would never reap. All three stay in the caller's process group, so the
+ * node's group signals (SIGTERM, SIGSTOP/SIGCONT for parking, SIGKILL) reach
+ * the function directly and exactly once; SIGKILL also kills the init, and
+ * with it everything left in the namespace. */
 
-static void forward_signal(int sig)
+static const int relayed[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+#define N_RELAYED (sizeof(relayed) / sizeof(relayed[0]))
+
+static volatile sig_atomic_t pidns_fn; /* the init's function (pid inside), 0 until forked */
+
+/* The init's handler. The node signals the whole process group, so the
+ * function normally gets a signal directly and the init forwards only what
+ * it cannot have got that way: one the relay passed on (sigqueue from
+ * outside the namespace: si_pid reads 0 there), or one for a function that
+ * left the group (setsid). Inside the namespace the node's group is not
+ * visible, so getpgrp() and getpgid() of a member both read 0. */
+static void pidns_forward(int sig, siginfo_t *si, void *uc)
 {
-    if (forward_to > 0) kill(forward_to, sig);
+    (void)uc;
+    int saved = errno;
+    pid_t fn = (pid_t)pidns_fn;
+    if (fn > 0 && ((si->si_code == SI_QUEUE && si->si_pid == 0) || getpgid(fn) != getpgrp()))
+        kill(fn, sig);
+    errno = saved;
 }
 
-/* The original process after the PID-namespace fork: it only relays
- * signals and the exit status of the real instance. */
-static void __attribute__((noreturn)) relay_child(pid_t child, const sigset_t *old_mask)
+static void pidns_handlers(void (*handler)(int, siginfo_t *, void *))
 {
-    forward_to = child;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = forward_signal;
+    if (handler) {
+        sa.sa_sigaction = handler;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    } else {
+        sa.sa_handler = SIG_IGN;
+    }
     sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof(relayed) / sizeof(relayed[0]); i++)
+    for (size_t i = 0; i < N_RELAYED; i++)
         sigaction(relayed[i], &sa, NULL);
-    /* Signals that came while the handlers were not yet in place were held
-     * (blocked before the fork) and are forwarded now. */
-    sigprocmask(SIG_SETMASK, old_mask, NULL);
-    /* The instance holds its own copies; the relay must not keep the node's
-     * socketpair open after the instance dies. */
-    close(STDIN_FILENO);
-    close(STDOUT_FILENO);
-    if (syscall(SYS_close_range, 3, ~0U, 0) != 0)
-        for (int fd = 3; fd < 4096; fd++)
-            close(fd);
-    int status = 0;
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFSIGNALED(status)) {
-        signal(WTERMSIG(status), SIG_DFL);
-        raise(WTERMSIG(status));
-    }
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
 
-/* Returns 0 in the new PID namespace (as PID 1), or a negative code when
- * the namespace could not be made (the process carries on without it). */
-static int enter_pid_ns(void)
+/* Takes the pending relayed signals (all blocked) and sends each to pid:
+ * sigqueue from the relay (so the init knows the function missed it), kill
+ * from the init. */
+static void pidns_pass_pending(const sigset_t *set, pid_t pid, bool queue)
 {
-    if (unshare(CLONE_NEWPID) != 0) return -errno;
+    struct timespec zero = {0, 0};
+    siginfo_t si;
+    int sig;
+    while ((sig = sigtimedwait(set, &si, &zero)) > 0) {
+        if (queue)
+            sigqueue(pid, sig, (union sigval){.sival_int = 0});
+        else
+            kill(pid, sig);
+    }
+}
+
+/* Closes every descriptor from `from` up except keep (-1: none). */
+static void close_from(int from, int keep)
+{
+    if (keep >= from) {
+        if (keep > from && syscall(SYS_close_range, from, keep - 1, 0) != 0)
+            for (int fd = from; fd < keep; fd++)
+                close(fd);
+        from = keep + 1;
+    }
+    if (syscall(SYS_close_range, from, ~0U, 0) != 0)
+        for (int fd = from; fd < 65536; fd++)
+            close(fd);
+}
+
+/* Ends the relay the way the function ended: same exit code, or death by
+ * the same signal (with core dumps off: the relay's memory is the node's). */
+static void __attribute__((noreturn)) pidns_mirror(int status)
+{
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        struct rlimit none = {0, 0};
+        setrlimit(RLIMIT_CORE, &none);
+        signal(sig, SIG_DFL);
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        sigprocmask(SIG_UNBLOCK, &one, NULL);
+        raise(sig);
+        _exit(128 + sig); /* a signal whose default is not to terminate */
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 125);
+}
+
+/* The relay (outside the namespace): waits for the init and exits with the
+ * function's status, which the init sends over status_fd (the init itself
+ * cannot die by a signal: the kernel protects a namespace's PID 1). It keeps
+ * stdin, stdout and stderr open until then, so the node sees the
+ * instance's socket close only once this process has its final status. */
+static void __attribute__((noreturn)) pidns_relay(pid_t init, int status_fd)
+{
+    close_from(3, status_fd);
+    int st = 0;
+    while (waitpid(init, &st, 0) < 0)
+        if (errno != EINTR) _exit(125);
+    int fn_status;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+        read(status_fd, &fn_status, sizeof(fn_status)) == (ssize_t)sizeof(fn_status))
+        st = fn_status;
+    pidns_mirror(st);
+}
+
+/* The init (PID 1 inside): reaps every process of the namespace until the
+ * function exits, then reports its status and exits, which makes the kernel
+ * kill whatever the function left behind. */
+static void __attribute__((noreturn)) pidns_init(int status_fd)
+{
+    pid_t fn = (pid_t)pidns_fn;
+    for (;;) {
+        int st = 0;
+        pid_t r = waitpid(-1, &st, 0);
+        if (r == fn) {
+            if (write(status_fd, &st, sizeof(st)) != (ssize_t)sizeof(st)) _exit(125);
+            _exit(0);
+        }
+        if (r < 0 && errno != EINTR) _exit(125);
+    }
+}
+
+/* Returns 0 in the function process (PID 2 of a new PID namespace, /proc
+ * remounted there when mount_ns), or a negative code when the namespace
+ * could not be made (the caller carries on without it). The relay and the
+ * init never return. Relayed signals stay blocked from before the first
+ * fork until each process has its dispositions, so none is lost: what
+ * reached the relay before the init existed, or the init before the
+ * function existed, is passed on. */
+static int enter_pid_ns(bool mount_ns, struct security_sandbox_report *r)
+{
     sigset_t block, old;
     sigemptyset(&block);
-    for (size_t i = 0; i < sizeof(relayed) / sizeof(relayed[0]); i++)
+    for (size_t i = 0; i < N_RELAYED; i++)
         sigaddset(&block, relayed[i]);
-    sigprocmask(SIG_BLOCK, &block, &old);
-    pid_t child = fork();
-    if (child < 0) {
+    struct sigaction orig[N_RELAYED];
+    for (size_t i = 0; i < N_RELAYED; i++)
+        sigaction(relayed[i], NULL, &orig[i]);
+    int sp[2];
+    if (pipe2(sp, O_CLOEXEC) != 0) return -errno;
+    if (unshare(CLONE_NEWPID) != 0) {
         int e = errno;
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        close(sp[0]);
+        close(sp[1]);
         return -e;
     }
-    if (child > 0) relay_child(child, &old);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    /* If the relay dies (the node SIGKILLs it), so does the instance. */
+    sigprocmask(SIG_BLOCK, &block, &old);
+    pid_t init = fork();
+    if (init < 0) {
+        int e = errno;
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        close(sp[0]);
+        close(sp[1]);
+        return -e;
+    }
+    if (init > 0) {
+        /* The relay survives the signals meant for the function (they reach
+         * it through the group) until it can mirror its status. */
+        close(sp[1]);
+        pidns_pass_pending(&block, init, true);
+        pidns_handlers(NULL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        pidns_relay(init, sp[0]);
+    }
+    /* The init. If the relay dies (the node killed it), so does the init,
+     * and with it the namespace. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(sp[0]);
+    pidns_fn = 0;
+    pidns_handlers(pidns_forward);
+    /* Mounted from inside: a proc mount shows the namespace of its mounter. */
+    if (mount_ns) {
+        if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
+            r->proc_remounted = true;
+        else
+            note(r, "/proc not remounted for the pid namespace: %s", strerror(errno));
+    }
+    pid_t fn = fork();
+    if (fn < 0) {
+        dprintf(STDERR_FILENO, "thaw: cannot start the instance in its PID namespace: %s\n",
+                strerror(errno));
+        _exit(126);
+    }
+    if (fn > 0) {
+        pidns_fn = fn;
+        close(STDIN_FILENO);
+        close(STDOUT_FILENO);
+        close_from(3, sp[1]);
+        pidns_pass_pending(&block, fn, false);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        pidns_init(sp[1]);
+    }
+    /* The function: the caller's dispositions and mask, none of the
+     * relay's plumbing. */
+    close(sp[1]);
+    for (size_t i = 0; i < N_RELAYED; i++)
+        sigaction(relayed[i], &orig[i], NULL);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     return 0;
 }
 
@@ -164,15 +312,12 @@ static void apply_namespaces(const struct security_sandbox *cfg, struct security
     if (want & SECURITY_NS_MOUNT) try_ns(r, SECURITY_NS_MOUNT, "mount", enter_mount_ns());
     if (want & SECURITY_NS_NET)
         try_ns(r, SECURITY_NS_NET, "network", unshare(CLONE_NEWNET) ? -errno : 0);
-    if (want & SECURITY_NS_PID) try_ns(r, SECURITY_NS_PID, "pid", enter_pid_ns());
-    /* A fresh /proc shows only this namespace's processes (so not the
-     * node's /proc/<pid>). */
-    if ((r->ns_applied & SECURITY_NS_PID) && (r->ns_applied & SECURITY_NS_MOUNT)) {
-        if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
-            r->proc_remounted = true;
-        else
-            note(r, "/proc not remounted for the pid namespace: %s", strerror(errno));
-    }
+    /* Last: it forks, and the new /proc needs the mount namespace. */
+    if (want & SECURITY_NS_PID)
+        try_ns(r, SECURITY_NS_PID, "pid",
+               enter_pid_ns((r->ns_applied & SECURITY_NS_MOUNT) != 0, r));
+    if ((r->ns_failed & SECURITY_NS_PID))
+        note(r, "the instance can see and signal other processes of its user");
 }
 
 /* ------------------------------------------------------------- rlimits -- */
@@ -406,8 +551,8 @@ struct security_seccomp_prog {
     struct sock_fprog fprog;
 };
 
-int security_seccomp_compile(const struct security_sandbox *cfg,
-                             struct security_seccomp_prog **out, struct thaw_err *err)
+int security_seccomp_compile(const struct security_sandbox *cfg, struct security_seccomp_prog **out,
+                             struct thaw_err *err)
 {
     *out = NULL;
     if (cfg->profile != SECURITY_SECCOMP_BUILTIN && cfg->profile != SECURITY_SECCOMP_EXEC)
@@ -450,7 +595,8 @@ static int apply_seccomp(const struct security_sandbox *cfg, struct security_san
     if (cfg->profile == SECURITY_SECCOMP_NONE) return 0;
     if (cfg->compiled) {
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &cfg->compiled->fprog) != 0)
-            return thaw_errf(err, -errno, "sandbox: loading the seccomp filter: %s", strerror(errno));
+            return thaw_errf(err, -errno, "sandbox: loading the seccomp filter: %s",
+                             strerror(errno));
         r->seccomp = true;
         return 0;
     }

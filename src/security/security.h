@@ -525,7 +525,7 @@ enum security_seccomp_profile {
 enum security_ns {
     SECURITY_NS_USER = 1u << 0,  /* maps the current uid/gid to themselves */
     SECURITY_NS_MOUNT = 1u << 1, /* private propagation; /proc remounted with PID */
-    SECURITY_NS_PID = 1u << 2,   /* forks: see security_sandbox_apply */
+    SECURITY_NS_PID = 1u << 2,   /* forks twice: see security_sandbox_apply */
     SECURITY_NS_NET = 1u << 3,   /* no interfaces but a down loopback */
 };
 #define SECURITY_NS_ALL 0xfu
@@ -571,8 +571,8 @@ struct security_sandbox {
 /* A seccomp filter compiled to BPF for cfg's profile (exec_path included),
  * to pass as cfg->compiled to a child. Free with security_seccomp_prog_free. */
 struct security_seccomp_prog;
-int security_seccomp_compile(const struct security_sandbox *cfg,
-                             struct security_seccomp_prog **out, struct thaw_err *err);
+int security_seccomp_compile(const struct security_sandbox *cfg, struct security_seccomp_prog **out,
+                             struct thaw_err *err);
 void security_seccomp_prog_free(struct security_seccomp_prog *p);
 
 /* An instance's private scratch directory: creates base/<prefix>.XXXXXX
@@ -594,12 +594,16 @@ int security_tmpdir_remove(const char *dir, struct thaw_err *err);
  * 0, or a negative code with err naming the step that failed (a limit that
  * cannot be set, a filter that cannot load, required Landlock missing); the
  * caller should then _exit rather than run unconfined.
- * With SECURITY_NS_PID the process forks once more: the returning process is
- * PID 1 of the new namespace (dies with its parent via PR_SET_PDEATHSIG),
- * while the original process never returns: it closes its descriptors,
- * forwards SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2, waits, and exits with the
- * child's status (re-raising its signal), so the parent still sees one
- * process with the right exit status. */
+ * With SECURITY_NS_PID the process forks twice: the returning process is
+ * PID 2 of a new namespace; PID 1 is a small init that reaps orphans and
+ * forwards the signals the function cannot have got through its process
+ * group; the original process never returns: it stays outside as a relay,
+ * keeps stdin/stdout/stderr open, ignores SIGTERM/SIGINT/SIGHUP/SIGQUIT/
+ * SIGUSR1/SIGUSR2 (they reach the function through the group, which all
+ * three share) and exits with the function's exact status (re-raising its
+ * signal), so the parent still sees one process with the right status, and
+ * its socket closes only once that status is there. SIGKILL of the group
+ * kills the init and so everything in the namespace. */
 int security_sandbox_apply(const struct security_sandbox *cfg, struct thaw_err *err);
 
 #endif

@@ -1,21 +1,25 @@
 /* A hostile exec function tries to open a network socket, ptrace the node,
- * read the node's /proc entry, write outside its temp dir, mount, and exec a
- * shell: every attempt is denied and the node keeps serving. With
+ * read the node's /proc entry, write outside its temp dir, mount, exec a
+ * shell, and see or signal the node and another instance (its PID namespace
+ * hides them): every attempt is denied and the node keeps serving. With
  * sandbox: false (an explicit opt-out) the same function can do them,
  * which shows the denials come from the sandbox. */
 #include "harness.h"
 #include "test.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static struct node N;
 
-static char *attack(const char *dep, const char *what)
+static char *attack_pid(const char *dep, const char *what, pid_t pid)
 {
     char in[512];
-    snprintf(in, sizeof(in), "{\"try\":\"%s\",\"pid\":%d,\"path\":\"%s/escaped\"}", what,
-             (int)N.pid, N.data);
+    snprintf(in, sizeof(in), "{\"try\":\"%s\",\"pid\":%d,\"path\":\"%s/escaped\"}", what, (int)pid,
+             N.data);
     struct resp r;
     invoke(&N, dep, in, &r);
     json_t *j = resp_json(&r);
@@ -23,6 +27,46 @@ static char *attack(const char *dep, const char *what)
     json_decref(j);
     resp_free(&r);
     return out;
+}
+
+static char *attack(const char *dep, const char *what)
+{
+    return attack_pid(dep, what, N.pid);
+}
+
+/* The node's descendants running the hostile function, seen from outside
+ * (host pids): the instances other functions must not reach. */
+static int hostile_pids(pid_t *out, int cap)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    for (struct dirent *e; (e = readdir(d)) && n < cap;) {
+        pid_t p = (pid_t)atoi(e->d_name);
+        if (p <= 0) continue;
+        char path[64], cmd[512] = {0};
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)p);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t len = fread(cmd, 1, sizeof(cmd) - 1, f);
+        fclose(f);
+        cmd[len] = 0;
+        if (!strstr(cmd, "thaw-hostilefn")) continue;
+        /* Descends from this test's node (relay, init, function). */
+        pid_t up = p;
+        for (int depth = 0; depth < 5 && up > 1 && up != N.pid; depth++) {
+            snprintf(path, sizeof(path), "/proc/%d/stat", (int)up);
+            f = fopen(path, "r");
+            if (!f) break;
+            int pp = 0;
+            if (fscanf(f, "%*d (%*[^)]) %*c %d", &pp) != 1) pp = 0;
+            fclose(f);
+            up = pp;
+        }
+        if (up == N.pid) out[n++] = p;
+    }
+    closedir(d);
+    return n;
 }
 
 static void deploy_hostile(const char *name, bool sandbox)
@@ -48,6 +92,31 @@ static void test_attacks_are_denied(void)
         }
         free(res);
     }
+    /* Neither the node nor another instance is visible or signallable. */
+    const char *peeks[] = {"see", "kill"};
+    for (size_t i = 0; i < 2; i++) {
+        char *res = attack("evil", peeks[i]);
+        fprintf(stderr, "  %s node: %s\n", peeks[i], res);
+        ASSERT(strncmp(res, "denied", 6) == 0);
+        free(res);
+    }
+    deploy_hostile("evil2", true);
+    free(attack("evil2", "see")); /* starts an instance of evil2 */
+    pid_t others[16];
+    int n = hostile_pids(others, 16);
+    ASSERT(n >= 2);
+    for (int k = 0; k < n; k++) {
+        for (size_t i = 0; i < 2; i++) {
+            char *res = attack_pid("evil", peeks[i], others[k]);
+            if (strncmp(res, "denied", 6) != 0) {
+                fprintf(stderr, "  FAIL: %s of instance pid %d: %s\n", peeks[i], (int)others[k],
+                        res);
+                test_cur_failed_ = 1;
+            }
+            free(res);
+        }
+    }
+    fprintf(stderr, "  %d instance processes checked\n", n);
     char escaped[400];
     snprintf(escaped, sizeof(escaped), "%s/escaped", N.data);
     ASSERT(access(escaped, F_OK) != 0);
@@ -64,6 +133,12 @@ static void test_opt_out_shows_the_difference(void)
     ASSERT_STR_EQ(res, "allowed");
     free(res);
     res = attack("trusted", "exec");
+    ASSERT_STR_EQ(res, "allowed");
+    free(res);
+    res = attack("trusted", "see");
+    ASSERT_STR_EQ(res, "allowed");
+    free(res);
+    res = attack("trusted", "kill");
     ASSERT_STR_EQ(res, "allowed");
     free(res);
 }

@@ -4,11 +4,16 @@
 #include "security/security.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -322,7 +327,8 @@ static void test_namespaces(void)
     ASSERT_EQ(info.rep.ns_applied | info.rep.ns_failed, SECURITY_NS_ALL);
     ASSERT_EQ(info.rep.ns_applied & info.rep.ns_failed, 0);
     /* What the report says matches what the child saw. */
-    ASSERT_EQ(!!(info.rep.ns_applied & SECURITY_NS_PID), info.pid == 1);
+    /* The function is PID 2: PID 1 is the namespace's init. */
+    ASSERT_EQ(!!(info.rep.ns_applied & SECURITY_NS_PID), info.pid == 2);
     if (info.rep.ns_applied & SECURITY_NS_NET)
         ASSERT(strcmp(info.net, mine.net) != 0);
     else
@@ -344,33 +350,222 @@ static void on_term(int sig)
     _exit(42);
 }
 
-/* SIGTERM to the process the node forked reaches the instance behind the
- * PID-namespace relay. */
-static void test_pid_ns_signal_relay(void)
+/* Forks a child that becomes its own process group (as spawn does) and
+ * enters a PID namespace; the child runs body() as the function and exits
+ * with its result. ok gets 'y' when the namespace was applied. */
+static pid_t pidns_child(int (*body)(void), char *ok)
 {
     int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
+    if (pipe(fds) != 0) return -1;
     pid_t pid = fork();
-    ASSERT(pid >= 0);
     if (pid == 0) {
+        setpgid(0, 0);
+        close(fds[0]);
         struct security_sandbox_report rep;
-        struct security_sandbox cfg = {.namespaces = SECURITY_NS_PID, .report = &rep};
+        struct security_sandbox cfg = {
+            .namespaces = SECURITY_NS_USER | SECURITY_NS_MOUNT | SECURITY_NS_PID, .report = &rep};
         apply_or_die(&cfg);
-        signal(SIGTERM, on_term);
-        char ok = (rep.ns_applied & SECURITY_NS_PID) ? 'y' : 'n';
-        if (write(fds[1], &ok, 1) != 1) _exit(71);
-        for (;;)
-            pause();
+        char c = (rep.ns_applied & SECURITY_NS_PID) ? 'y' : 'n';
+        if (write(fds[1], &c, 1) != 1) _exit(71);
+        close(fds[1]);
+        _exit(body());
     }
+    setpgid(pid, pid);
     close(fds[1]);
-    char ok = 0;
-    ASSERT_EQ(read(fds[0], &ok, 1), 1);
+    *ok = 0;
+    if (read(fds[0], ok, 1) != 1) *ok = '?';
     close(fds[0]);
-    kill(pid, SIGTERM);
+    return pid;
+}
+
+static int wait_for_term(void)
+{
+    signal(SIGTERM, on_term);
+    for (;;)
+        pause();
+    return 0;
+}
+
+/* The node signals the process group: SIGTERM reaches the function (once
+ * for each signal sent) and the relay exits with the function's status. */
+static void test_pid_ns_signal_relay(void)
+{
+    char ok;
+    pid_t pid = pidns_child(wait_for_term, &ok);
+    ASSERT(pid > 0);
+    ASSERT_EQ(ok, 'y');
+    ASSERT_EQ(kill(-pid, SIGTERM), 0);
     int st = wait_status(pid);
     ASSERT(WIFEXITED(st));
     ASSERT_EQ(WEXITSTATUS(st), 42);
-    if (ok != 'y') fprintf(stderr, "  (no pid namespace here; signal went direct)\n");
+}
+
+static int crash(void)
+{
+    raise(SIGSEGV);
+    return 0;
+}
+
+static int tick_fd = -1;
+
+static int tick(void)
+{
+    for (;;) {
+        if (write(tick_fd, "t", 1) != 1) return 1;
+        usleep(2000);
+    }
+}
+
+/* Bytes the ticking function wrote within ms. */
+static int ticks_within(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    int n = 0;
+    char buf[256];
+    long end = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    end = ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ms;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        long left = end - (ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        if (left <= 0) return n;
+        if (poll(&p, 1, (int)left) > 0) {
+            ssize_t r = read(fd, buf, sizeof(buf));
+            if (r > 0) n += (int)r;
+        }
+    }
+}
+
+/* A crash is reported as the function's own signal, not as an exit code of
+ * the init or the relay; a SIGKILL of the group kills everything. */
+static void test_pid_ns_exit_status(void)
+{
+    char ok;
+    pid_t pid = pidns_child(crash, &ok);
+    ASSERT(pid > 0);
+    int st = wait_status(pid);
+    ASSERT(WIFSIGNALED(st));
+    ASSERT_EQ(WTERMSIG(st), SIGSEGV);
+    pid = pidns_child(wait_for_term, &ok);
+    ASSERT(pid > 0);
+    ASSERT_EQ(kill(-pid, SIGKILL), 0);
+    st = wait_status(pid);
+    ASSERT(WIFSIGNALED(st));
+    ASSERT_EQ(WTERMSIG(st), SIGKILL);
+    /* Parking: SIGSTOP to the group stops the function itself. */
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_NONBLOCK), 0);
+    tick_fd = fds[1];
+    pid = pidns_child(tick, &ok);
+    ASSERT(pid > 0);
+    close(fds[1]);
+    ASSERT(ticks_within(fds[0], 300) > 0);
+    ASSERT_EQ(kill(-pid, SIGSTOP), 0);
+    ticks_within(fds[0], 100); /* what it wrote before the stop landed */
+    ASSERT_EQ(ticks_within(fds[0], 300), 0);
+    ASSERT_EQ(kill(-pid, SIGCONT), 0);
+    ASSERT(ticks_within(fds[0], 300) > 0);
+    ASSERT_EQ(kill(-pid, SIGTERM), 0);
+    st = wait_status(pid);
+    ASSERT(WIFSIGNALED(st));
+    ASSERT_EQ(WTERMSIG(st), SIGTERM);
+    close(fds[0]);
+}
+
+static pid_t test_pid;
+
+static int look_outside(void)
+{
+    /* The test process is neither visible in /proc nor signallable. */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)test_pid);
+    if (access(path, F_OK) == 0) return 1;
+    if (kill(test_pid, 0) == 0 || errno != ESRCH) return 2;
+    if (getpid() != 2) return 3;
+    /* Only the init and this process (and what it starts) are there. */
+    DIR *d = opendir("/proc");
+    if (!d) return 4;
+    int others = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        int n = atoi(e->d_name);
+        if (n > 2) others++;
+    }
+    closedir(d);
+    if (others) return 5;
+    /* An orphan is reaped by the init, not left a zombie. */
+    pid_t mid = fork();
+    if (mid == 0) {
+        pid_t leaf = fork();
+        _exit(leaf > 0 ? (int)leaf : 0);
+    }
+    int st = 0;
+    waitpid(mid, &st, 0);
+    int leaf = WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+    if (leaf <= 0) return 6;
+    snprintf(path, sizeof(path), "/proc/%d", leaf);
+    for (int i = 0; i < 2000 && access(path, F_OK) == 0; i++)
+        usleep(1000);
+    return access(path, F_OK) == 0 ? 7 : 0;
+}
+
+static void test_pid_ns_isolation(void)
+{
+    test_pid = getpid();
+    char ok;
+    pid_t pid = pidns_child(look_outside, &ok);
+    ASSERT(pid > 0);
+    int st = wait_status(pid);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+static int say_hello(void)
+{
+    return 5;
+}
+
+/* A kernel that refuses PID namespaces (simulated with a per-user-namespace
+ * limit of zero): the report says so and the function still runs. */
+static void test_pid_ns_refused(void)
+{
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        uid_t uid = getuid();
+        gid_t gid = getgid();
+        if (unshare(CLONE_NEWUSER) != 0) _exit(90);
+        char map[64];
+        int fd = open("/proc/self/setgroups", O_WRONLY);
+        if (fd >= 0 && write(fd, "deny", 4) != 4) _exit(91);
+        if (fd >= 0) close(fd);
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+        fd = open("/proc/self/uid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0) _exit(92);
+        close(fd);
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+        fd = open("/proc/self/gid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0) _exit(93);
+        close(fd);
+        fd = open("/proc/sys/user/max_pid_namespaces", O_WRONLY);
+        if (fd < 0 || write(fd, "0", 1) != 1) _exit(94);
+        close(fd);
+        struct security_sandbox_report rep;
+        struct security_sandbox cfg = {.namespaces = SECURITY_NS_PID, .report = &rep};
+        apply_or_die(&cfg);
+        CHECK(95, rep.ns_failed == SECURITY_NS_PID);
+        CHECK(96, strstr(rep.msg, "pid namespace not applied") != NULL);
+        CHECK(97, strstr(rep.msg, "can see and signal") != NULL);
+        _exit(say_hello());
+    }
+    int st = wait_status(pid);
+    ASSERT(WIFEXITED(st));
+    if (WEXITSTATUS(st) >= 90 && WEXITSTATUS(st) <= 94) {
+        fprintf(stderr, "  (cannot simulate a kernel without PID namespaces here: %d)\n",
+                WEXITSTATUS(st));
+        return;
+    }
+    ASSERT_EQ(WEXITSTATUS(st), 5);
 }
 
 static void test_limits_enforced(void)
@@ -444,6 +639,9 @@ int main(void)
     RUN(test_landlock_dirs);
     RUN(test_namespaces);
     RUN(test_pid_ns_signal_relay);
+    RUN(test_pid_ns_exit_status);
+    RUN(test_pid_ns_isolation);
+    RUN(test_pid_ns_refused);
     RUN(test_limits_enforced);
     RUN(test_bad_config);
     return TEST_REPORT();
