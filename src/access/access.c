@@ -155,10 +155,10 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
         access_free(a);
         return krc;
     }
-    /* Separate subkeys, so the pepper and the audit key never equal the KEK. */
-    crypto_kdf_derive_from_key(a->pepper, sizeof(a->pepper), 1, "thawacc1", secret32);
-    crypto_kdf_derive_from_key(a->audit_key, sizeof(a->audit_key), 2, "thawacc1", secret32);
-    int rc = security_ratelimiter_new(100000, &a->rate, err);
+    /* Checks the KEK against the data dir (a wrong one is refused here, not
+     * discovered later as data that will not open). */
+    int rc = access_node_secrets(store, secret32, true, a->pepper, a->audit_key, err);
+    if (!rc) rc = security_ratelimiter_new(100000, &a->rate, err);
     if (!rc) rc = security_conclimiter_new(100000, &a->conc, err);
     if (!rc) rc = security_quota_new(100000, &a->quota, err);
     if (!rc) rc = access_usage_init(a, err);

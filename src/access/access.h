@@ -143,6 +143,20 @@ int access_rotate_data_key(struct access *a, const struct access_principal *acto
 int access_audit(struct access *a, const struct access_principal *actor, const char *action,
                  const char *target, const char *outcome, const char *details);
 json_t *access_audit_list(struct access *a, uint64_t after_seq, size_t limit);
+/* The key-hash pepper and audit key of the data in store, which kek32 must
+ * open (THAW_EDENIED with a clear message otherwise). They live in the store
+ * sealed under the KEK (created there on first use when create), so they
+ * survive a KEK rotation. */
+int access_node_secrets(struct store *s, const unsigned char kek32[32], bool create,
+                        unsigned char pepper[32], unsigned char audit_key[32],
+                        struct thaw_err *err);
+/* KEK rotation, offline (no node may be using the store): re-wraps every
+ * tenant data key and the node secrets from old32 to new32 in one
+ * transaction. Data keys themselves do not change, so sealed data stays as
+ * it is and opens with the new KEK; the old one is refused afterwards.
+ * *n_keys gets the number of data keys re-wrapped. */
+int access_rewrap(struct store *s, const unsigned char old32[32], const unsigned char new32[32],
+                  size_t *n_keys, struct thaw_err *err);
 /* Verifies the audit chain in a store. Returns 0 when intact, THAW_EFORMAT
  * with err naming the first changed, inserted or removed entry otherwise. */
 int access_audit_verify(struct store *store, const unsigned char secret32[32], uint64_t *n_entries,

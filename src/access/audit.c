@@ -108,8 +108,10 @@ static int verify_cb(void *ctx, const struct store_audit_row *r)
 int access_audit_verify(struct store *store, const unsigned char secret32[32], uint64_t *n_entries,
                         struct thaw_err *err)
 {
-    unsigned char key[32];
-    crypto_kdf_derive_from_key(key, sizeof(key), 2, "thawacc1", secret32);
+    unsigned char key[32], pepper[32];
+    int krc = access_node_secrets(store, secret32, false, pepper, key, err);
+    sodium_memzero(pepper, sizeof(pepper));
+    if (krc) return krc;
     struct security_audit_report rep = {0};
     struct verify_ctx c = {.n = 0};
     security_audit_verify_begin(&c.v, key, sizeof(key), 1, NULL, NULL, &rep);

@@ -8,9 +8,11 @@
 #include "store/store.h"
 
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int call(const struct cli_opts *o, const char *method, const char *path, json_t *body,
                 json_t **out)
@@ -71,6 +73,79 @@ int cli_cmd_tenants(int argc, char **argv)
     return code;
 }
 
+/* Reads a KEK file the way the node does (hex or base64, 32 bytes). */
+static int kek_from_file(const char *path, unsigned char out[32], struct thaw_err *err)
+{
+    struct node_config cfg;
+    node_config_defaults(&cfg);
+    if (strlen(path) >= sizeof(cfg.kek_file))
+        return thaw_errf(err, THAW_EINVAL, "KEK file path too long");
+    str_copy(cfg.kek_file, path, sizeof(cfg.kek_file));
+    int rc = node_load_kek(&cfg, out, err);
+    if (rc) {
+        char msg[sizeof(err->msg)];
+        str_copy(msg, err->msg, sizeof(msg));
+        thaw_errf(err, rc, "%s: %s", path, msg);
+    }
+    return rc;
+}
+
+/* KEK rotation: re-wraps every data key of a stopped node's store under a
+ * new KEK in one transaction (see access_rewrap). */
+static int keys_rewrap(int argc, char **argv)
+{
+    const char *data = NULL, *old_file = NULL, *new_file = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char **dst = !strcmp(argv[i], "--data")           ? &data
+                           : !strcmp(argv[i], "--old-kek-file") ? &old_file
+                           : !strcmp(argv[i], "--new-kek-file") ? &new_file
+                                                                : NULL;
+        if (!dst || i + 1 >= argc) {
+            fprintf(stderr, "thaw keys rewrap: unexpected '%s'\n", argv[i]);
+            dst = NULL;
+            data = NULL;
+            break;
+        }
+        *dst = argv[++i];
+    }
+    if (!data || !old_file || !new_file) {
+        fprintf(stderr, "usage: thaw keys rewrap --data DIR --old-kek-file A --new-kek-file B\n");
+        return CLI_EXIT_USAGE;
+    }
+    struct thaw_err err = {0};
+    unsigned char old_kek[32], new_kek[32];
+    struct store *s = NULL;
+    int lock_fd = -1;
+    size_t n = 0;
+    char db[1100];
+    snprintf(db, sizeof(db), "%s/thaw.db", data);
+    int rc = kek_from_file(old_file, old_kek, &err);
+    if (!rc) rc = kek_from_file(new_file, new_kek, &err);
+    if (!rc && access(db, F_OK) != 0)
+        rc = thaw_errf(&err, THAW_ENOTFOUND, "no thaw store in %s", data);
+    if (!rc) rc = node_lock_data_dir(data, &lock_fd, &err);
+    if (!rc) rc = store_open_sqlite(db, &s, &err);
+    if (!rc) rc = access_rewrap(s, old_kek, new_kek, &n, &err);
+    /* Recorded in the audit trail (whose key moved with the data keys). */
+    struct access *a = NULL;
+    if (!rc && access_open(s, new_kek, &a, &err) == 0) {
+        char details[64];
+        snprintf(details, sizeof(details), "{\"data_keys\":%zu}", n);
+        access_audit(a, NULL, "kek.rewrap", data, "ok", details);
+        access_free(a);
+    }
+    store_close(s);
+    if (lock_fd >= 0) close(lock_fd);
+    sodium_memzero(old_kek, sizeof(old_kek));
+    sodium_memzero(new_kek, sizeof(new_kek));
+    if (rc) {
+        fprintf(stderr, "thaw keys rewrap: %s\n", err.msg);
+        return CLI_EXIT_ERROR;
+    }
+    printf("re-wrapped %zu data keys under the new KEK; start the node with it\n", n);
+    return CLI_EXIT_OK;
+}
+
 int cli_cmd_keys(int argc, char **argv)
 {
     struct cli_opts o;
@@ -120,15 +195,20 @@ int cli_cmd_keys(int argc, char **argv)
         else if (!code)
             printf("tenant %s now seals new data with data key version %lld\n", argv[2],
                    (long long)json_integer_value(json_object_get(out, "version")));
+    } else if (!strcmp(sub, "rewrap")) {
+        return keys_rewrap(argc - 2, argv + 2);
     } else if (!strcmp(sub, "rotate") && argc == 3) {
         snprintf(path, sizeof(path), "/v1/keys/%s/rotate", argv[2]);
         code = call(&o, "POST", path, NULL, &out);
         if (!code) print(&o, out, "key");
     } else {
-        fprintf(stderr,
-                "usage: thaw keys create TENANT [--scopes invoke,read] [--expires-in 720h]\n"
-                "       thaw keys ls TENANT | revoke ID | rotate ID   [--server URL] [--json]\n"
-                "       thaw keys rotate-data TENANT   (new data key; old data stays readable)\n");
+        fprintf(
+            stderr,
+            "usage: thaw keys create TENANT [--scopes invoke,read] [--expires-in 720h]\n"
+            "       thaw keys ls TENANT | revoke ID | rotate ID   [--server URL] [--json]\n"
+            "       thaw keys rotate-data TENANT   (new data key; old data stays readable)\n"
+            "       thaw keys rewrap --data DIR --old-kek-file A --new-kek-file B\n"
+            "                                   (KEK rotation, offline: the node is stopped)\n");
         return CLI_EXIT_USAGE;
     }
     json_decref(out);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ struct node {
     uint64_t drain_deadline_ms;
     bool draining;
     bool scale_stopping;
+    int lock_fd; /* holds the data dir (see node_lock_data_dir) */
 };
 
 /* Instances inherit 0-2 through dup2 of their own pipes, and the node must
@@ -61,11 +63,35 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
-static int make_dirs(const struct node_config *cfg, char *tmp, size_t n, struct thaw_err *err)
+int node_lock_data_dir(const char *data_dir, int *fd_out, struct thaw_err *err)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/thaw.lock", data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return thaw_errf(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return thaw_errf(err, THAW_EBUSY,
+                             "data dir %s is in use by a running thaw node (stop it first)",
+                             data_dir);
+        return thaw_errf(err, -e, "cannot lock %s: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+static int make_dirs(const struct node_config *cfg, int *lock_fd, char *tmp, size_t n,
+                     struct thaw_err *err)
 {
     if (mkdir(cfg->data_dir, 0700) && errno != EEXIST)
         return thaw_errf(err, -errno, "cannot create data dir %s: %s", cfg->data_dir,
                          strerror(errno));
+    /* One node per data dir: a second would wipe the first's instance temp
+     * dirs below, and offline tools (KEK rewrap) must not race a node. */
+    int rc = node_lock_data_dir(cfg->data_dir, lock_fd, err);
+    if (rc) return rc;
     snprintf(tmp, n, "%s/tmp", cfg->data_dir);
     if (mkdir(tmp, 0700) && errno != EEXIST)
         return thaw_errf(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
@@ -292,7 +318,7 @@ static int start(struct node *n, struct thaw_err *err)
 {
     const struct node_config *cfg = n->cfg;
     char tmp[1100], db[1100];
-    int rc = make_dirs(cfg, tmp, sizeof(tmp), err);
+    int rc = make_dirs(cfg, &n->lock_fd, tmp, sizeof(tmp), err);
     if (rc) return rc;
     snprintf(db, sizeof(db), "%s/thaw.db", cfg->data_dir);
     if ((rc = store_open_sqlite(db, &n->store, err))) return rc;
@@ -356,7 +382,7 @@ int node_run(const struct node_config *cfg)
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
 
-    struct node n = {.cfg = cfg};
+    struct node n = {.cfg = cfg, .lock_fd = -1};
     struct thaw_err err = {0};
     int code = 0;
     if (start(&n, &err)) {
@@ -379,6 +405,7 @@ int node_run(const struct node_config *cfg)
     if (n.base) event_base_free(n.base);
     access_free(n.access);
     store_close(n.store);
+    if (n.lock_fd >= 0) close(n.lock_fd);
     obs_metrics_reset();
     libevent_global_shutdown();
     return code;

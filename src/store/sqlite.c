@@ -202,6 +202,29 @@ static int sq_doc_put(struct store *s, const char *collection, const char *id, c
     return done(st, stmt, rc);
 }
 
+static int sq_doc_put_all(struct store *s, const struct store_doc_write *w, size_t n,
+                          struct thaw_err *err)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite3_stmt *stmt;
+    int rc = prep(st, "INSERT OR REPLACE INTO docs(collection, id, value) VALUES (?1, ?2, ?3)",
+                  &stmt, err);
+    if (rc) return rc;
+    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return done(st, stmt, db_error(st, err, "begin"));
+    for (size_t i = 0; !rc && i < n; i++) {
+        sqlite3_reset(stmt);
+        sqlite3_bind_text(stmt, 1, w[i].collection, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 2, w[i].id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 3, w[i].json, -1, SQLITE_STATIC);
+        if (sqlite3_step(stmt) != SQLITE_DONE) rc = db_error(st, err, "write document");
+    }
+    if (!rc && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = db_error(st, err, "commit");
+    if (rc) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return done(st, stmt, rc);
+}
+
 static int sq_doc_get(struct store *s, const char *collection, const char *id, char **json,
                       struct thaw_err *err)
 {
@@ -338,6 +361,7 @@ static const struct store_ops sqlite_ops = {
     .deployment_delete = sq_deployment_delete,
     .deployment_list = sq_deployment_list,
     .doc_put = sq_doc_put,
+    .doc_put_all = sq_doc_put_all,
     .doc_get = sq_doc_get,
     .doc_delete = sq_doc_delete,
     .doc_list = sq_doc_list,

@@ -35,6 +35,12 @@ int store_doc_put(struct store *s, const char *collection, const char *id, const
     return s->ops->doc_put(s, collection, id, json, err);
 }
 
+int store_doc_put_all(struct store *s, const struct store_doc_write *w, size_t n,
+                      struct thaw_err *err)
+{
+    return s->ops->doc_put_all(s, w, n, err);
+}
+
 int store_doc_get(struct store *s, const char *collection, const char *id, char **json,
                   struct thaw_err *err)
 {

@@ -231,6 +231,13 @@ int store_doc_get(struct store *s, const char *collection, const char *id, char 
                   struct thaw_err *err);
 int store_doc_delete(struct store *s, const char *collection, const char *id,
                      struct thaw_err *err);
+/* Puts (inserts or replaces) all n documents in one transaction: after a
+ * crash the store holds all of them or none (KEK rotation relies on it). */
+struct store_doc_write {
+    const char *collection, *id, *json;
+};
+int store_doc_put_all(struct store *s, const struct store_doc_write *w, size_t n,
+                      struct thaw_err *err);
 /* In id order; a non-zero return from cb stops the walk and is returned. */
 typedef int (*store_doc_cb)(void *ctx, const char *id, const char *json);
 int store_doc_list(struct store *s, const char *collection, store_doc_cb cb, void *ctx,

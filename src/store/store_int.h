@@ -15,6 +15,8 @@ struct store_ops {
                            struct thaw_err *err);
     int (*doc_put)(struct store *s, const char *collection, const char *id, const char *json,
                    struct thaw_err *err);
+    int (*doc_put_all)(struct store *s, const struct store_doc_write *w, size_t n,
+                       struct thaw_err *err);
     int (*doc_get)(struct store *s, const char *collection, const char *id, char **json,
                    struct thaw_err *err);
     int (*doc_delete)(struct store *s, const char *collection, const char *id,

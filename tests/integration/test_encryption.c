@@ -2,7 +2,9 @@
  * sealed under the owning tenant's data key, so a marker sent through every
  * path that persists request content appears nowhere in the data dir (the
  * SQLite file and its WAL included) nor in the log; the API still returns
- * the plaintext; rotating the data key keeps old results readable. */
+ * the plaintext; rotating the data key keeps old results readable, and so
+ * does rotating the KEK (`thaw keys rewrap`), after which the old KEK is
+ * refused. */
 #include "harness.h"
 #include "test.h"
 
@@ -118,6 +120,96 @@ static void test_rotation_keeps_old_data(void)
     free(after);
 }
 
+/* Runs a shell command, returning its exit code and output in out. */
+static int run(const char *cmd, char *out, size_t cap)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_kek_rewrap(void)
+{
+    char *before = submit("{\"v\":\"before-rewrap\"}");
+    ASSERT(before != NULL);
+    json_decref(wait_job(before));
+    /* A tenant key made now must still verify afterwards (its hash is
+     * peppered with a secret that moves with the data keys). */
+    struct resp r;
+    ASSERT_EQ(
+        http(&N, "POST", "/v1/tenants/root/keys", "{\"scopes\":[\"invoke\",\"read\"]}", NULL, &r),
+        0);
+    ASSERT_EQ(r.status, 201);
+    json_t *j = resp_json(&r);
+    char key[200], auth[240];
+    snprintf(key, sizeof(key), "%s", json_string_value(json_object_get(j, "key")));
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    json_decref(j);
+    resp_free(&r);
+
+    char old_kek[300], new_kek[300], cmd[1500], out[1024];
+    snprintf(old_kek, sizeof(old_kek), "%s.old-kek", N.data);
+    snprintf(new_kek, sizeof(new_kek), "%s.new-kek", N.data);
+    FILE *f = fopen(old_kek, "w");
+    fprintf(f, "%s\n", TEST_KEK);
+    fclose(f);
+    f = fopen(new_kek, "w");
+    fprintf(f, "%s\n", "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0");
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s keys rewrap --data %s --old-kek-file %s --new-kek-file %s 2>&1",
+             thaw_path(), N.data, old_kek, new_kek);
+    /* Not while a node uses the data dir. */
+    ASSERT_EQ(run(cmd, out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, "in use by a running thaw node");
+    ASSERT_EQ(WIFEXITED(node_stop(&N)), 1);
+    ASSERT_EQ(run(cmd, out, sizeof(out)), 0);
+    fprintf(stderr, "  %s", out);
+    ASSERT_CONTAINS(out, "re-wrapped");
+    ASSERT_EQ(run(cmd, out, sizeof(out)), 1); /* done already: says so */
+    ASSERT_CONTAINS(out, "already rewrapped");
+
+    /* Restart under the new KEK: old data opens, the key verifies, the
+     * audit chain (rewrap recorded) verifies. */
+    const char *with_new[] = {"--kek-file", new_kek, NULL};
+    ASSERT_EQ(node_start(&N, with_new), 0);
+    j = wait_job(before);
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")),
+                  "before-rewrap");
+    json_decref(j);
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/jobs/%s", before);
+    const char *hdrs[] = {auth, NULL};
+    ASSERT_EQ(http(&N, "GET", path, NULL, hdrs, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    char *after = submit("{\"v\":\"after-rewrap\"}");
+    j = wait_job(after);
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")),
+                  "after-rewrap");
+    json_decref(j);
+    ASSERT_EQ(WIFEXITED(node_stop(&N)), 1);
+    snprintf(cmd, sizeof(cmd), "%s audit verify --data %s --kek-file %s 2>&1", thaw_path(), N.data,
+             new_kek);
+    ASSERT_EQ(run(cmd, out, sizeof(out)), 0);
+    ASSERT_CONTAINS(out, "intact");
+    /* The old KEK is refused with a clear error, by the node and the CLI. */
+    ASSERT(node_start(&N, NULL) != 0);
+    ASSERT(node_log_count(&N, "does not open this data dir") >= 1);
+    snprintf(cmd, sizeof(cmd), "%s audit verify --data %s --kek-file %s 2>&1", thaw_path(), N.data,
+             old_kek);
+    ASSERT_EQ(run(cmd, out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, "does not open this data dir");
+    /* Back under the new KEK for the tests after this one. */
+    ASSERT_EQ(node_start(&N, with_new), 0);
+    unlink(old_kek);
+    unlink(new_kek);
+    free(before);
+    free(after);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -127,6 +219,7 @@ int main(void)
     }
     RUN(test_markers_never_at_rest);
     RUN(test_rotation_keeps_old_data);
+    RUN(test_kek_rewrap);
     node_cleanup(&N);
     curl_global_cleanup();
     return TEST_REPORT();

@@ -352,8 +352,9 @@ static void on_term(int sig)
 
 /* Forks a child that becomes its own process group (as spawn does) and
  * enters a PID namespace; the child runs body() as the function and exits
- * with its result. ok gets 'y' when the namespace was applied. */
-static pid_t pidns_child(int (*body)(void), char *ok)
+ * with its result. ok gets 'y' when the namespace was applied. With
+ * on_term_42 SIGTERM makes it exit 42. */
+static pid_t pidns_child(int (*body)(void), char *ok, bool on_term_42)
 {
     int fds[2];
     if (pipe(fds) != 0) return -1;
@@ -365,6 +366,7 @@ static pid_t pidns_child(int (*body)(void), char *ok)
         struct security_sandbox cfg = {
             .namespaces = SECURITY_NS_USER | SECURITY_NS_MOUNT | SECURITY_NS_PID, .report = &rep};
         apply_or_die(&cfg);
+        if (on_term_42) signal(SIGTERM, on_term); /* before the parent may send it */
         char c = (rep.ns_applied & SECURITY_NS_PID) ? 'y' : 'n';
         if (write(fds[1], &c, 1) != 1) _exit(71);
         close(fds[1]);
@@ -380,7 +382,6 @@ static pid_t pidns_child(int (*body)(void), char *ok)
 
 static int wait_for_term(void)
 {
-    signal(SIGTERM, on_term);
     for (;;)
         pause();
     return 0;
@@ -391,7 +392,7 @@ static int wait_for_term(void)
 static void test_pid_ns_signal_relay(void)
 {
     char ok;
-    pid_t pid = pidns_child(wait_for_term, &ok);
+    pid_t pid = pidns_child(wait_for_term, &ok, true);
     ASSERT(pid > 0);
     ASSERT_EQ(ok, 'y');
     ASSERT_EQ(kill(-pid, SIGTERM), 0);
@@ -442,12 +443,12 @@ static int ticks_within(int fd, int ms)
 static void test_pid_ns_exit_status(void)
 {
     char ok;
-    pid_t pid = pidns_child(crash, &ok);
+    pid_t pid = pidns_child(crash, &ok, false);
     ASSERT(pid > 0);
     int st = wait_status(pid);
     ASSERT(WIFSIGNALED(st));
     ASSERT_EQ(WTERMSIG(st), SIGSEGV);
-    pid = pidns_child(wait_for_term, &ok);
+    pid = pidns_child(wait_for_term, &ok, true);
     ASSERT(pid > 0);
     ASSERT_EQ(kill(-pid, SIGKILL), 0);
     st = wait_status(pid);
@@ -457,7 +458,7 @@ static void test_pid_ns_exit_status(void)
     int fds[2];
     ASSERT_EQ(pipe2(fds, O_NONBLOCK), 0);
     tick_fd = fds[1];
-    pid = pidns_child(tick, &ok);
+    pid = pidns_child(tick, &ok, false);
     ASSERT(pid > 0);
     close(fds[1]);
     ASSERT(ticks_within(fds[0], 300) > 0);
@@ -513,7 +514,7 @@ static void test_pid_ns_isolation(void)
 {
     test_pid = getpid();
     char ok;
-    pid_t pid = pidns_child(look_outside, &ok);
+    pid_t pid = pidns_child(look_outside, &ok, false);
     ASSERT(pid > 0);
     int st = wait_status(pid);
     ASSERT(WIFEXITED(st));
