@@ -312,6 +312,19 @@ static void submit(struct gw_worker *w, struct evhttp_request *req, const char *
         later_done(l);
         return;
     }
+    /* The deployment's input schema, as on the invoke path, before anything
+     * is stored: a job that cannot be valid is refused now, not dead later. */
+    for (size_t i = 0; i < l->r.n; i++) {
+        struct thaw_err verr = {0};
+        if (gw_validate_input(gw, name, l->inputs[i], l->lens[i], &verr)) {
+            if (l->single)
+                gw_reply_error(req, 400, "invalid_input", "%s", verr.msg);
+            else
+                gw_reply_error(req, 400, "invalid_input", "inputs[%zu]: %s", i, verr.msg);
+            later_done(l);
+            return;
+        }
+    }
     /* Keys are the tenant's own: the same key from two tenants is two keys. */
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
     const struct access_principal *who = gw_principal();

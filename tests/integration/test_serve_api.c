@@ -126,6 +126,29 @@ static void test_input_schema(void)
     ASSERT_EQ(invoke(&N, "typed", "{\"n\":7}", &r), 0);
     ASSERT_EQ(r.status, 200);
     resp_free(&r);
+    /* Async jobs: the same check before anything is stored. */
+    ASSERT_EQ(
+        http(&N, "POST", "/v1/deployments/typed/jobs", "{\"input\":{\"n\":\"seven\"}}", NULL, &r),
+        0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "\"invalid_input\"");
+    ASSERT_CONTAINS(r.body, "input.n: expected integer");
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/typed/jobs", "{\"inputs\":[{\"n\":1},{\"m\":2}]}",
+                   NULL, &r),
+              0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "inputs[1]: input: is missing required property 'n'");
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "GET", "/v1/deployments/typed/jobs", NULL, NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    json_t *j = resp_json(&r);
+    ASSERT_EQ(json_array_size(json_object_get(j, "jobs")), 0); /* nothing was stored */
+    json_decref(j);
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/typed/jobs", "{\"input\":{\"n\":7}}", NULL, &r), 0);
+    ASSERT_EQ(r.status, 202);
+    resp_free(&r);
 }
 
 static void test_body_limits(void)
