@@ -21,10 +21,15 @@ struct instance_launch {
     int64_t rlimit_nofile; /* 0 = inherit */
     int64_t rlimit_cpu;    /* seconds; 0 = unlimited */
     /* Confinement (src/security's sandbox): seccomp "exec" profile, Landlock
-     * writes limited to the temp dir (and workdir), and user, mount and (unless
-     * allow_network) network namespaces when the kernel allows. */
+     * writes limited to the temp dir (and workdir), and user, mount, PID and
+     * (unless allow_network) network namespaces when the kernel allows. */
     bool sandbox;
     bool allow_network;
+    /* With sandbox, the child also gets a PID namespace (it cannot see or
+     * signal the node or other instances) unless this is set: a template
+     * whose double-forked instances must reparent to the node (a subreaper)
+     * rather than to the namespace's init. */
+    bool no_pid_namespace;
 };
 
 /* What the sandbox managed to apply in the child, for the node to log. */

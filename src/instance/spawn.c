@@ -126,7 +126,8 @@ static void child_exec(const struct instance_launch *l, const struct instance_pr
         /* The PID namespace keeps the function from seeing or signalling the
          * node and other instances; this process stays outside as the one
          * the node signals and reaps (see security_sandbox_apply). */
-        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT | SECURITY_NS_PID |
+        .namespaces = l->sandbox ? (SECURITY_NS_USER | SECURITY_NS_MOUNT |
+                                    (l->no_pid_namespace ? 0 : SECURITY_NS_PID) |
                                     (l->allow_network ? 0 : SECURITY_NS_NET))
                                  : 0,
         .write_dirs = l->sandbox ? (const char *const[]){p->tmpdir, dir, NULL} : NULL,

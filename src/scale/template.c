@@ -253,6 +253,7 @@ static int tmpl_start(struct pool *p, struct thaw_err *err)
         .rlimit_cpu = spec->limits.cpu_seconds,
         .sandbox = spec->sandbox,
         .allow_network = false,
+        .no_pid_namespace = true, /* its forks must reparent to the node */
     };
     struct tmpl *t = calloc(1, sizeof(*t));
     if (!t) {
