@@ -494,6 +494,8 @@ static int parse_model(const json_t *obj, struct deploy_spec *spec, struct thaw_
     if (!rc && m->context > 0 && m->context < 16)
         rc = thaw_errf(err, THAW_EINVAL, "field 'context' must be 0 (the model's) or at least 16");
     spec->concurrency = 4; /* continuous batching is what makes an instance cheap */
+    /* A long answer of a CPU-served model takes minutes, not seconds. */
+    if (!json_object_get(obj, "timeout")) spec->timeout_ms = 300000;
     if (!rc) rc = get_int32(obj, "parallel", "", 1, 256, &spec->concurrency, err);
     if (!rc) rc = get_bool(obj, "redact", &m->redact, err);
     if (!rc) rc = get_int32(obj, "max_output_tokens", "", 1, 1 << 20, &m->max_output_tokens, err);

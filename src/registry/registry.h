@@ -78,7 +78,7 @@ struct deploy_spec {
     /* Requests in flight per instance; for llm and embed the manifest's
      * `parallel` (sequences decoded together). */
     int concurrency;
-    int64_t timeout_ms;
+    int64_t timeout_ms; /* per request; default 30 s (exec), 5 min (llm, embed) */
     json_t *input_schema; /* JSON Schema (supported subset) the input must match; NULL = any */
     bool sandbox;         /* seccomp, Landlock and namespaces for instances (default on) */
     bool network;         /* instances may open network sockets (default off) */

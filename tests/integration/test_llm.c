@@ -5,6 +5,7 @@
  * starts, and one template forking every instance. */
 #include "engine/engine.h"
 #include "harness.h"
+#include "security/security.h"
 #include "test.h"
 
 #include <pthread.h>
@@ -453,6 +454,14 @@ static void test_template_shared_and_crash(void)
     ASSERT_STR_EQ(text_of(j), want);
     json_decref(j);
 
+    /* the generated file has no chat template and the manifest names none */
+    j = call("pair", "{\"op\":\"chat\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &st,
+             NULL, 0);
+    ASSERT_EQ(st, 400);
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                  "chat_template") != NULL);
+    json_decref(j);
+
     ASSERT_EQ(kill(pids[0], SIGKILL), 0);
     for (int i = 0; i < 400 && spawned("pair", pids, tmpls, 8) < 3; i++)
         sleep_ms(25);
@@ -518,6 +527,65 @@ static void test_scale_to_zero_and_back(void)
     json_decref(j);
     free(first);
     ASSERT_EQ(node_log_count(&N, "\"event\":\"template_spawned\",\"deployment\":\"z\""), 2);
+}
+
+/* redact: prompts are masked before inference, so the answer is the one
+ * the masked prompt gets. */
+static void test_redact(void)
+{
+    char m[512];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"masked\",\"runtime\":\"llm\",\"model\":\"%s\",\"redact\":true,"
+             "\"sampling\":{\"temperature\":0}}",
+             tiny);
+    ASSERT_EQ(deploy(&N, m), 201);
+    const char *prompt = "mail jane.doe@example.com now";
+    struct buf masked = {0};
+    ASSERT_CMP(security_redact(prompt, strlen(prompt), SECURITY_REDACT_ALL, &masked, NULL), >, 0);
+    int n_masked = 0;
+    char *want = reference(tiny, masked.data, 12, CHAT_NONE, &n_masked);
+    long st;
+    json_t *j = call("masked",
+                     "{\"op\":\"complete\",\"prompt\":\"mail jane.doe@example.com now\","
+                     "\"max_tokens\":12}",
+                     &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(j), want);
+    ASSERT_EQ(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")),
+              n_masked);
+    json_decref(j);
+    free(want);
+    buf_free(&masked);
+}
+
+/* A new version of a deployment gets a new template; the old one goes. */
+static void test_replace_restarts_template(void)
+{
+    json_t *st0 = status_of(&N, "tiny");
+    pid_t old = (pid_t)json_integer_value(json_object_get(json_object_get(st0, "template"), "pid"));
+    json_decref(st0);
+    ASSERT_CMP(old, >, 0);
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"tiny\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":2,"
+             "\"sampling\":{\"temperature\":0},\"scale\":{\"max_instances\":1}}",
+             tiny);
+    ASSERT_CMP(deploy(&N, m), <, 300);
+    for (int i = 0; i < 200 && kill(old, 0) == 0; i++)
+        sleep_ms(25);
+    ASSERT(kill(old, 0) != 0);
+    long st;
+    char *want = reference(tiny, "Hello world", 8, CHAT_NONE, NULL);
+    json_t *j = call("tiny", "{\"op\":\"complete\",\"prompt\":\"Hello world\",\"max_tokens\":8}",
+                     &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(j), want);
+    json_decref(j);
+    free(want);
+    st0 = status_of(&N, "tiny");
+    pid_t now = (pid_t)json_integer_value(json_object_get(json_object_get(st0, "template"), "pid"));
+    json_decref(st0);
+    ASSERT(now > 0 && now != old);
 }
 
 static void test_bad_model_fails_clearly(void)
@@ -621,6 +689,8 @@ int main(void)
     RUN(test_stream_concatenates);
     RUN(test_seed_stop_and_limits);
     RUN(test_parallel_requests_batched);
+    RUN(test_replace_restarts_template);
+    RUN(test_redact);
     RUN(test_embed);
     RUN(test_template_shared_and_crash);
     RUN(test_scale_to_zero_and_back);

@@ -58,6 +58,7 @@ static void test_llm_defaults(void)
     ASSERT_EQ(s->model.sampling.max_tokens, 256);
     ASSERT_EQ(s->model.sampling.seed, -1);
     ASSERT_NEAR(s->model.sampling.temperature, 0.8, 1e-9);
+    ASSERT_EQ(s->timeout_ms, 300000);
     ASSERT(s->command == NULL);
     ASSERT(round_trips(s));
     registry_spec_free(s);
