@@ -506,7 +506,14 @@ static void test_scale_to_zero_and_back(void)
     char *first = text_of(j) ? strdup(text_of(j)) : NULL;
     json_decref(j);
     ASSERT(wait_state("z", "standby", 20));
-    json_t *stj = status_of(&N, "z");
+    /* the instance stops (SIGTERM, then reaped); the template stays */
+    json_t *stj = NULL;
+    for (int i = 0; i < 400; i++) {
+        json_decref(stj);
+        stj = status_of(&N, "z");
+        if (json_integer_value(json_object_get(stj, "instances_total")) == 0) break;
+        sleep_ms(25);
+    }
     ASSERT_EQ(json_integer_value(json_object_get(stj, "instances_total")), 0);
     ASSERT(json_object_get(stj, "template") != NULL);
     json_decref(stj);
@@ -586,6 +593,46 @@ static void test_replace_restarts_template(void)
     pid_t now = (pid_t)json_integer_value(json_object_get(json_object_get(st0, "template"), "pid"));
     json_decref(st0);
     ASSERT(now > 0 && now != old);
+}
+
+/* model: "sha256:..." names a blob pushed to the node's artifact store. */
+static void test_artifact_model(void)
+{
+    char cmd[1024], line[512] = "", digest[80] = "";
+    snprintf(cmd, sizeof(cmd),
+             "THAW_KEY=%s '%s' push '%s' --server http://127.0.0.1:%d --no-progress 2>/dev/null",
+             TEST_ADMIN_KEY, thaw_path(), qwen, N.port);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    while (fgets(line, sizeof(line), p)) {
+        const char *d = strstr(line, "sha256:");
+        if (d) snprintf(digest, sizeof(digest), "%.71s", d);
+    }
+    ASSERT_EQ(pclose(p), 0);
+    ASSERT_EQ(strlen(digest), 71);
+    char m[512];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"art\",\"runtime\":\"llm\",\"model\":\"%s\","
+             "\"sampling\":{\"temperature\":0}}",
+             digest);
+    ASSERT_EQ(deploy(&N, m), 201);
+    char *want = reference(qwen, "Hello", 6, CHAT_NONE, NULL);
+    long st;
+    json_t *j =
+        call("art", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":6}", &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(j), want);
+    json_decref(j);
+    free(want);
+    /* a digest the node does not hold */
+    ASSERT_EQ(deploy(&N, "{\"name\":\"noart\",\"runtime\":\"llm\",\"model\":\"sha256:"
+                         "0000000000000000000000000000000000000000000000000000000000000000\"}"),
+              201);
+    j = call("noart", "{\"op\":\"complete\",\"prompt\":\"x\"}", &st, NULL, 0);
+    ASSERT_EQ(st, 502);
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                  "not stored") != NULL);
+    json_decref(j);
 }
 
 static void test_bad_model_fails_clearly(void)
@@ -694,6 +741,7 @@ int main(void)
     RUN(test_embed);
     RUN(test_template_shared_and_crash);
     RUN(test_scale_to_zero_and_back);
+    RUN(test_artifact_model);
     RUN(test_bad_model_fails_clearly);
     RUN(test_error_status_passthrough);
     RUN(test_stories260k);
