@@ -49,8 +49,7 @@ static void reply_rc(struct evhttp_request *req, int rc, const struct thaw_err *
     gw_reply_error(req, status_for(rc), code_for(rc), "%s", err->msg);
 }
 
-/* Parses a JSON object body; answers 400 and returns NULL when it is not. */
-static json_t *json_body(struct evhttp_request *req)
+json_t *gw_json_body(struct evhttp_request *req)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
@@ -86,7 +85,7 @@ static void tenants(struct gateway *gw, struct evhttp_request *req, const char *
             gw_reply_jsonv(req, 200,
                            json_pack("{s:o}", "tenants", access_tenant_list(gw->access, who)));
         } else if (cmd == EVHTTP_REQ_POST) {
-            json_t *body = json_body(req), *out = NULL;
+            json_t *body = gw_json_body(req), *out = NULL;
             if (!body) return;
             rc = access_tenant_create(gw->access, who,
                                       json_string_value(json_object_get(body, "name")),
@@ -118,7 +117,7 @@ static void tenants(struct gateway *gw, struct evhttp_request *req, const char *
         else
             gw_reply_jsonv(req, 200, json_pack("{s:s, s:b}", "name", tenant, "deleted", 1));
     } else if (slash && !strcmp(slash, "/keys") && cmd == EVHTTP_REQ_POST) {
-        json_t *body = json_body(req), *info = NULL;
+        json_t *body = gw_json_body(req), *info = NULL;
         if (!body) return;
         char key[SECURITY_KEY_STR_SIZE];
         rc = access_key_create(gw->access, who, tenant, body, key, &info, &err);
@@ -247,7 +246,7 @@ void gw_route_grants(struct gw_worker *w, struct evhttp_request *req, const char
         gw_reply_jsonv(req, 200,
                        json_pack("{s:o}", "tenants", access_grant_list(gw->access, name)));
     } else if (*rest == 0 && cmd == EVHTTP_REQ_POST) {
-        json_t *body = json_body(req);
+        json_t *body = gw_json_body(req);
         if (!body) return;
         const char *tenant = json_string_value(json_object_get(body, "tenant"));
         rc = tenant ? access_grant_add(gw->access, who, name, dep.owner, tenant, &err)

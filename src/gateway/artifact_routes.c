@@ -476,7 +476,7 @@ static void on_removed(void *ctx, const char *digest, int64_t size)
 }
 
 /* POST /v1/artifacts/gc[?min_age=1h][&dry_run=true]: removes blobs that no
- * deployment names. The referenced set is every digest written anywhere in
+ * deployment or version names. The referenced set is every digest written anywhere in
  * a stored deployment spec; versions will feed the same interface. */
 static void run_gc(struct gateway *gw, struct artifact_store *as, struct evhttp_request *req)
 {
@@ -495,6 +495,9 @@ static void run_gc(struct gateway *gw, struct artifact_store *as, struct evhttp_
     struct artifact_refs refs = {0};
     struct thaw_err err = {0};
     int rc = store_deployment_list(gw->store, refs_from_deployment, &refs, &err);
+    /* Every stored version counts, not only the deployed ones: a rollback
+     * or a pinned request may need any of them. */
+    if (!rc) rc = registry_version_refs(gw->store, &refs, &err);
     if (rc) {
         artifact_refs_free(&refs);
         gw_reply_error(req, 500, "store_failed", "%s", err.msg);

@@ -84,18 +84,25 @@ const char *gw_request_id(struct evhttp_request *req, char out[65])
 
 /* ---- metrics and access log ---- */
 
-static struct gw_series_slot *series_for(struct gw_worker *w, const char *dep, int code)
+static struct gw_series_slot *series_for(struct gw_worker *w, const char *dep, int code,
+                                         int version)
 {
     uint32_t h = 2166136261u ^ (uint32_t)code;
+    h = (h ^ (uint32_t)version) * 16777619u;
     for (const char *p = dep; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
     struct gw_series_slot *sl = &w->series[h % GW_SERIES_CACHE];
-    if (sl->count && sl->code == code && strcmp(sl->deployment, dep) == 0) return sl;
-    char codes[8];
+    if (sl->count && sl->code == code && sl->version == version &&
+        strcmp(sl->deployment, dep) == 0)
+        return sl;
+    char codes[8], vlabel[16] = "";
     snprintf(codes, sizeof(codes), "%d", code);
+    /* Requests refused before a version was chosen have an empty version. */
+    if (version > 0) snprintf(vlabel, sizeof(vlabel), "v%d", version);
     /* Request series are never dropped, so cached pointers stay valid. */
-    sl->count = obs_metric_series(w->gw->f_requests, (const char *[]){dep, codes});
-    sl->duration = obs_metric_series(w->gw->f_duration, (const char *[]){dep});
+    sl->count = obs_metric_series(w->gw->f_requests, (const char *[]){dep, codes, vlabel});
+    sl->duration = obs_metric_series(w->gw->f_duration, (const char *[]){dep, vlabel});
     sl->code = code;
+    sl->version = version;
     str_copy(sl->deployment, dep, sizeof(sl->deployment));
     return sl;
 }
@@ -104,16 +111,23 @@ void gw_request_done(struct gw_worker *w, const char *method, const char *path,
                      const char *deployment, int status, uint64_t t0_ns, const char *rid,
                      const char *start_state)
 {
+    gw_request_done_v(w, method, path, deployment, 0, status, t0_ns, rid, start_state);
+}
+
+void gw_request_done_v(struct gw_worker *w, const char *method, const char *path,
+                       const char *deployment, int version, int status, uint64_t t0_ns,
+                       const char *rid, const char *start_state)
+{
     double secs = (double)(time_now_ns() - t0_ns) / 1e9;
     if (deployment) {
-        struct gw_series_slot *sl = series_for(w, deployment, status);
+        struct gw_series_slot *sl = series_for(w, deployment, status, version);
         obs_metric_add(sl->count, 1);
         obs_metric_observe(sl->duration, secs);
     }
     if (!w->gw->cfg.access_log || obs_log_level() > LOG_INFO) return;
     OBS_LOG(LOG_INFO, "request", LOG_S("request_id", rid), LOG_S("method", method),
-            LOG_S("path", path), LOG_S("deployment", deployment), LOG_I("status", status),
-            LOG_D("ms", secs * 1000), LOG_S("start", start_state));
+            LOG_S("path", path), LOG_S("deployment", deployment), LOG_I("version", version),
+            LOG_I("status", status), LOG_D("ms", secs * 1000), LOG_S("start", start_state));
 }
 
 /* ---- who is calling ---- */
@@ -338,13 +352,14 @@ struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, st
     }
     gw->f_requests = obs_metric_family("thaw_requests_total", "Requests to deployments.",
                                        METRIC_COUNTER,
-                                       (const char *[]){"deployment", "code", NULL}, NULL, 0);
+                                       (const char *[]){"deployment", "code", "version", NULL}, NULL, 0);
     static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
                                      5,      10,      30,     60};
     gw->f_duration = obs_metric_family(
         "thaw_request_duration_seconds", "Time from request to complete answer.",
-        METRIC_HISTOGRAM, (const char *[]){"deployment", NULL}, buckets, (int)ARRAY_LEN(buckets));
+        METRIC_HISTOGRAM, (const char *[]){"deployment", "version", NULL}, buckets,
+        (int)ARRAY_LEN(buckets));
     gw->f_tokens = obs_metric_family("thaw_tokens_total",
                                      "Tokens processed by llm and embed deployments.",
                                      METRIC_COUNTER,

@@ -32,6 +32,7 @@ struct gw_msg {
 struct gw_series_slot {
     char deployment[DEPLOY_NAME_MAX + 1];
     int code;
+    int version;
     struct metric_series *count;
     struct metric_series *duration;
 };
@@ -128,6 +129,10 @@ const char *gw_request_id(struct evhttp_request *req, char out[65]);
 void gw_request_done(struct gw_worker *w, const char *method, const char *path,
                      const char *deployment, int status, uint64_t t0_ns, const char *rid,
                      const char *start_state);
+/* The same for an answer a deployment version gave (metrics labelled by it). */
+void gw_request_done_v(struct gw_worker *w, const char *method, const char *path,
+                       const char *deployment, int version, int status, uint64_t t0_ns,
+                       const char *rid, const char *start_state);
 const char *gw_method_name(enum evhttp_cmd_type cmd);
 
 /* The caller of the request being handled on this worker thread (valid only
@@ -195,6 +200,12 @@ bool gw_is_openai_post(const char *path, enum gw_api *api);
 bool gw_handle_openai(struct gw_worker *w, struct evhttp_request *req, enum gw_api api,
                       const char *rid, const struct gw_auth *auth);
 void gw_openai_deliver(struct gw_msg *m);
+/* Versions and traffic (version_routes.c): /v1/deployments/NAME/{versions,
+ * traffic, promote, rollback, canary}; returns false for other actions. */
+bool gw_route_versions(struct gw_worker *w, struct evhttp_request *req, const char *name,
+                       const char *action);
+/* Parses a JSON object body; answers 400 and returns NULL when it is not. */
+json_t *gw_json_body(struct evhttp_request *req);
 /* Artifacts (artifact_routes.c): everything under /v1/artifacts. */
 void gw_route_artifacts(struct gw_worker *w, struct evhttp_request *req, const char *path);
 /* Jobs (jobs_routes.c): /v1/deployments/NAME/jobs, and /v1/jobs... and

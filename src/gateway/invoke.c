@@ -18,8 +18,8 @@ void gw_call_finish(struct gw_call *c, int status)
     access_release(w->gw->access, &c->auth.who, &c->auth.adm);
     access_usage_record(w->gw->access, c->auth.who.tenant, c->inv.deployment, status >= 400,
                         c->prompt_tokens, c->completion_tokens);
-    gw_request_done(w, "POST", c->path, c->inv.deployment, status, c->t0_ns, c->inv.request_id,
-                    c->inv.start_state);
+    gw_request_done_v(w, "POST", c->path, c->inv.deployment, c->inv.version, status, c->t0_ns,
+                      c->inv.request_id, c->inv.start_state);
     atomic_fetch_sub(&w->gw->inflight, 1);
     call_free(c);
 }
@@ -54,6 +54,11 @@ void gw_call_headers(struct gw_call *c)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
     evhttp_add_header(h, "x-thaw-start", c->inv.start_state ? c->inv.start_state : "warm");
+    if (c->inv.version > 0) {
+        char v[16];
+        snprintf(v, sizeof(v), "v%d", c->inv.version);
+        evhttp_add_header(h, "x-thaw-version", v);
+    }
 }
 
 void gw_sse_send(struct gw_call *c, const char *event, const char *data)
@@ -250,6 +255,21 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
                     const struct gw_deployment *dep, const char *rid, const struct gw_auth *auth,
                     uint64_t t0, char *input, size_t input_len, const struct gw_call_opts *opts)
 {
+    /* A pinned version, or a sticky key that keeps a caller on one version
+     * (for every API that reaches a deployment, native or OpenAI). */
+    struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
+    const char *pin = evhttp_find_header(hin, "x-thaw-version");
+    int version = 0;
+    if (pin && !(version = registry_version_parse(pin))) {
+        free(input);
+        gw_reject(w, req, path, dep->name, rid, t0, 400, "invalid_version",
+                  "header x-thaw-version must name a version like v3");
+        return false;
+    }
+    const char *sticky = evhttp_find_header(hin, "x-thaw-sticky");
+    uint64_t sticky_hash = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = sticky; p && *p; p++)
+        sticky_hash = (sticky_hash ^ (unsigned char)*p) * 1099511628211ULL;
     struct gw_call *c = calloc(1, sizeof(*c));
     if (!c) {
         free(input);
@@ -262,6 +282,9 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
     str_copy(c->inv.request_id, rid, sizeof(c->inv.request_id));
     str_copy(c->path, path, sizeof(c->path));
     c->inv.stream = opts->stream;
+    c->inv.version = version;
+    c->inv.sticky = sticky && *sticky;
+    c->inv.sticky_hash = sticky_hash;
     c->inv.on_event = on_event;
     c->req = req;
     c->worker = w;

@@ -79,10 +79,36 @@ static json_t *deployment_view(struct gateway *gw, const char *name, const char 
     return spec;
 }
 
+/* How much traffic a deploy gives its version: ?traffic=N (0-100) or
+ * ?promote=false (0); all of it by default. -2 when malformed. */
+static int deploy_traffic_param(struct evhttp_request *req)
+{
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq q;
+    int pct = 100;
+    if (!query || evhttp_parse_query_str(query, &q) != 0) return pct;
+    const char *t = evhttp_find_header(&q, "traffic"), *p = evhttp_find_header(&q, "promote");
+    if (t) {
+        char *end;
+        long v = strtol(t, &end, 10);
+        pct = (*t && !*end && v >= 0 && v <= 100) ? (int)v : -2;
+    } else if (p) {
+        pct = !strcmp(p, "false") || !strcmp(p, "0") ? 0 : !strcmp(p, "true") ? 100 : -2;
+    }
+    evhttp_clear_headers(&q);
+    return pct;
+}
+
 static void create_deployment(struct gateway *gw, struct evhttp_request *req)
 {
     if (!gw_require_scope(req, SECURITY_SCOPE_DEPLOY)) return;
     const struct access_principal *who = gw_principal();
+    int pct = deploy_traffic_param(req);
+    if (pct == -2) {
+        gw_reply_error(req, 400, "invalid_request",
+                       "query 'traffic' must be 0-100 and 'promote' true or false");
+        return;
+    }
     size_t len;
     char *body = body_copy(req, &len);
     if (!body) {
@@ -99,9 +125,6 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
         return;
     }
     free(body);
-    json_t *canon = registry_spec_to_json(spec);
-    char *canon_s =
-        canon ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
     struct gw_deployment prev;
     bool existed = gw_deployment_lookup(gw, spec->name, &prev);
     const char *owner = existed ? prev.owner : who->tenant;
@@ -109,26 +132,42 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
         /* Someone else's name: say no without saying whose. */
         gw_reply_error(req, 403, "forbidden", "deployment name '%s' is taken", spec->name);
         registry_spec_free(spec);
-        json_decref(canon);
-        free(canon_s);
         return;
     }
-    if (!canon_s || store_deployment_put(gw->store, spec->name, canon_s, owner, &err)) {
-        gw_reply_error(req, 500, "store_failed", "%s", canon_s ? err.msg : "out of memory");
+    /* One transaction: the version (new, or the one with the same digest),
+     * the deployment row and the traffic move. */
+    struct registry_deploy_result dr;
+    if (registry_deploy(gw->store, spec, owner, who->key_id, pct, &dr, &err)) {
+        gw_reply_error(req, 500, "store_failed", "%s", err.msg);
         registry_spec_free(spec);
-        json_decref(canon);
-        free(canon_s);
         return;
     }
+    json_t *canon = registry_spec_to_json(spec);
     char name[DEPLOY_NAME_MAX + 1], owner_copy[ACCESS_NAME_MAX + 1];
     str_copy(name, spec->name, sizeof(name));
     str_copy(owner_copy, owner, sizeof(owner_copy));
     gw_deployment_known(gw, spec, owner_copy);
-    scale_apply(gw->scale, spec); /* takes ownership */
-    free(canon_s);
-    access_audit(gw->access, who, existed ? "deployment.update" : "deployment.create", name, "ok",
-                 NULL);
-    gw_reply_jsonv(req, existed ? 200 : 201, canon);
+    scale_apply_version(gw->scale, spec, dr.version); /* takes ownership */
+    scale_set_traffic(gw->scale, name, &dr.traffic, dr.rev);
+    char vlabel[16];
+    snprintf(vlabel, sizeof(vlabel), "v%d", dr.version);
+    json_t *tj = registry_traffic_json(&dr.traffic);
+    char *tdoc = tj ? json_dumps(tj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    struct buf details = {0};
+    buf_printf(&details, "{\"version\":\"%s\",\"digest\":\"%s\",\"new_version\":%s,\"traffic\":%s}",
+               vlabel, dr.digest, dr.created ? "true" : "false", tdoc ? tdoc : "null");
+    access_audit(gw->access, who, dr.existed ? "deployment.update" : "deployment.create", name,
+                 "ok", details.data);
+    buf_free(&details);
+    free(tdoc);
+    if (canon) {
+        json_object_set_new(canon, "version", json_string(vlabel));
+        json_object_set_new(canon, "digest", json_string(dr.digest));
+        json_object_set_new(canon, "new_version", json_boolean(dr.created));
+        json_object_set(canon, "traffic", tj);
+    }
+    json_decref(tj);
+    gw_reply_jsonv(req, dr.existed ? 200 : 201, canon);
 }
 
 /* GET /v1/usage[?tenant=T][&day=YYYY-MM-DD]: a tenant's usage for one UTC
@@ -218,6 +257,11 @@ static void get_deployment(struct gateway *gw, struct evhttp_request *req, const
     if (v) {
         json_object_set_new(v, "owner", json_string(dep.owner));
         json_object_set_new(v, "grants", access_grant_list(gw->access, name));
+        struct registry_traffic t;
+        int64_t rev;
+        struct thaw_err terr = {0};
+        if (registry_traffic_load(gw->store, name, &t, &rev, &terr) == 0)
+            json_object_set_new(v, "traffic", registry_traffic_json(&t));
     }
     gw_reply_jsonv(req, 200, v);
 }
@@ -287,6 +331,8 @@ static bool route_deployment(struct gateway *gw, struct gw_worker *w, struct evh
         gw_handle_jobs(w, req, name, rid);
     } else if (strcmp(action, "grants") == 0 || strncmp(action, "grants/", 7) == 0) {
         gw_route_grants(w, req, name, action + 6);
+    } else if (gw_route_versions(w, req, name, action)) {
+        /* versions, traffic, promote, rollback, canary: version_routes.c */
     } else {
         gw_reply_error(req, 404, "not_found", "no such route: %s", path);
     }

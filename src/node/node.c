@@ -103,25 +103,88 @@ static int make_dirs(const struct node_config *cfg, int *lock_fd, char *tmp, siz
 struct restore_ctx {
     struct node *node;
     int n;
+    json_t *list; /* [[name, spec, owner], ...]: collected first, since the
+                     store is locked during its walk */
 };
 
 static int restore_cb(void *arg, const char *name, const char *spec_json, const char *owner)
 {
     struct restore_ctx *c = arg;
+    json_array_append_new(c->list, json_pack("[s, s, s]", name, spec_json, owner ? owner : ""));
+    return 0;
+}
+
+static void apply_version_cb(void *ctx, int version, struct deploy_spec *spec)
+{
+    scale_apply_version(ctx, spec, version);
+}
+
+/* Brings one deployment back: its versions to scale, its traffic, and the
+ * gateway's table. A deployment from before versions existed becomes v1
+ * with all the traffic. */
+static void restore_one(struct node *n, const char *name, const char *spec_json,
+                        const char *owner)
+{
     struct deploy_spec *spec = NULL;
     struct thaw_err err = {0};
     json_t *j = json_loads(spec_json, 0, NULL);
     int rc = j ? registry_spec_from_json(j, &spec, &err) : THAW_EINVAL;
     json_decref(j);
+    struct registry_traffic t;
+    int64_t rev = 0;
+    if (!rc) rc = registry_traffic_load(n->store, name, &t, &rev, &err);
+    if (!rc && t.n == 0) {
+        struct registry_deploy_result dr;
+        rc = registry_deploy(n->store, spec, owner, "node", 100, &dr, &err);
+        if (!rc) {
+            t = dr.traffic;
+            rev = dr.rev;
+            OBS_LOG(LOG_INFO, "deployment_versioned", LOG_S("deployment", name),
+                    LOG_I("version", dr.version));
+        }
+    }
+    int bad = 0;
+    if (!rc) rc = registry_versions_load(n->store, name, apply_version_cb, n->scale, &bad, &err);
     if (rc) {
         OBS_LOG(LOG_ERROR, "deployment_restore_failed", LOG_S("deployment", name),
                 LOG_S("error", err.msg));
-        return 0;
+        registry_spec_free(spec);
+        return;
     }
-    gw_deployment_known(c->node->gw, spec, owner);
-    scale_apply(c->node->scale, spec);
-    c->n++;
-    return 0;
+    if (bad)
+        OBS_LOG(LOG_ERROR, "version_restore_failed", LOG_S("deployment", name),
+                LOG_I("versions", bad));
+    scale_set_traffic(n->scale, name, &t, rev);
+    gw_deployment_known(n->gw, spec, owner);
+    registry_spec_free(spec);
+}
+
+/* Canary analysis decided (on the scale thread): persist it if the traffic
+ * is still what it was based on, audit it either way, and let scale route
+ * by whatever the store now holds. */
+static void on_canary(void *ctx, const char *name, const struct registry_traffic *t,
+                      int64_t base_rev, const char *decision, const char *details)
+{
+    struct node *n = ctx;
+    struct thaw_err err = {0};
+    char *doc = registry_traffic_dump(t);
+    char action[48], reason[48];
+    snprintf(action, sizeof(action), "traffic.canary_%s", decision);
+    snprintf(reason, sizeof(reason), "canary %s", decision);
+    int64_t rev = 0;
+    int rc = doc ? store_traffic_put(n->store, name, doc, base_rev, "canary", reason, &rev, &err)
+                 : thaw_errf(&err, THAW_ENOMEM, "out of memory");
+    free(doc);
+    access_audit(n->access, NULL, action, name, rc ? "conflict" : "ok", details);
+    if (!rc) {
+        scale_set_traffic(n->scale, name, t, rev);
+        return;
+    }
+    OBS_LOG(LOG_WARN, "canary_decision_not_saved", LOG_S("deployment", name),
+            LOG_S("error", err.msg));
+    struct registry_traffic cur;
+    if (registry_traffic_load(n->store, name, &cur, &rev, &err) == 0)
+        scale_set_traffic(n->scale, name, &cur, rev);
 }
 
 static void scale_stopped(void *arg)
@@ -327,8 +390,11 @@ static int start(struct node *n, struct thaw_err *err)
     if (!n->base) return thaw_errf(err, THAW_ENOMEM, "cannot create event loop");
     char artifacts[1100];
     snprintf(artifacts, sizeof(artifacts), "%s/artifacts", cfg->data_dir);
-    struct scale_config sc = {
-        .tmp_root = tmp, .stop_grace_ms = cfg->stop_grace_ms, .artifact_root = artifacts};
+    struct scale_config sc = {.tmp_root = tmp,
+                              .stop_grace_ms = cfg->stop_grace_ms,
+                              .artifact_root = artifacts,
+                              .on_canary = on_canary,
+                              .canary_ctx = n};
     n->scale = scale_new(n->base, &sc, err);
     if (!n->scale) return err->code ? err->code : THAW_ENOMEM;
     if ((rc = open_artifacts(n, err))) return rc;
@@ -347,8 +413,21 @@ static int start(struct node *n, struct thaw_err *err)
     };
     n->gw = gw_new(&gc, n->store, n->scale, n->access, err);
     if (!n->gw) return err->code ? err->code : THAW_EIO;
-    struct restore_ctx rctx = {n, 0};
-    if ((rc = store_deployment_list(n->store, restore_cb, &rctx, err))) return rc;
+    struct restore_ctx rctx = {n, 0, json_array()};
+    if (!rctx.list) return thaw_errf(err, THAW_ENOMEM, "out of memory");
+    rc = store_deployment_list(n->store, restore_cb, &rctx, err);
+    size_t i;
+    json_t *e;
+    json_array_foreach(rctx.list, i, e)
+    {
+        if (rc) break;
+        restore_one(n, json_string_value(json_array_get(e, 0)),
+                    json_string_value(json_array_get(e, 1)),
+                    json_string_value(json_array_get(e, 2)));
+        rctx.n++;
+    }
+    json_decref(rctx.list);
+    if (rc) return rc;
     if ((rc = start_jobs(n, err))) return rc; /* jobs */
     n->sigterm_ev = evsignal_new(n->base, SIGTERM, on_stop_signal, n);
     n->sigint_ev = evsignal_new(n->base, SIGINT, on_stop_signal, n);

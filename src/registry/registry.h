@@ -261,4 +261,94 @@ void artifact_refs_free(struct artifact_refs *r);
 /* An artifact_ref_fn over a struct artifact_refs (ctx). */
 bool artifact_refs_contains_cb(void *ctx, const char *digest);
 
+/* ---- versions and traffic (versions.c) ----
+ * A version is the canonical spec plus the artifact digests it names,
+ * identified by the SHA-256 of that document's canonical JSON. A
+ * deployment's traffic is a set of integer percentages over its versions
+ * (summing to 100), an optional shadow (a version that also receives a
+ * copy of a percentage of requests, answers discarded) and an optional
+ * canary analysis that steps a version's weight up or rolls it back. */
+
+struct store;
+
+#define REGISTRY_SPLIT_MAX 16
+#define REGISTRY_CANARY_STEPS_MAX 10
+
+struct registry_canary {
+    int version;  /* 0 = no canary analysis */
+    int baseline; /* the stable version it is compared with */
+    int steps[REGISTRY_CANARY_STEPS_MAX];
+    int n_steps;
+    int step; /* index into steps of the weight the canary has now */
+    int64_t interval_ms;    /* between steps */
+    int64_t window_ms;      /* outcomes older than this are not compared */
+    double max_error_rate;  /* canary 5xx fraction above this: roll back */
+    double max_p95_ratio;   /* canary p95 / baseline p95 above this: roll back */
+    int min_requests;       /* fewer canary outcomes in the window: no verdict yet */
+    char state[16];         /* "running", "promoted", "rolled_back" */
+};
+
+struct registry_traffic {
+    int n;
+    struct {
+        int version;
+        int weight; /* percent, 1..100 (versions at 0 are not listed) */
+    } w[REGISTRY_SPLIT_MAX];
+    int shadow_version; /* 0 = none */
+    double shadow_percent;
+    struct registry_canary canary;
+};
+
+/* Parses a traffic document; "" is no traffic at all (n = 0). */
+int registry_traffic_parse(const char *json, struct registry_traffic *t, struct thaw_err *err);
+/* Its canonical JSON (malloc'd; NULL on OOM): equal traffic, equal text. */
+char *registry_traffic_dump(const struct registry_traffic *t);
+json_t *registry_traffic_json(const struct registry_traffic *t);
+/* Percent of version v (0 when absent). */
+int registry_traffic_weight(const struct registry_traffic *t, int v);
+/* Sets version v to weight w and scales the others proportionally over
+ * the rest (largest remainders), so the sum stays 100. */
+void registry_traffic_set(struct registry_traffic *t, int v, int w);
+/* The version with 100%, or 0. */
+int registry_traffic_full(const struct registry_traffic *t);
+/* Parses "v3" or "3" into 3; returns 0 when malformed. */
+int registry_version_parse(const char *s);
+
+/* The version document of a spec ({"artifacts":[...],"spec":{...}}) as
+ * canonical JSON, and its digest ("sha256:<hex>"). Caller frees *doc. */
+int registry_version_doc(const struct deploy_spec *spec, char **doc,
+                         char digest[ARTIFACT_DIGEST_SIZE], struct thaw_err *err);
+/* The spec inside a stored version document. */
+int registry_version_spec(const char *doc, struct deploy_spec **out, struct thaw_err *err);
+
+struct registry_deploy_result {
+    int version;
+    bool created, existed, traffic_changed;
+    char digest[ARTIFACT_DIGEST_SIZE];
+    int64_t rev;
+    struct registry_traffic traffic; /* after the deploy */
+};
+/* Records spec as a version of its deployment (a new number unless the
+ * same document exists) and moves traffic: traffic_pct 100 (or -1) gives
+ * it all, 0..99 gives it that share and scales the others over the rest;
+ * a deployment's first version always gets 100%. One store transaction. */
+int registry_deploy(struct store *st, const struct deploy_spec *spec, const char *owner,
+                    const char *actor, int traffic_pct, struct registry_deploy_result *out,
+                    struct thaw_err *err);
+/* The target of a rollback: the version that most recently had 100% and
+ * does not have it now; 0 with err when there is none. */
+int registry_rollback_target(struct store *st, const char *name, const struct registry_traffic *cur,
+                             struct thaw_err *err);
+/* Calls cb with the spec of each stored version of name, in number order
+ * (cb owns spec). Versions whose document no longer parses are skipped and
+ * counted in *bad (may be NULL). */
+int registry_versions_load(struct store *st, const char *name,
+                           void (*cb)(void *ctx, int version, struct deploy_spec *spec), void *ctx,
+                           int *bad, struct thaw_err *err);
+/* The stored traffic of name, parsed. */
+int registry_traffic_load(struct store *st, const char *name, struct registry_traffic *t,
+                          int64_t *rev, struct thaw_err *err);
+/* Adds every digest some stored version names to refs (for artifact GC). */
+int registry_version_refs(struct store *st, struct artifact_refs *refs, struct thaw_err *err);
+
 #endif

@@ -533,7 +533,7 @@ struct invocation *pool_unhold(struct pool *p)
     if (!p->held_head) p->held_tail = NULL;
     inv->next_held = NULL;
     p->n_held--;
-    obs_metric_set(p->m_held, p->n_held);
+    obs_metric_add(p->m_held, -1); /* versions of one deployment share the series */
     return inv;
 }
 
@@ -615,7 +615,7 @@ void pool_submit(struct pool *p, struct invocation *inv)
         p->held_head = inv;
     p->held_tail = inv;
     p->n_held++;
-    obs_metric_set(p->m_held, p->n_held);
+    obs_metric_add(p->m_held, 1);
     if (cold) obs_metric_add(standby ? p->m_standby : p->m_cold, 1);
     scale_for_demand(p);
 }

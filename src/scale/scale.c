@@ -8,11 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct pool *pool_find(struct scale *s, const char *name)
+static struct pool *pool_find_v(struct scale *s, const char *name, int version)
 {
     for (struct pool *p = s->pools; p; p = p->next)
-        if (!p->removed && strcmp(p->spec->name, name) == 0) return p;
+        if (!p->removed && p->version == version && strcmp(p->spec->name, name) == 0) return p;
     return NULL;
+}
+
+static struct route *route_find(struct scale *s, const char *name)
+{
+    for (struct route *r = s->routes; r; r = r->next)
+        if (!r->removed && strcmp(r->name, name) == 0) return r;
+    return NULL;
+}
+
+static uint64_t rng_next(struct scale *s)
+{
+    /* xorshift64*: only the scale thread draws, so no lock and no contention. */
+    uint64_t x = s->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    s->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* Uniform in [0, 1). */
+static double rng_unit(struct scale *s)
+{
+    return (double)(rng_next(s) >> 11) / 9007199254740992.0;
 }
 
 static struct metric_series *series2(struct metric_family *f, const char *a, const char *b)
@@ -20,13 +44,22 @@ static struct metric_series *series2(struct metric_family *f, const char *a, con
     return obs_metric_series(f, (const char *[]){a, b});
 }
 
-static struct pool *pool_new(struct scale *s, struct deploy_spec *spec)
+static struct pool *pool_new(struct scale *s, struct deploy_spec *spec, int version)
 {
     struct pool *p = calloc(1, sizeof(*p));
     if (!p) return NULL;
     p->scale = s;
     p->spec = spec;
+    p->version = version;
+    snprintf(p->vlabel, sizeof(p->vlabel), "v%d", version);
     const char *n = spec->name;
+    static const char *const roles[2] = {"primary", "shadow"};
+    for (int r = 0; r < 2; r++) {
+        p->m_vdur[r] = obs_metric_series(s->f_vdur, (const char *[]){n, p->vlabel, roles[r]});
+        for (int e = 0; e < 2; e++)
+            p->m_vreq[r][e] = obs_metric_series(
+                s->f_vreq, (const char *[]){n, p->vlabel, roles[r], e ? "error" : "ok"});
+    }
     for (int st = 0; st < INST_N_STATES; st++)
         p->m_instances[st] = series2(s->f_instances, n, pool_state_name((enum inst_state)st));
     p->m_held = obs_metric_series(s->f_held, (const char *[]){n});
@@ -56,7 +89,11 @@ static void pool_free(struct scale *s, struct pool *p)
     if (!shared) {
         obs_metric_drop(s->f_instances, name);
         obs_metric_drop(s->f_held, name);
+        obs_metric_drop(s->f_vreq, name);
+        obs_metric_drop(s->f_vdur, name);
     }
+    free(p->stats[0].ring);
+    free(p->stats[1].ring);
     registry_spec_free(p->spec);
     free(p);
 }
@@ -115,7 +152,11 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
     p->samples[p->n_samples % SAMPLE_RING] = p->area / (double)tick_ms;
     p->n_samples++;
     p->area = 0;
-    const struct deploy_scale *cfg = &p->spec->scale;
+    /* A version without traffic keeps no warm pool: it scales to zero like
+     * an idle one, and pinned requests start it on demand. */
+    struct deploy_scale scfg = p->spec->scale;
+    if (!p->active) scfg.min_instances = 0;
+    const struct deploy_scale *cfg = &scfg;
     int ready = pool_count(p, INST_READY, true), starting = pool_count(p, INST_STARTING, true);
     int current = ready + starting;
     struct autoscale_input in = {
@@ -165,7 +206,8 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
  * start. Once that standby has timed out the deployment stays cold. */
 static void keep_standby(struct pool *p, uint64_t now)
 {
-    if (p->spec->scale.standby_timeout_ms <= 0 || p->spec->scale.min_instances > 0) return;
+    if (!p->active || p->spec->scale.standby_timeout_ms <= 0 || p->spec->scale.min_instances > 0)
+        return;
     /* llm/embed: the template (their standby) starts on the first demand,
      * not at deploy time: it maps the whole model. */
     if (registry_runtime_is_model(p->spec)) return;
@@ -174,11 +216,34 @@ static void keep_standby(struct pool *p, uint64_t now)
     pool_spawn(p, true);
 }
 
+/* A decision waiting to be persisted once the scale lock is released. */
+struct canary_decision {
+    char name[DEPLOY_NAME_MAX + 1];
+    struct registry_traffic t;
+    int64_t base_rev;
+    const char *decision;
+    char details[320];
+};
+
+static bool canary_analyse(struct scale *s, struct route *r, uint64_t now, float *scratch,
+                           struct canary_decision *d);
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct scale *s = arg;
     pthread_mutex_lock(&s->lock);
     uint64_t now = pool_now_ms();
+    /* Canary analysis; decisions are persisted after the lock is released
+     * (a store write must not stall every request for its fsync). */
+    struct canary_decision decisions[4];
+    int n_dec = 0;
+    float *scratch = NULL;
+    for (struct route *r = s->routes; r && n_dec < (int)ARRAY_LEN(decisions); r = r->next) {
+        if (!r->t.canary.version || s->shutting_down) continue;
+        if (!scratch && !(scratch = malloc(OUTCOME_RING * sizeof(float)))) break;
+        if (canary_analyse(s, r, now, scratch, &decisions[n_dec])) n_dec++;
+    }
+    free(scratch);
     struct pool *next;
     for (struct pool *p = s->pools; p; p = next) {
         next = p->next;
@@ -200,6 +265,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < n_dec && s->cfg.on_canary; i++)
+        s->cfg.on_canary(s->cfg.canary_ctx, decisions[i].name, &decisions[i].t,
+                         decisions[i].base_rev, decisions[i].decision, decisions[i].details);
 }
 
 static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
@@ -235,62 +303,261 @@ static void fail_held(struct pool *p, int status, const char *code, const char *
     }
 }
 
-static void do_apply(struct scale *s, struct deploy_spec *spec)
+static void do_apply(struct scale *s, struct deploy_spec *spec, int version)
 {
-    struct pool *p = pool_find(s, spec->name);
-    if (!p) {
-        p = pool_new(s, spec);
-        if (!p) {
-            registry_spec_free(spec);
-            return;
-        }
-        OBS_LOG(LOG_INFO, "deployment_applied", LOG_S("deployment", spec->name),
-                LOG_S("change", "created"));
-    } else {
-        /* New instances use the new spec; old ones drain. */
-        registry_spec_free(p->spec);
-        p->spec = spec;
-        p->generation++;
-        p->start_failures = 0;
-        p->next_start_ms = 0;
-        p->prewarmed = false;
-        stop_all(p, "replaced by a new version");
-        OBS_LOG(LOG_INFO, "deployment_applied", LOG_S("deployment", spec->name),
-                LOG_S("change", "updated"));
+    struct pool *p = pool_find_v(s, spec->name, version);
+    if (p) {
+        /* Versions are immutable: the one known is the one asked for. */
+        registry_spec_free(spec);
+        return;
     }
-    for (int i = pool_count(p, INST_READY, true); i < spec->scale.min_instances; i++)
-        if (!pool_spawn(p, false)) break;
-    pool_dispatch_held(p);
+    p = pool_new(s, spec, version);
+    if (!p) {
+        registry_spec_free(spec);
+        return;
+    }
+    struct route *r = route_find(s, spec->name);
+    p->active = r && (registry_traffic_weight(&r->t, version) > 0 ||
+                      r->t.shadow_version == version);
+    OBS_LOG(LOG_INFO, "deployment_applied", LOG_S("deployment", spec->name),
+            LOG_S("version", p->vlabel), LOG_S("change", "version added"));
+    if (p->active)
+        for (int i = pool_count(p, INST_READY, true); i < spec->scale.min_instances; i++)
+            if (!pool_spawn(p, false)) break;
     keep_standby(p, pool_now_ms());
+}
+
+/* Marks which versions get requests; versions that lost theirs drain (busy
+ * instances finish what they hold, idle ones stop now). */
+static void apply_activity(struct scale *s, struct route *r)
+{
+    for (struct pool *p = s->pools; p; p = p->next) {
+        if (p->removed || strcmp(p->spec->name, r->name) != 0) continue;
+        bool active = registry_traffic_weight(&r->t, p->version) > 0 ||
+                      r->t.shadow_version == p->version;
+        if (active == p->active) continue;
+        p->active = active;
+        if (!active) {
+            stop_all(p, "version has no traffic"); /* an llm template too */
+        } else {
+            p->prewarmed = false;
+            for (int i = pool_count(p, INST_READY, true); i < p->spec->scale.min_instances; i++)
+                if (!pool_spawn(p, false)) break;
+            keep_standby(p, pool_now_ms());
+        }
+    }
+}
+
+static void do_set_traffic(struct scale *s, const char *name, const struct registry_traffic *t,
+                           int64_t rev)
+{
+    struct route *r = route_find(s, name);
+    if (!r) {
+        r = calloc(1, sizeof(*r));
+        if (!r) return;
+        str_copy(r->name, name, sizeof(r->name));
+        r->next = s->routes;
+        s->routes = r;
+    }
+    uint64_t now = pool_now_ms();
+    bool new_step = t->canary.version != r->t.canary.version ||
+                    t->canary.step != r->t.canary.step ||
+                    strcmp(t->canary.state, r->t.canary.state) != 0;
+    r->t = *t;
+    r->rev = rev;
+    r->pending = false;
+    if (new_step) r->step_since_ms = now;
+    apply_activity(s, r);
+    OBS_LOG(LOG_INFO, "traffic_applied", LOG_S("deployment", name), LOG_I("rev", (long long)rev),
+            LOG_I("versions", t->n), LOG_I("shadow", t->shadow_version),
+            LOG_I("canary", t->canary.version));
 }
 
 static void do_remove(struct scale *s, const char *name)
 {
-    struct pool *p = pool_find(s, name);
-    if (!p) return;
-    p->removed = true;
-    fail_held(p, 404, "not_found", "the deployment was deleted");
-    stop_all(p, "deployment deleted");
-    OBS_LOG(LOG_INFO, "deployment_removed", LOG_S("deployment", name));
+    bool found = false;
+    for (struct pool *p = s->pools; p; p = p->next) {
+        if (p->removed || strcmp(p->spec->name, name) != 0) continue;
+        p->removed = true;
+        found = true;
+        fail_held(p, 404, "not_found", "the deployment was deleted");
+        stop_all(p, "deployment deleted");
+    }
+    for (struct route **rp = &s->routes; *rp;) {
+        struct route *r = *rp;
+        if (strcmp(r->name, name) == 0) {
+            *rp = r->next;
+            free(r);
+        } else {
+            rp = &r->next;
+        }
+    }
+    if (found) OBS_LOG(LOG_INFO, "deployment_removed", LOG_S("deployment", name));
+}
+
+/* ---- routing between versions ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+int scale_pick_sticky(const struct registry_traffic *t, uint64_t key_hash)
+{
+    /* Weighted rendezvous hashing: each version scores w / -ln(u) with u a
+     * uniform hash of (key, version); the highest wins. A version is chosen
+     * with probability w / sum(w), and changing one weight moves only keys
+     * to or from that version. */
+    int best = 0;
+    double best_score = -1;
+    for (int i = 0; i < t->n; i++) {
+        if (t->w[i].weight <= 0) continue;
+        uint64_t h = mix64(key_hash ^ mix64((uint64_t)t->w[i].version * 0x9E3779B97F4A7C15ULL));
+        double u = ((double)(h >> 11) + 0.5) / 9007199254740992.0; /* (0, 1) */
+        double score = (double)t->w[i].weight / -log(u);
+        if (score > best_score) {
+            best_score = score;
+            best = t->w[i].version;
+        }
+    }
+    return best;
+}
+
+static int pick_weighted(struct scale *s, const struct registry_traffic *t)
+{
+    int total = 0;
+    for (int i = 0; i < t->n; i++)
+        total += MAX(t->w[i].weight, 0);
+    if (total <= 0) return 0;
+    int x = (int)(rng_unit(s) * total);
+    for (int i = 0; i < t->n; i++) {
+        x -= MAX(t->w[i].weight, 0);
+        if (x < 0) return t->w[i].version;
+    }
+    return t->w[t->n - 1].version;
+}
+
+static void outcome_record(struct pool *p, int role, uint64_t now_ms, double ms, bool error)
+{
+    struct outcomes *o = &p->stats[role];
+    if (!o->ring) o->ring = calloc(OUTCOME_RING, sizeof(*o->ring));
+    if (o->ring)
+        o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error};
+    obs_metric_add(p->m_vreq[role][error], 1);
+    obs_metric_observe(p->m_vdur[role], ms / 1000.0);
+}
+
+/* Wraps every routed invocation's callback: the final answer is recorded
+ * for its version (latency, 5xx) before it goes on to the caller. */
+static void stats_on_event(struct invocation *inv, enum inv_event_kind kind, int status,
+                           const char *code, char *payload)
+{
+    void (*user)(struct invocation *, enum inv_event_kind, int, const char *, char *) =
+        inv->user_on_event;
+    if (kind != INV_CHUNK) {
+        uint64_t now = time_now_ns();
+        if (inv->stat_pool)
+            outcome_record(inv->stat_pool, inv->shadow, now / 1000000,
+                           (double)(now - inv->submit_ns) / 1e6, kind == INV_FAIL && status >= 500);
+        inv->on_event = user; /* the invocation may be freed by the callee */
+    }
+    user(inv, kind, status, code, payload);
+}
+
+static void shadow_done(struct invocation *inv, enum inv_event_kind kind, int status,
+                        const char *code, char *payload)
+{
+    /* The shadow's answer is discarded: only its outcome was recorded. */
+    (void)status;
+    (void)code;
+    free(payload);
+    if (kind == INV_CHUNK) return;
+    free(inv->input);
+    free(inv);
+}
+
+static void route_to(struct pool *p, struct invocation *inv, bool shadow)
+{
+    inv->version = p->version;
+    inv->shadow = shadow;
+    inv->stat_pool = p;
+    inv->submit_ns = time_now_ns();
+    inv->user_on_event = inv->on_event;
+    inv->on_event = stats_on_event;
+    pool_submit(p, inv);
+}
+
+/* Sends a copy to the shadow version; takes ownership of input. */
+static void send_shadow(struct scale *s, struct pool *p, const char *rid, char *input, size_t len)
+{
+    struct invocation *sh = calloc(1, sizeof(*sh));
+    if (!sh) {
+        free(input); /* a shadow copy is best effort; the client never waits for it */
+        return;
+    }
+    str_copy(sh->deployment, p->spec->name, sizeof(sh->deployment));
+    snprintf(sh->request_id, sizeof(sh->request_id), "%.56s-shadow", rid);
+    sh->input = input;
+    sh->input_len = len;
+    sh->on_event = shadow_done;
+    sh->owner = s;
+    route_to(p, sh, true);
 }
 
 static void do_submit(struct scale *s, struct invocation *inv)
 {
-    struct pool *p = pool_find(s, inv->deployment);
     if (s->shutting_down) {
         inv->start_state = "warm";
         inv->retry_after_s = 1;
         inv->on_event(inv, INV_FAIL, 503, "shutting_down", str_dup("the node is shutting down"));
         return;
     }
-    if (!p) {
-        struct buf b = {0};
+    struct route *r = route_find(s, inv->deployment);
+    struct buf b = {0};
+    if (!r) {
         buf_printf(&b, "deployment '%s' not found", inv->deployment);
         inv->start_state = "cold";
+        inv->version = 0;
         inv->on_event(inv, INV_FAIL, 404, "not_found", buf_steal(&b));
         return;
     }
-    pool_submit(p, inv);
+    bool pinned = inv->version > 0;
+    int v = pinned        ? inv->version
+            : inv->sticky ? scale_pick_sticky(&r->t, inv->sticky_hash)
+                          : pick_weighted(s, &r->t);
+    struct pool *p = v ? pool_find_v(s, inv->deployment, v) : NULL;
+    if (!p) {
+        if (pinned)
+            buf_printf(&b, "deployment '%s' has no version v%d", inv->deployment, v);
+        else
+            buf_printf(&b, "deployment '%s' has no version with traffic", inv->deployment);
+        inv->start_state = "cold";
+        inv->version = 0;
+        inv->on_event(inv, INV_FAIL, pinned ? 404 : 503,
+                      pinned ? "version_not_found" : "no_traffic", buf_steal(&b));
+        return;
+    }
+    /* The shadow copy is made before the original is handed over (which may
+     * answer and free it at once), and sent after it, so the client's
+     * request is never queued behind its own copy. */
+    struct pool *sp = NULL;
+    if (!pinned && r->t.shadow_version && r->t.shadow_version != v &&
+        rng_unit(s) * 100.0 < r->t.shadow_percent)
+        sp = pool_find_v(s, inv->deployment, r->t.shadow_version);
+    char *copy = NULL, rid[65];
+    size_t copy_len = inv->input_len;
+    if (sp && (copy = malloc(copy_len + 1))) {
+        memcpy(copy, inv->input, copy_len);
+        copy[copy_len] = 0;
+        str_copy(rid, inv->request_id, sizeof(rid));
+    }
+    route_to(p, inv, false);
+    if (copy) send_shadow(s, sp, rid, copy, copy_len);
 }
 
 static void do_shutdown(struct scale *s, void (*done)(void *), void *arg)
@@ -320,7 +587,10 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
             do_submit(s, m->inv);
             break;
         case MSG_APPLY:
-            do_apply(s, m->spec);
+            do_apply(s, m->spec, m->version);
+            break;
+        case MSG_TRAFFIC:
+            do_set_traffic(s, m->name, &m->traffic, m->rev);
             break;
         case MSG_REMOVE:
             do_remove(s, m->name);
@@ -362,7 +632,7 @@ void scale_submit(struct scale *s, struct invocation *inv)
     post(s, m);
 }
 
-void scale_apply(struct scale *s, struct deploy_spec *spec)
+void scale_apply_version(struct scale *s, struct deploy_spec *spec, int version)
 {
     struct inbox_msg *m = calloc(1, sizeof(*m));
     if (!m) {
@@ -371,6 +641,19 @@ void scale_apply(struct scale *s, struct deploy_spec *spec)
     }
     m->type = MSG_APPLY;
     m->spec = spec;
+    m->version = version;
+    post(s, m);
+}
+
+void scale_set_traffic(struct scale *s, const char *name, const struct registry_traffic *t,
+                       int64_t rev)
+{
+    struct inbox_msg *m = calloc(1, sizeof(*m));
+    if (!m) return;
+    m->type = MSG_TRAFFIC;
+    str_copy(m->name, name, sizeof(m->name));
+    m->traffic = *t;
+    m->rev = rev;
     post(s, m);
 }
 
@@ -395,26 +678,66 @@ void scale_shutdown(struct scale *s, void (*done)(void *arg), void *arg)
 
 /* ---- status ---- */
 
-static json_t *pool_status(const struct pool *p)
+/* One deployment's pools summed (the shape callers knew before versions),
+ * with each version's own numbers under "versions". */
+static json_t *deployment_status(struct scale *s, const char *name)
 {
+    int counts[INST_N_STATES] = {0};
+    int inflight = 0, held = 0, desired = 0, generation = 0;
+    bool panicking = false, any = false, tmpl_ready = false;
+    json_t *versions = json_object();
+    json_t *tmpl = NULL; /* llm/embed: the template of a version with traffic, else any */
+    bool tmpl_active = false;
+    for (const struct pool *p = s->pools; p; p = p->next) {
+        if (p->removed || strcmp(p->spec->name, name) != 0) continue;
+        any = true;
+        tmpl_ready |= pool_tmpl_ready(p);
+        json_t *t = pool_tmpl_status(p);
+        if (t && (!tmpl || (p->active && !tmpl_active))) {
+            json_decref(tmpl);
+            tmpl = json_incref(t);
+            tmpl_active = p->active;
+        }
+        json_t *inst = json_object();
+        int total = 0;
+        for (int st = 0; st < INST_N_STATES; st++) {
+            int n = pool_count(p, (enum inst_state)st, false);
+            counts[st] += n;
+            total += n;
+            json_object_set_new(inst, pool_state_name((enum inst_state)st), json_integer(n));
+        }
+        inflight += p->inflight;
+        held += p->n_held;
+        desired += p->desired;
+        panicking |= p->mem.panicking;
+        generation += p->generation;
+        json_t *vo = json_pack("{s:o, s:i, s:i, s:i, s:i, s:b}", "instances", inst,
+                               "instances_total", total, "in_flight", p->inflight, "held",
+                               p->n_held, "desired", p->desired, "active", p->active);
+        if (vo && t) json_object_set(vo, "template", t);
+        json_decref(t);
+        json_object_set_new(versions, p->vlabel, vo);
+    }
+    if (!any) {
+        json_decref(versions);
+        json_decref(tmpl);
+        return NULL;
+    }
     json_t *inst = json_object();
     int total = 0;
     for (int st = 0; st < INST_N_STATES; st++) {
-        int n = pool_count(p, (enum inst_state)st, false);
-        total += n;
-        json_object_set_new(inst, pool_state_name((enum inst_state)st), json_integer(n));
+        total += counts[st];
+        json_object_set_new(inst, pool_state_name((enum inst_state)st), json_integer(counts[st]));
     }
-    int ready = pool_count(p, INST_READY, false), parked = pool_count(p, INST_PARKED, false);
-    bool tmpl = pool_tmpl_ready(p);
-    const char *state = ready > 0 ? "warm" : parked > 0 || tmpl ? "standby" : "cold";
-    if (ready == 0 && parked == 0 && pool_count(p, INST_STARTING, false) > 0) state = "starting";
-    json_t *t = pool_tmpl_status(p);
-    json_t *o = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:b, s:i}", "name", p->spec->name,
+    int ready = counts[INST_READY], parked = counts[INST_PARKED];
+    const char *state = ready > 0 ? "warm" : parked > 0 || tmpl_ready ? "standby" : "cold";
+    if (ready == 0 && parked == 0 && counts[INST_STARTING] > 0) state = "starting";
+    json_t *o = json_pack("{s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:b, s:i, s:o}", "name", name,
                           "state", state, "instances", inst, "instances_total", total, "in_flight",
-                          p->inflight, "held", p->n_held, "desired", p->desired, "panicking",
-                          p->mem.panicking, "generation", p->generation);
-    if (o && t) json_object_set(o, "template", t);
-    json_decref(t);
+                          inflight, "held", held, "desired", desired, "panicking", panicking,
+                          "generation", generation, "versions", versions);
+    if (o && tmpl) json_object_set(o, "template", tmpl);
+    json_decref(tmpl);
     return o;
 }
 
@@ -423,15 +746,144 @@ json_t *scale_status(struct scale *s, const char *name)
     pthread_mutex_lock(&s->lock);
     json_t *out = NULL;
     if (name) {
-        struct pool *p = pool_find(s, name);
-        if (p) out = pool_status(p);
+        out = deployment_status(s, name);
     } else {
         out = json_object();
         for (struct pool *p = s->pools; p; p = p->next)
-            if (!p->removed) json_object_set_new(out, p->spec->name, pool_status(p));
+            if (!p->removed && !json_object_get(out, p->spec->name))
+                json_object_set_new(out, p->spec->name, deployment_status(s, p->spec->name));
     }
     pthread_mutex_unlock(&s->lock);
     return out;
+}
+
+/* ---- outcome statistics and canary analysis ---- */
+
+struct window_stats {
+    int requests, errors;
+    double p50_ms, p95_ms;
+};
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void window_of(const struct outcomes *o, uint64_t since_ms, struct window_stats *w,
+                      float *scratch)
+{
+    memset(w, 0, sizeof(*w));
+    if (!o->ring) return;
+    uint64_t n = MIN(o->n, (uint64_t)OUTCOME_RING);
+    int k = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const struct outcome *e = &o->ring[(o->n - 1 - i) % OUTCOME_RING];
+        if (e->t_ms < since_ms) break;
+        scratch[k++] = e->ms;
+        w->errors += e->error;
+    }
+    w->requests = k;
+    if (!k) return;
+    qsort(scratch, (size_t)k, sizeof(float), cmp_float);
+    w->p50_ms = scratch[(k - 1) / 2];
+    w->p95_ms = scratch[(int)((k - 1) * 0.95 + 0.5)];
+}
+
+static json_t *window_json(const struct window_stats *w)
+{
+    return json_pack("{s:i, s:i, s:f, s:f, s:f}", "requests", w->requests, "errors", w->errors,
+                     "error_rate", w->requests ? (double)w->errors / w->requests : 0.0, "p50_ms",
+                     w->p50_ms, "p95_ms", w->p95_ms);
+}
+
+json_t *scale_version_stats(struct scale *s, const char *name, int64_t window_ms)
+{
+    float *scratch = malloc(OUTCOME_RING * sizeof(float));
+    if (!scratch) return NULL;
+    pthread_mutex_lock(&s->lock);
+    uint64_t now = pool_now_ms();
+    uint64_t since = window_ms > 0 && (uint64_t)window_ms < now ? now - (uint64_t)window_ms : 0;
+    json_t *out = NULL;
+    for (const struct pool *p = s->pools; p; p = p->next) {
+        if (p->removed || strcmp(p->spec->name, name) != 0) continue;
+        if (!out) out = json_object();
+        struct window_stats w[2];
+        window_of(&p->stats[0], since, &w[0], scratch);
+        window_of(&p->stats[1], since, &w[1], scratch);
+        json_object_set_new(out, p->vlabel,
+                            json_pack("{s:o, s:o}", "primary", window_json(&w[0]), "shadow",
+                                      window_json(&w[1])));
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(scratch);
+    return out;
+}
+
+/* Compares the canary's window with its baseline's. Returns true with d
+ * filled when the traffic should change. */
+static bool canary_analyse(struct scale *s, struct route *r, uint64_t now, float *scratch,
+                           struct canary_decision *d)
+{
+    struct registry_canary *c = &r->t.canary;
+    if (!c->version || strcmp(c->state, "running") != 0 || r->pending) return false;
+    if (now - r->checked_ms < 250) return false; /* analysis is cheap, but not free */
+    r->checked_ms = now;
+    struct pool *cp = pool_find_v(s, r->name, c->version);
+    struct pool *bp = pool_find_v(s, r->name, c->baseline);
+    if (!cp || !bp) return false;
+    uint64_t since = now > (uint64_t)c->window_ms ? now - (uint64_t)c->window_ms : 0;
+    /* Outcomes from before the analysis began say nothing about it. */
+    if (c->step == 0 && since < r->step_since_ms) since = r->step_since_ms;
+    struct window_stats cw, bw;
+    window_of(&cp->stats[0], since, &cw, scratch);
+    window_of(&bp->stats[0], since, &bw, scratch);
+    double cer = cw.requests ? (double)cw.errors / cw.requests : 0;
+    double ber = bw.requests ? (double)bw.errors / bw.requests : 0;
+    double ratio = bw.p95_ms > 0 ? cw.p95_ms / bw.p95_ms : 0;
+    bool enough = cw.requests >= c->min_requests;
+    const char *why = NULL;
+    if (enough && cer - ber > c->max_error_rate)
+        why = "error rate";
+    else if (enough && bw.requests >= c->min_requests && bw.p95_ms > 0 && c->max_p95_ratio > 0 &&
+             ratio > c->max_p95_ratio)
+        why = "p95 latency";
+    snprintf(d->details, sizeof(d->details),
+             "{\"canary\":\"v%d\",\"baseline\":\"v%d\",\"canary_requests\":%d,"
+             "\"canary_error_rate\":%.4f,\"baseline_requests\":%d,\"baseline_error_rate\":%.4f,"
+             "\"canary_p95_ms\":%.2f,\"baseline_p95_ms\":%.2f%s%s%s}",
+             c->version, c->baseline, cw.requests, cer, bw.requests, ber, cw.p95_ms, bw.p95_ms,
+             why ? ",\"reason\":\"" : "", why ? why : "", why ? "\"" : "");
+    d->t = r->t;
+    d->base_rev = r->rev;
+    str_copy(d->name, r->name, sizeof(d->name));
+    struct registry_canary *dc = &d->t.canary;
+    if (why) {
+        registry_traffic_set(&d->t, c->baseline, 100);
+        str_copy(dc->state, "rolled_back", sizeof(dc->state));
+        d->decision = "rollback";
+    } else if (now - r->step_since_ms >= (uint64_t)c->interval_ms && enough) {
+        dc->step++;
+        int w = dc->steps[dc->step];
+        registry_traffic_set(&d->t, c->version, w);
+        if (w >= 100) str_copy(dc->state, "promoted", sizeof(dc->state));
+        d->decision = w >= 100 ? "promote" : "step";
+    } else {
+        return false;
+    }
+    OBS_LOG(LOG_INFO, "canary_decision", LOG_S("deployment", r->name),
+            LOG_S("decision", d->decision), LOG_I("canary", c->version),
+            LOG_I("weight", registry_traffic_weight(&d->t, c->version)),
+            LOG_D("canary_error_rate", cer), LOG_D("baseline_error_rate", ber),
+            LOG_D("canary_p95_ms", cw.p95_ms), LOG_D("baseline_p95_ms", bw.p95_ms),
+            LOG_I("canary_requests", cw.requests));
+    obs_metric_add(obs_metric_series(s->f_canary, (const char *[]){r->name, d->decision}), 1);
+    /* Route by the decision at once; the store write follows. */
+    r->t = d->t;
+    r->pending = s->cfg.on_canary != NULL;
+    r->step_since_ms = now;
+    apply_activity(s, r);
+    return true;
 }
 
 /* ---- life ---- */
@@ -466,6 +918,24 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     s->f_decisions = obs_metric_family("thaw_scale_decisions_total",
                                        "Autoscaler and activator decisions.", METRIC_COUNTER,
                                        (const char *[]){"deployment", "direction", NULL}, NULL, 0);
+    s->f_vreq = obs_metric_family(
+        "thaw_version_requests_total",
+        "Answers by deployment version and role (primary traffic or shadow copies).",
+        METRIC_COUNTER, (const char *[]){"deployment", "version", "role", "outcome", NULL}, NULL,
+        0);
+    static const double vbuckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                      5,      10,      30,     60};
+    s->f_vdur = obs_metric_family(
+        "thaw_version_request_duration_seconds",
+        "Time from routing to the final answer, by deployment version and role.",
+        METRIC_HISTOGRAM, (const char *[]){"deployment", "version", "role", NULL}, vbuckets,
+        (int)ARRAY_LEN(vbuckets));
+    s->f_canary = obs_metric_family("thaw_canary_decisions_total",
+                                    "Automatic canary analysis decisions.", METRIC_COUNTER,
+                                    (const char *[]){"deployment", "decision", NULL}, NULL, 0);
+    random_bytes(&s->rng, sizeof(s->rng));
+    s->rng |= 1; /* xorshift must not start at zero */
     struct metric_family *f_red = obs_metric_family(
         "thaw_redactions_total", "Sensitive values masked in function output that reaches logs.",
         METRIC_COUNTER, (const char *[]){"kind", NULL}, NULL, 0);
@@ -497,6 +967,11 @@ void scale_free(struct scale *s)
         pool_tmpl_stop(p, "node exiting");
         fail_held(p, 503, "shutting_down", "the node is shutting down");
         pool_free(s, p);
+    }
+    while (s->routes) {
+        struct route *r = s->routes;
+        s->routes = r->next;
+        free(r);
     }
     pthread_mutex_lock(&s->inbox_lock);
     while (s->inbox_head) {

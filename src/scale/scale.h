@@ -1,5 +1,7 @@
 /* Scaling: the dispatcher/activator and autoscaler. One scale object runs on
- * one event loop thread and owns every deployment's pool of instances:
+ * one event loop thread and owns a pool of instances per deployment version:
+ * picking the version a request goes to (traffic weights, a pinned version
+ * or a sticky key; shadow copies; canary analysis),
  * routing requests to instances with free capacity, holding them while
  * instances start, scaling from zero to warm under load and back to standby
  * and zero when idle. Other threads talk to it only through the calls marked
@@ -23,6 +25,14 @@ struct scale_config {
     int64_t tick_ms;       /* autoscaler period; 0 = 100 ms */
     size_t max_line_bytes; /* longest line an instance may write; 0 = 64 MiB */
     const char *artifact_root; /* where "sha256:..." models are stored (copied); NULL: none */
+    /* Canary analysis decided to step a canary's weight up, promote it or
+     * roll it back: t is the new traffic, based on revision base_rev.
+     * Called on the scale thread without the scale lock; the callee
+     * persists it (which may fail if traffic changed meanwhile) and answers
+     * with scale_set_traffic. NULL: decisions apply in memory only. */
+    void (*on_canary)(void *ctx, const char *deployment, const struct registry_traffic *t,
+                      int64_t base_rev, const char *decision, const char *details);
+    void *canary_ctx;
 };
 
 enum inv_event_kind {
@@ -42,6 +52,11 @@ struct invocation {
     char *input; /* compact JSON, owned by the invocation */
     size_t input_len;
     bool stream;
+    /* In: the version asked for (0 = by traffic). Out (before the first
+     * event): the version that serves it, 0 when none was chosen. */
+    int version;
+    bool sticky; /* pick the version by sticky_hash (consistent hashing) */
+    uint64_t sticky_hash;
     /* payload ownership passes to the callee; code is a static string. */
     void (*on_event)(struct invocation *inv, enum inv_event_kind kind, int status, const char *code,
                      char *payload);
@@ -54,6 +69,10 @@ struct invocation {
     /* Private to scale. */
     struct invocation *next_held;
     uint64_t held_deadline_ms;
+    void (*user_on_event)(struct invocation *, enum inv_event_kind, int, const char *, char *);
+    struct pool *stat_pool; /* the version's pool, for its outcome statistics */
+    uint64_t submit_ns;
+    bool shadow; /* a copy for a shadow version; its answer is discarded */
 };
 
 /* Creates the scale object on base (which must run on one thread, the scale
@@ -65,9 +84,24 @@ void scale_free(struct scale *s);
 
 /* Thread-safe. Queues inv for the scale thread. */
 void scale_submit(struct scale *s, struct invocation *inv);
-/* Thread-safe. Creates or replaces a deployment's pool; takes ownership of
- * spec. A replaced spec's instances drain and stop. */
-void scale_apply(struct scale *s, struct deploy_spec *spec);
+/* Thread-safe. Makes version `version` of spec->name known (a pool that
+ * starts no instance until traffic, a pin or a shadow copy reaches it);
+ * takes ownership of spec. Versions are immutable: a version already known
+ * is kept as it is. */
+void scale_apply_version(struct scale *s, struct deploy_spec *spec, int version);
+/* Thread-safe. Replaces a deployment's traffic (revision rev) for the next
+ * request; requests in flight finish where they are, and versions left
+ * without traffic drain and scale to zero. */
+void scale_set_traffic(struct scale *s, const char *name, const struct registry_traffic *t,
+                       int64_t rev);
+/* Picks a version by weight for a sticky key's hash: weighted rendezvous
+ * hashing, so a key keeps its version while the weights stay, and a weight
+ * change only moves keys to or from the version that changed. */
+int scale_pick_sticky(const struct registry_traffic *t, uint64_t key_hash);
+/* Thread-safe. Outcome statistics per version over the last window_ms:
+ * {"v3":{"primary":{requests, errors, error_rate, p50_ms, p95_ms},
+ * "shadow":{...}}, ...}; NULL when the deployment is unknown. */
+json_t *scale_version_stats(struct scale *s, const char *name, int64_t window_ms);
 /* Thread-safe. Drains and stops a deployment's instances, then forgets it. */
 void scale_remove(struct scale *s, const char *name);
 /* Thread-safe. Status of one deployment (NULL if unknown) or, with name

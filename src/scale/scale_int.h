@@ -65,11 +65,27 @@ struct tmpl {
 };
 
 #define SAMPLE_RING 4096
+#define OUTCOME_RING 2048
+
+/* Answers of one version in one role (primary traffic or shadow copies),
+ * newest last, for canary analysis and the versions view. */
+struct outcome {
+    uint64_t t_ms;
+    float ms;
+    bool error; /* 5xx */
+};
+struct outcomes {
+    struct outcome *ring; /* OUTCOME_RING, allocated on the first answer */
+    uint64_t n;
+};
 
 struct pool {
     struct pool *next;
     struct scale *scale;
     struct deploy_spec *spec;
+    int version;      /* the deployment version this pool runs */
+    char vlabel[16];  /* "v3", the metrics label */
+    bool active;      /* has traffic or shadow copies: keeps min_instances and a standby */
     int generation;
     bool removed;
     struct inst *insts;
@@ -95,13 +111,32 @@ struct pool {
 
     struct metric_series *m_instances[INST_N_STATES];
     struct metric_series *m_held, *m_cold, *m_standby, *m_up, *m_down;
+
+    struct outcomes stats[2]; /* [0] primary, [1] shadow */
+    struct metric_series *m_vreq[2][2]; /* [role][error] */
+    struct metric_series *m_vdur[2];
+};
+
+/* A deployment's traffic as the scale thread routes it. */
+struct route {
+    struct route *next;
+    char name[DEPLOY_NAME_MAX + 1];
+    struct registry_traffic t;
+    int64_t rev;
+    bool pending;          /* a canary decision is being persisted */
+    uint64_t step_since_ms; /* when the canary's current step began */
+    uint64_t checked_ms;    /* last canary analysis */
+    bool removed;
 };
 
 struct inbox_msg {
     struct inbox_msg *next;
-    enum { MSG_SUBMIT, MSG_APPLY, MSG_REMOVE, MSG_SHUTDOWN } type;
+    enum { MSG_SUBMIT, MSG_APPLY, MSG_REMOVE, MSG_SHUTDOWN, MSG_TRAFFIC } type;
     struct invocation *inv;
     struct deploy_spec *spec;
+    int version;
+    struct registry_traffic traffic;
+    int64_t rev;
     char name[DEPLOY_NAME_MAX + 1];
     void (*done)(void *);
     void *done_arg;
@@ -113,6 +148,8 @@ struct scale {
     char *tmp_root, *artifact_root;
     pthread_mutex_t lock;
     struct pool *pools;
+    struct route *routes;
+    uint64_t rng; /* xorshift state for weighted picks and shadow sampling */
     struct event *tick_ev, *inbox_ev, *sigchld_ev;
     struct buf line; /* scratch for encoding request lines */
 
@@ -124,6 +161,7 @@ struct scale {
     void *shutdown_arg;
 
     struct metric_family *f_instances, *f_held, *f_cold, *f_decisions;
+    struct metric_family *f_vreq, *f_vdur, *f_canary;
     struct metric_series *m_redactions[SECURITY_REDACT_N_KINDS];
 };
 

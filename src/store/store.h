@@ -258,4 +258,70 @@ typedef int (*store_audit_cb)(void *ctx, const struct store_audit_row *row);
 int store_audit_list(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
                      void *ctx, struct thaw_err *err);
 
+/* ---- versions and traffic (src/registry gives them meaning) ----
+ * Every deploy is an immutable version of its deployment, numbered 1, 2, ...
+ * per deployment and found again by its digest, so deploying the same
+ * manifest twice yields the same number. A deployment's traffic is one JSON
+ * document with a revision that every change bumps; each change is also
+ * kept in a log (who, when, why, the whole document) for its history. */
+
+#define STORE_DIGEST_MAX 80
+
+struct store_version {
+    int n;
+    char digest[STORE_DIGEST_MAX];
+    char actor[64];
+    int64_t created_ms;
+    const char *spec_json; /* valid during the callback; NULL unless asked for */
+};
+typedef int (*store_version_cb)(void *ctx, const char *deployment, const struct store_version *v);
+
+/* Called inside the deploy transaction with the version number (created:
+ * new) and the current traffic document ("" when none); returns the new
+ * document (malloc'd) or NULL to leave traffic as it is. */
+typedef char *(*store_traffic_fn)(void *ctx, int version, bool created, const char *current);
+
+struct store_deploy_result {
+    int version;
+    bool created;       /* a new version number */
+    bool existed;       /* the deployment existed before */
+    bool traffic_changed;
+    int64_t rev;        /* the traffic revision now */
+    char *traffic;      /* the traffic document now; the caller's to free() */
+};
+
+/* One transaction: finds the deployment's version with digest or adds it
+ * as the next number (storing version_doc), writes the deployment row
+ * (spec_json, owner), and sets the traffic to what fn says (logging it with actor and
+ * reason). Nothing is written on error. */
+int store_version_deploy(struct store *s, const char *name, const char *owner, const char *actor,
+                         const char *digest, const char *version_doc, const char *spec_json, store_traffic_fn fn, void *ctx,
+                         const char *reason, struct store_deploy_result *out, struct thaw_err *err);
+/* One version; *spec_json (may be NULL to skip) is the caller's to free().
+ * THAW_ENOTFOUND when absent. */
+int store_version_get(struct store *s, const char *name, int n, struct store_version *meta,
+                      char **spec_json, struct thaw_err *err);
+/* Versions of one deployment (name NULL: of every deployment) in number
+ * order; with_spec fills spec_json. */
+int store_version_list(struct store *s, const char *name, bool with_spec, store_version_cb cb,
+                       void *ctx, struct thaw_err *err);
+/* *traffic ("" when never set) is the caller's to free(). THAW_ENOTFOUND
+ * when the deployment is absent. */
+int store_traffic_get(struct store *s, const char *name, char **traffic, int64_t *rev,
+                      struct thaw_err *err);
+/* Sets the traffic document in one atomic write (and logs it), provided the
+ * revision is still expect_rev (-1: any); THAW_ECONFLICT otherwise, so two
+ * concurrent read-modify-writes cannot lose one. */
+int store_traffic_put(struct store *s, const char *name, const char *traffic, int64_t expect_rev,
+                      const char *actor, const char *reason, int64_t *new_rev,
+                      struct thaw_err *err);
+struct store_traffic_entry {
+    int64_t rev, time_ms;
+    const char *actor, *reason, *traffic;
+};
+typedef int (*store_traffic_log_cb)(void *ctx, const struct store_traffic_entry *e);
+/* The deployment's traffic changes, oldest first. */
+int store_traffic_log(struct store *s, const char *name, store_traffic_log_cb cb, void *ctx,
+                      struct thaw_err *err);
+
 #endif

@@ -26,6 +26,21 @@ struct store_ops {
     int (*audit_append)(struct store *s, const struct store_audit_row *row, struct thaw_err *err);
     int (*audit_list)(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
                       void *ctx, struct thaw_err *err);
+    int (*version_deploy)(struct store *s, const char *name, const char *owner, const char *actor,
+                          const char *digest, const char *version_doc, const char *spec_json, store_traffic_fn fn,
+                          void *ctx, const char *reason, struct store_deploy_result *out,
+                          struct thaw_err *err);
+    int (*version_get)(struct store *s, const char *name, int n, struct store_version *meta,
+                       char **spec_json, struct thaw_err *err);
+    int (*version_list)(struct store *s, const char *name, bool with_spec, store_version_cb cb,
+                        void *ctx, struct thaw_err *err);
+    int (*traffic_get)(struct store *s, const char *name, char **traffic, int64_t *rev,
+                       struct thaw_err *err);
+    int (*traffic_put)(struct store *s, const char *name, const char *traffic, int64_t expect_rev,
+                       const char *actor, const char *reason, int64_t *new_rev,
+                       struct thaw_err *err);
+    int (*traffic_log)(struct store *s, const char *name, store_traffic_log_cb cb, void *ctx,
+                       struct thaw_err *err);
 };
 
 /* ---- jobs section: each implementation that keeps jobs fills these ---- */

@@ -299,14 +299,20 @@ static void test_metrics(void)
     struct resp r;
     ASSERT_EQ(http(&N, "GET", "/metrics", NULL, NULL, &r), 0);
     ASSERT_EQ(r.status, 200);
-    ASSERT_CONTAINS(r.body, "thaw_requests_total{deployment=\"echo\",code=\"200\"}");
+    /* Answers are labelled by the version that served them. */
     ASSERT_CONTAINS(r.body,
-                    "thaw_request_duration_seconds_bucket{deployment=\"echo\",le=\"+Inf\"}");
+                    "thaw_requests_total{deployment=\"echo\",code=\"200\",version=\"v1\"}");
+    ASSERT_CONTAINS(r.body, "thaw_request_duration_seconds_bucket{deployment=\"echo\",version="
+                            "\"v1\",le=\"+Inf\"}");
+    ASSERT_CONTAINS(r.body, "thaw_version_requests_total{deployment=\"echo\",version=\"v1\","
+                            "role=\"primary\",outcome=\"ok\"}");
     ASSERT_CONTAINS(r.body, "thaw_instances{deployment=\"echo\",state=\"ready\"}");
     ASSERT_CONTAINS(r.body, "# TYPE thaw_cold_starts_total counter");
     ASSERT_CONTAINS(r.body, "thaw_held_requests{deployment=\"echo\"}");
     ASSERT_CONTAINS(r.body, "# TYPE thaw_scale_decisions_total counter");
-    ASSERT_CONTAINS(r.body, "thaw_requests_total{deployment=\"echo\",code=\"413\"}");
+    /* Refused before a version was chosen: no version. */
+    ASSERT_CONTAINS(r.body,
+                    "thaw_requests_total{deployment=\"echo\",code=\"413\",version=\"\"}");
     ASSERT_CONTAINS(r.body, "thaw_redactions_total{kind=\"email\"} 1");
     resp_free(&r);
 }
