@@ -17,5 +17,10 @@ int cli_cmd_jobs(int argc, char **argv);     /* cmd_jobs.c (jobs) */
 int cli_cmd_dlq(int argc, char **argv);      /* cmd_jobs.c (jobs) */
 int cli_cmd_model(int argc, char **argv);    /* cmd_model.c (engine) */
 int cli_cmd_generate(int argc, char **argv); /* cmd_generate.c (engine) */
+int cli_cmd_versions(int argc, char **argv); /* cmd_versions.c (versions, traffic) */
+int cli_cmd_traffic(int argc, char **argv);
+int cli_cmd_promote(int argc, char **argv);
+int cli_cmd_rollback(int argc, char **argv);
+int cli_cmd_canary(int argc, char **argv);
 
 #endif

@@ -44,17 +44,21 @@ int cli_cmd_deploy(int argc, char **argv)
 {
     struct cli_opts o;
     argc = cli_common_opts(argc, argv, &o);
-    const char *file = NULL;
+    const char *file = NULL, *traffic = NULL;
+    const char *usage =
+        "usage: thaw deploy -f manifest.yaml [--traffic PERCENT] [--server URL] [--json]\n";
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc)
             file = argv[++i];
+        else if (!strcmp(argv[i], "--traffic") && i + 1 < argc)
+            traffic = argv[++i]; /* the new version's share; 0 = deploy without traffic */
         else {
-            fprintf(stderr, "usage: thaw deploy -f manifest.yaml [--server URL] [--json]\n");
+            fputs(usage, stderr);
             return CLI_EXIT_USAGE;
         }
     }
     if (!file) {
-        fprintf(stderr, "usage: thaw deploy -f manifest.yaml [--server URL] [--json]\n");
+        fputs(usage, stderr);
         return CLI_EXIT_USAGE;
     }
     struct buf body = {0};
@@ -64,7 +68,9 @@ int cli_cmd_deploy(int argc, char **argv)
     }
     const char *ctype = strstr(file, ".json") ? "application/json" : "application/yaml";
     struct cli_response r;
-    cli_http(&o, "POST", "/v1/deployments", body.data, body.len, ctype, NULL, NULL, NULL, &r);
+    char path[96] = "/v1/deployments";
+    if (traffic) snprintf(path, sizeof(path), "/v1/deployments?traffic=%.8s", traffic);
+    cli_http(&o, "POST", path, body.data, body.len, ctype, NULL, NULL, NULL, &r);
     buf_free(&body);
     int code = cli_exit_for(&r);
     if (code == CLI_EXIT_OK) {
@@ -72,8 +78,10 @@ int cli_cmd_deploy(int argc, char **argv)
         if (o.json)
             print_json(j);
         else
-            printf("%s %s\n", r.status == 201 ? "created" : "updated",
-                   json_string_value(json_object_get(j, "name")));
+            printf("%s %s %s%s\n", r.status == 201 ? "created" : "updated",
+                   json_string_value(json_object_get(j, "name")),
+                   json_string_value(json_object_get(j, "version")),
+                   json_is_true(json_object_get(j, "new_version")) ? "" : " (same version)");
         json_decref(j);
     }
     cli_response_free(&r);
