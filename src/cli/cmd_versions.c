@@ -53,8 +53,8 @@ static int call(struct cli_opts *o, const char *method, const char *path, json_t
 {
     char *b = body ? json_dumps(body, JSON_COMPACT) : NULL;
     struct cli_response r;
-    cli_http(o, method, path, b, b ? strlen(b) : 0, b ? "application/json" : NULL, NULL, NULL,
-             NULL, &r);
+    cli_http(o, method, path, b, b ? strlen(b) : 0, b ? "application/json" : NULL, NULL, NULL, NULL,
+             &r);
     free(b);
     int code = cli_exit_for(&r);
     if (code == CLI_EXIT_OK) {
@@ -261,8 +261,7 @@ int cli_cmd_canary(int argc, char **argv)
                 json_array_append_new(a, json_integer(atoi(t)));
             free(copy);
             json_object_set_new(body, "steps", a);
-        } else if (!strcmp(f, "--interval") || !strcmp(f, "--window") ||
-                   !strcmp(f, "--baseline")) {
+        } else if (!strcmp(f, "--interval") || !strcmp(f, "--window") || !strcmp(f, "--baseline")) {
             json_object_set_new(body, f + 2, json_string(v));
         } else if (!strcmp(f, "--max-error-rate")) {
             json_object_set_new(body, "max_error_rate", json_real(atof(v)));

@@ -24,8 +24,8 @@ static int versions_cb(void *ctx, const char *deployment, const struct store_ver
     json_t *doc = v->spec_json ? json_loads(v->spec_json, 0, NULL) : NULL;
     json_t *arts = json_object_get(doc, "artifacts");
     json_array_append_new(ctx, json_pack("{s:o, s:s, s:s, s:I, s:O}", "version", vname(v->n),
-                                         "digest", v->digest, "deployed_by", v->actor,
-                                         "created_ms", (json_int_t)v->created_ms, "artifacts",
+                                         "digest", v->digest, "deployed_by", v->actor, "created_ms",
+                                         (json_int_t)v->created_ms, "artifacts",
                                          arts ? arts : json_array()));
     json_decref(doc);
     return 0;
@@ -77,11 +77,10 @@ static void get_versions(struct gateway *gw, struct evhttp_request *req, const c
     }
     json_t *stats = scale_version_stats(gw->scale, name, window_ms);
     gw_reply_jsonv(req, 200,
-                   json_pack("{s:s, s:o, s:o, s:I, s:o, s:o, s:I}", "deployment", name,
-                             "versions", versions, "traffic", registry_traffic_json(&t), "rev",
-                             (json_int_t)rev, "history", history, "stats",
-                             stats ? stats : json_object(), "stats_window_ms",
-                             (json_int_t)window_ms));
+                   json_pack("{s:s, s:o, s:o, s:I, s:o, s:o, s:I}", "deployment", name, "versions",
+                             versions, "traffic", registry_traffic_json(&t), "rev", (json_int_t)rev,
+                             "history", history, "stats", stats ? stats : json_object(),
+                             "stats_window_ms", (json_int_t)window_ms));
 }
 
 /* ---- changes ---- */
@@ -105,12 +104,12 @@ static int parse_version_value(json_t *v, const char *field, int *out, struct th
            : json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < 1000000000
                ? (int)json_integer_value(v)
                : 0;
-    return *out ? 0 : thaw_errf(err, THAW_EINVAL, "field '%s' must name a version like \"v3\"",
-                                field);
+    return *out ? 0
+                : thaw_errf(err, THAW_EINVAL, "field '%s' must name a version like \"v3\"", field);
 }
 
-static int edit_shadow(struct gateway *gw, const char *name, json_t *sh,
-                       struct registry_traffic *t, struct thaw_err *err)
+static int edit_shadow(struct gateway *gw, const char *name, json_t *sh, struct registry_traffic *t,
+                       struct thaw_err *err)
 {
     if (json_is_null(sh)) {
         t->shadow_version = 0;
@@ -127,7 +126,8 @@ static int edit_shadow(struct gateway *gw, const char *name, json_t *sh,
     double pct = p ? json_number_value(p) : 100;
     if (p && !json_is_number(p)) pct = -1;
     if (!(pct > 0 && pct <= 100))
-        return thaw_errf(err, THAW_EINVAL, "field 'shadow.percent' must be more than 0, at most 100");
+        return thaw_errf(err, THAW_EINVAL,
+                         "field 'shadow.percent' must be more than 0, at most 100");
     if ((rc = version_exists(gw, name, v, err))) return rc;
     t->shadow_version = v;
     t->shadow_percent = pct;
@@ -140,8 +140,12 @@ static int edit_weights(struct gateway *gw, const char *name, json_t *body,
     json_t *w = json_object_get(body, "weights"), *sh = json_object_get(body, "shadow");
     const char *k;
     json_t *v;
-    json_object_foreach(body, k, v) if (strcmp(k, "weights") && strcmp(k, "shadow")) return thaw_errf(
-        err, THAW_EINVAL, "unknown field '%s' (known: weights, shadow)", k);
+    json_object_foreach(
+        body, k,
+        v) if (strcmp(k, "weights") &&
+               strcmp(k, "shadow")) return thaw_errf(err, THAW_EINVAL,
+                                                     "unknown field '%s' (known: weights, shadow)",
+                                                     k);
     if (!w && !sh) return thaw_errf(err, THAW_EINVAL, "give 'weights', 'shadow' or both");
     if (w) {
         if (!json_is_object(w) || json_object_size(w) == 0 ||
@@ -261,8 +265,8 @@ static int get_ms(json_t *body, const char *key, int64_t def, int64_t *out, stru
 static int edit_canary(struct gateway *gw, const char *name, json_t *body,
                        struct registry_traffic *t, struct thaw_err *err)
 {
-    static const char *const allowed[] = {"version",        "baseline",      "steps",
-                                          "interval",       "window",        "max_error_rate",
+    static const char *const allowed[] = {"version",       "baseline",     "steps",
+                                          "interval",      "window",       "max_error_rate",
                                           "max_p95_ratio", "min_requests", NULL};
     const char *k;
     json_t *val;
@@ -302,7 +306,8 @@ static int edit_canary(struct gateway *gw, const char *name, json_t *body,
     if ((rc = get_ms(body, "interval", 60000, &c.interval_ms, err))) return rc;
     if ((rc = get_ms(body, "window", c.interval_ms, &c.window_ms, err))) return rc;
     json_t *mer = json_object_get(body, "max_error_rate"),
-           *mpr = json_object_get(body, "max_p95_ratio"), *mr = json_object_get(body, "min_requests");
+           *mpr = json_object_get(body, "max_p95_ratio"),
+           *mr = json_object_get(body, "min_requests");
     c.max_error_rate = mer ? json_number_value(mer) : 0.01;
     c.max_p95_ratio = mpr ? json_number_value(mpr) : 2.0;
     c.min_requests = mr ? (int)json_integer_value(mr) : 20;
@@ -335,22 +340,31 @@ static int edit_canary_stop(struct gateway *gw, const char *name, json_t *body,
 static int status_for(int rc)
 {
     switch (rc) {
-    case THAW_EINVAL: return 400;
-    case THAW_ENOTFOUND: return 404;
+    case THAW_EINVAL:
+        return 400;
+    case THAW_ENOTFOUND:
+        return 404;
     case THAW_ESTATE:
-    case THAW_ECONFLICT: return 409;
-    default: return 500;
+    case THAW_ECONFLICT:
+        return 409;
+    default:
+        return 500;
     }
 }
 
 static const char *code_for(int rc)
 {
     switch (rc) {
-    case THAW_EINVAL: return "invalid_request";
-    case THAW_ENOTFOUND: return "not_found";
-    case THAW_ESTATE: return "conflict";
-    case THAW_ECONFLICT: return "conflict";
-    default: return "store_failed";
+    case THAW_EINVAL:
+        return "invalid_request";
+    case THAW_ENOTFOUND:
+        return "not_found";
+    case THAW_ESTATE:
+        return "conflict";
+    case THAW_ECONFLICT:
+        return "conflict";
+    default:
+        return "store_failed";
     }
 }
 
@@ -374,7 +388,8 @@ static void change_traffic(struct gateway *gw, struct evhttp_request *req, const
         char *doc = rc ? NULL : registry_traffic_dump(&t);
         if (!rc && !doc) rc = thaw_errf(&err, THAW_ENOMEM, "out of memory");
         int64_t new_rev = 0;
-        if (!rc) rc = store_traffic_put(gw->store, name, doc, rev, who->key_id, reason, &new_rev, &err);
+        if (!rc)
+            rc = store_traffic_put(gw->store, name, doc, rev, who->key_id, reason, &new_rev, &err);
         if (!rc) {
             scale_set_traffic(gw->scale, name, &t, new_rev);
             access_audit(gw->access, who, action, name, "ok", doc);
@@ -402,8 +417,8 @@ bool gw_route_versions(struct gw_worker *w, struct evhttp_request *req, const ch
     struct gateway *gw = w->gw;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool is_get = cmd == EVHTTP_REQ_GET;
-    static const char *const known[] = {"versions", "traffic", "promote", "rollback", "canary",
-                                        NULL};
+    static const char *const known[] = {"versions", "traffic", "promote",
+                                        "rollback", "canary",  NULL};
     bool found = false;
     for (const char *const *k = known; *k && !found; k++)
         found = !strcmp(action, *k);
@@ -444,7 +459,7 @@ bool gw_route_versions(struct gw_worker *w, struct evhttp_request *req, const ch
                        false);
     } else {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                          !strcmp(action, "versions") ? "GET"
+                          !strcmp(action, "versions")  ? "GET"
                           : !strcmp(action, "traffic") ? "GET, POST"
                           : !strcmp(action, "canary")  ? "POST, DELETE"
                                                        : "POST");

@@ -122,8 +122,7 @@ static void apply_version_cb(void *ctx, int version, struct deploy_spec *spec)
 /* Brings one deployment back: its versions to scale, its traffic, and the
  * gateway's table. A deployment from before versions existed becomes v1
  * with all the traffic. */
-static void restore_one(struct node *n, const char *name, const char *spec_json,
-                        const char *owner)
+static void restore_one(struct node *n, const char *name, const char *spec_json, const char *owner)
 {
     struct deploy_spec *spec = NULL;
     struct thaw_err err = {0};

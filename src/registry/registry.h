@@ -271,7 +271,7 @@ bool artifact_refs_contains_cb(void *ctx, const char *digest);
 
 struct store;
 
-#define REGISTRY_SPLIT_MAX 16
+#define REGISTRY_SPLIT_MAX        16
 #define REGISTRY_CANARY_STEPS_MAX 10
 
 struct registry_canary {
@@ -279,13 +279,13 @@ struct registry_canary {
     int baseline; /* the stable version it is compared with */
     int steps[REGISTRY_CANARY_STEPS_MAX];
     int n_steps;
-    int step; /* index into steps of the weight the canary has now */
-    int64_t interval_ms;    /* between steps */
-    int64_t window_ms;      /* outcomes older than this are not compared */
-    double max_error_rate;  /* canary 5xx fraction above this: roll back */
-    double max_p95_ratio;   /* canary p95 / baseline p95 above this: roll back */
-    int min_requests;       /* fewer canary outcomes in the window: no verdict yet */
-    char state[16];         /* "running", "promoted", "rolled_back" */
+    int step;              /* index into steps of the weight the canary has now */
+    int64_t interval_ms;   /* between steps */
+    int64_t window_ms;     /* outcomes older than this are not compared */
+    double max_error_rate; /* canary 5xx fraction above this: roll back */
+    double max_p95_ratio;  /* canary p95 / baseline p95 above this: roll back */
+    int min_requests;      /* fewer canary outcomes in the window: no verdict yet */
+    char state[16];        /* "running", "promoted", "rolled_back" */
 };
 
 struct registry_traffic {

@@ -110,21 +110,21 @@ json_t *registry_traffic_json(const struct registry_traffic *t)
     json_t *o = json_pack("{s:o}", "weights", w);
     if (t->shadow_version)
         json_object_set_new(o, "shadow",
-                            json_pack("{s:o, s:f}", "version", vname(t->shadow_version),
-                                      "percent", t->shadow_percent));
+                            json_pack("{s:o, s:f}", "version", vname(t->shadow_version), "percent",
+                                      t->shadow_percent));
     const struct registry_canary *c = &t->canary;
     if (c->version) {
         json_t *steps = json_array();
         for (int i = 0; i < c->n_steps; i++)
             json_array_append_new(steps, json_integer(c->steps[i]));
-        json_object_set_new(
-            o, "canary",
-            json_pack("{s:o, s:o, s:o, s:i, s:I, s:I, s:f, s:f, s:i, s:s}", "version",
-                      vname(c->version), "baseline", vname(c->baseline), "steps", steps, "step",
-                      c->step, "interval_ms", (json_int_t)c->interval_ms, "window_ms",
-                      (json_int_t)c->window_ms, "max_error_rate", c->max_error_rate,
-                      "max_p95_ratio", c->max_p95_ratio, "min_requests", c->min_requests, "state",
-                      c->state));
+        json_object_set_new(o, "canary",
+                            json_pack("{s:o, s:o, s:o, s:i, s:I, s:I, s:f, s:f, s:i, s:s}",
+                                      "version", vname(c->version), "baseline", vname(c->baseline),
+                                      "steps", steps, "step", c->step, "interval_ms",
+                                      (json_int_t)c->interval_ms, "window_ms",
+                                      (json_int_t)c->window_ms, "max_error_rate", c->max_error_rate,
+                                      "max_p95_ratio", c->max_p95_ratio, "min_requests",
+                                      c->min_requests, "state", c->state));
     }
     return o;
 }
@@ -183,8 +183,8 @@ int registry_traffic_parse(const char *json, struct registry_traffic *t, struct 
         k2->version = version_field(json_object_get(c, "version"), "canary.version", err);
         k2->baseline = version_field(json_object_get(c, "baseline"), "canary.baseline", err);
         size_t i;
-        json_array_foreach(json_object_get(c, "steps"), i, v) if (k2->n_steps <
-                                                                  REGISTRY_CANARY_STEPS_MAX)
+        json_array_foreach(json_object_get(c, "steps"), i,
+                           v) if (k2->n_steps < REGISTRY_CANARY_STEPS_MAX)
             k2->steps[k2->n_steps++] = (int)json_integer_value(v);
         k2->step = (int)json_integer_value(json_object_get(c, "step"));
         k2->interval_ms = json_integer_value(json_object_get(c, "interval_ms"));

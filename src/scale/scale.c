@@ -317,8 +317,8 @@ static void do_apply(struct scale *s, struct deploy_spec *spec, int version)
         return;
     }
     struct route *r = route_find(s, spec->name);
-    p->active = r && (registry_traffic_weight(&r->t, version) > 0 ||
-                      r->t.shadow_version == version);
+    p->active =
+        r && (registry_traffic_weight(&r->t, version) > 0 || r->t.shadow_version == version);
     OBS_LOG(LOG_INFO, "deployment_applied", LOG_S("deployment", spec->name),
             LOG_S("version", p->vlabel), LOG_S("change", "version added"));
     if (p->active)
@@ -333,8 +333,8 @@ static void apply_activity(struct scale *s, struct route *r)
 {
     for (struct pool *p = s->pools; p; p = p->next) {
         if (p->removed || strcmp(p->spec->name, r->name) != 0) continue;
-        bool active = registry_traffic_weight(&r->t, p->version) > 0 ||
-                      r->t.shadow_version == p->version;
+        bool active =
+            registry_traffic_weight(&r->t, p->version) > 0 || r->t.shadow_version == p->version;
         if (active == p->active) continue;
         p->active = active;
         if (!active) {
@@ -446,8 +446,7 @@ static void outcome_record(struct pool *p, int role, uint64_t now_ms, double ms,
 {
     struct outcomes *o = &p->stats[role];
     if (!o->ring) o->ring = calloc(OUTCOME_RING, sizeof(*o->ring));
-    if (o->ring)
-        o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error};
+    if (o->ring) o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error};
     obs_metric_add(p->m_vreq[role][error], 1);
     obs_metric_observe(p->m_vdur[role], ms / 1000.0);
 }
@@ -811,9 +810,9 @@ json_t *scale_version_stats(struct scale *s, const char *name, int64_t window_ms
         struct window_stats w[2];
         window_of(&p->stats[0], since, &w[0], scratch);
         window_of(&p->stats[1], since, &w[1], scratch);
-        json_object_set_new(out, p->vlabel,
-                            json_pack("{s:o, s:o}", "primary", window_json(&w[0]), "shadow",
-                                      window_json(&w[1])));
+        json_object_set_new(
+            out, p->vlabel,
+            json_pack("{s:o, s:o}", "primary", window_json(&w[0]), "shadow", window_json(&w[1])));
     }
     pthread_mutex_unlock(&s->lock);
     free(scratch);
@@ -923,14 +922,14 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
         "Answers by deployment version and role (primary traffic or shadow copies).",
         METRIC_COUNTER, (const char *[]){"deployment", "version", "role", "outcome", NULL}, NULL,
         0);
-    static const double vbuckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
-                                      5,      10,      30,     60};
-    s->f_vdur = obs_metric_family(
-        "thaw_version_request_duration_seconds",
-        "Time from routing to the final answer, by deployment version and role.",
-        METRIC_HISTOGRAM, (const char *[]){"deployment", "version", "role", NULL}, vbuckets,
-        (int)ARRAY_LEN(vbuckets));
+    static const double vbuckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                      0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                      1,      2.5,     5,      10,    30,     60};
+    s->f_vdur =
+        obs_metric_family("thaw_version_request_duration_seconds",
+                          "Time from routing to the final answer, by deployment version and role.",
+                          METRIC_HISTOGRAM, (const char *[]){"deployment", "version", "role", NULL},
+                          vbuckets, (int)ARRAY_LEN(vbuckets));
     s->f_canary = obs_metric_family("thaw_canary_decisions_total",
                                     "Automatic canary analysis decisions.", METRIC_COUNTER,
                                     (const char *[]){"deployment", "decision", NULL}, NULL, 0);

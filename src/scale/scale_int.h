@@ -83,9 +83,9 @@ struct pool {
     struct pool *next;
     struct scale *scale;
     struct deploy_spec *spec;
-    int version;      /* the deployment version this pool runs */
-    char vlabel[16];  /* "v3", the metrics label */
-    bool active;      /* has traffic or shadow copies: keeps min_instances and a standby */
+    int version;     /* the deployment version this pool runs */
+    char vlabel[16]; /* "v3", the metrics label */
+    bool active;     /* has traffic or shadow copies: keeps min_instances and a standby */
     int generation;
     bool removed;
     struct inst *insts;
@@ -112,7 +112,7 @@ struct pool {
     struct metric_series *m_instances[INST_N_STATES];
     struct metric_series *m_held, *m_cold, *m_standby, *m_up, *m_down;
 
-    struct outcomes stats[2]; /* [0] primary, [1] shadow */
+    struct outcomes stats[2];           /* [0] primary, [1] shadow */
     struct metric_series *m_vreq[2][2]; /* [role][error] */
     struct metric_series *m_vdur[2];
 };
@@ -123,7 +123,7 @@ struct route {
     char name[DEPLOY_NAME_MAX + 1];
     struct registry_traffic t;
     int64_t rev;
-    bool pending;          /* a canary decision is being persisted */
+    bool pending;           /* a canary decision is being persisted */
     uint64_t step_since_ms; /* when the canary's current step began */
     uint64_t checked_ms;    /* last canary analysis */
     bool removed;

@@ -437,12 +437,12 @@ static int write_traffic(struct sqlite_store *st, const char *name, const char *
     int rc = step_text(st, "UPDATE deployments SET traffic = ?1, traffic_rev = ?3 WHERE name = ?2",
                        (const char *const[]){traffic, name}, (const int64_t[]){rev}, 2, 1, err);
     if (!rc)
-        rc = step_text(st,
-                       "INSERT INTO traffic_log(deployment, actor, reason, traffic, rev, time_ms) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                       (const char *const[]){name, actor ? actor : "node", reason ? reason : "",
-                                             traffic},
-                       (const int64_t[]){rev, now}, 4, 2, err);
+        rc = step_text(
+            st,
+            "INSERT INTO traffic_log(deployment, actor, reason, traffic, rev, time_ms) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            (const char *const[]){name, actor ? actor : "node", reason ? reason : "", traffic},
+            (const int64_t[]){rev, now}, 4, 2, err);
     return rc;
 }
 
@@ -463,8 +463,9 @@ static int tx_end(struct sqlite_store *st, int rc, struct thaw_err *err)
 
 static int sq_version_deploy(struct store *s, const char *name, const char *owner,
                              const char *actor, const char *digest, const char *version_doc,
-                             const char *spec_json, store_traffic_fn fn, void *ctx, const char *reason,
-                             struct store_deploy_result *out, struct thaw_err *err)
+                             const char *spec_json, store_traffic_fn fn, void *ctx,
+                             const char *reason, struct store_deploy_result *out,
+                             struct thaw_err *err)
 {
     struct sqlite_store *st = (struct sqlite_store *)s;
     memset(out, 0, sizeof(*out));
@@ -478,9 +479,8 @@ static int sq_version_deploy(struct store *s, const char *name, const char *owne
     char *cur = NULL, *next = NULL;
     int64_t rev = 0;
     /* The same digest is the same version. */
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT n FROM versions WHERE deployment = ?1 AND digest = ?2", -1,
-                           &stmt, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(st->db, "SELECT n FROM versions WHERE deployment = ?1 AND digest = ?2",
+                           -1, &stmt, NULL) != SQLITE_OK) {
         rc = db_error(st, err, "prepare");
         goto out;
     }
@@ -648,8 +648,8 @@ static int sq_traffic_put(struct store *s, const char *name, const char *traffic
     rc = read_traffic(st, name, &cur, &rev, err);
     if (!rc && expect_rev >= 0 && rev != expect_rev)
         rc = thaw_errf(err, THAW_ECONFLICT,
-                       "the traffic of '%s' changed meanwhile (revision %lld, expected %lld)",
-                       name, (long long)rev, (long long)expect_rev);
+                       "the traffic of '%s' changed meanwhile (revision %lld, expected %lld)", name,
+                       (long long)rev, (long long)expect_rev);
     if (!rc) rc = write_traffic(st, name, traffic, rev + 1, actor, reason, err);
     rc = tx_end(st, rc, err);
     pthread_mutex_unlock(&st->lock);

@@ -71,12 +71,12 @@ int store_audit_list(struct store *s, uint64_t after_seq, size_t limit, store_au
 }
 
 int store_version_deploy(struct store *s, const char *name, const char *owner, const char *actor,
-                         const char *digest, const char *version_doc, const char *spec_json, store_traffic_fn fn, void *ctx,
-                         const char *reason, struct store_deploy_result *out, struct thaw_err *err)
+                         const char *digest, const char *version_doc, const char *spec_json,
+                         store_traffic_fn fn, void *ctx, const char *reason,
+                         struct store_deploy_result *out, struct thaw_err *err)
 {
     return s->ops->version_deploy(s, name, owner, actor, digest, version_doc, spec_json, fn, ctx,
-                                  reason, out,
-                                  err);
+                                  reason, out, err);
 }
 
 int store_version_get(struct store *s, const char *name, int n, struct store_version *meta,
@@ -98,8 +98,7 @@ int store_traffic_get(struct store *s, const char *name, char **traffic, int64_t
 }
 
 int store_traffic_put(struct store *s, const char *name, const char *traffic, int64_t expect_rev,
-                      const char *actor, const char *reason, int64_t *new_rev,
-                      struct thaw_err *err)
+                      const char *actor, const char *reason, int64_t *new_rev, struct thaw_err *err)
 {
     return s->ops->traffic_put(s, name, traffic, expect_rev, actor, reason, new_rev, err);
 }

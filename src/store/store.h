@@ -283,11 +283,11 @@ typedef char *(*store_traffic_fn)(void *ctx, int version, bool created, const ch
 
 struct store_deploy_result {
     int version;
-    bool created;       /* a new version number */
-    bool existed;       /* the deployment existed before */
+    bool created; /* a new version number */
+    bool existed; /* the deployment existed before */
     bool traffic_changed;
-    int64_t rev;        /* the traffic revision now */
-    char *traffic;      /* the traffic document now; the caller's to free() */
+    int64_t rev;   /* the traffic revision now */
+    char *traffic; /* the traffic document now; the caller's to free() */
 };
 
 /* One transaction: finds the deployment's version with digest or adds it
@@ -295,8 +295,9 @@ struct store_deploy_result {
  * (spec_json, owner), and sets the traffic to what fn says (logging it with actor and
  * reason). Nothing is written on error. */
 int store_version_deploy(struct store *s, const char *name, const char *owner, const char *actor,
-                         const char *digest, const char *version_doc, const char *spec_json, store_traffic_fn fn, void *ctx,
-                         const char *reason, struct store_deploy_result *out, struct thaw_err *err);
+                         const char *digest, const char *version_doc, const char *spec_json,
+                         store_traffic_fn fn, void *ctx, const char *reason,
+                         struct store_deploy_result *out, struct thaw_err *err);
 /* One version; *spec_json (may be NULL to skip) is the caller's to free().
  * THAW_ENOTFOUND when absent. */
 int store_version_get(struct store *s, const char *name, int n, struct store_version *meta,

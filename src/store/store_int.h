@@ -27,9 +27,9 @@ struct store_ops {
     int (*audit_list)(struct store *s, uint64_t after_seq, size_t limit, store_audit_cb cb,
                       void *ctx, struct thaw_err *err);
     int (*version_deploy)(struct store *s, const char *name, const char *owner, const char *actor,
-                          const char *digest, const char *version_doc, const char *spec_json, store_traffic_fn fn,
-                          void *ctx, const char *reason, struct store_deploy_result *out,
-                          struct thaw_err *err);
+                          const char *digest, const char *version_doc, const char *spec_json,
+                          store_traffic_fn fn, void *ctx, const char *reason,
+                          struct store_deploy_result *out, struct thaw_err *err);
     int (*version_get)(struct store *s, const char *name, int n, struct store_version *meta,
                        char **spec_json, struct thaw_err *err);
     int (*version_list)(struct store *s, const char *name, bool with_spec, store_version_cb cb,

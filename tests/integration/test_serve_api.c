@@ -300,8 +300,7 @@ static void test_metrics(void)
     ASSERT_EQ(http(&N, "GET", "/metrics", NULL, NULL, &r), 0);
     ASSERT_EQ(r.status, 200);
     /* Answers are labelled by the version that served them. */
-    ASSERT_CONTAINS(r.body,
-                    "thaw_requests_total{deployment=\"echo\",code=\"200\",version=\"v1\"}");
+    ASSERT_CONTAINS(r.body, "thaw_requests_total{deployment=\"echo\",code=\"200\",version=\"v1\"}");
     ASSERT_CONTAINS(r.body, "thaw_request_duration_seconds_bucket{deployment=\"echo\",version="
                             "\"v1\",le=\"+Inf\"}");
     ASSERT_CONTAINS(r.body, "thaw_version_requests_total{deployment=\"echo\",version=\"v1\","
@@ -311,8 +310,7 @@ static void test_metrics(void)
     ASSERT_CONTAINS(r.body, "thaw_held_requests{deployment=\"echo\"}");
     ASSERT_CONTAINS(r.body, "# TYPE thaw_scale_decisions_total counter");
     /* Refused before a version was chosen: no version. */
-    ASSERT_CONTAINS(r.body,
-                    "thaw_requests_total{deployment=\"echo\",code=\"413\",version=\"\"}");
+    ASSERT_CONTAINS(r.body, "thaw_requests_total{deployment=\"echo\",code=\"413\",version=\"\"}");
     ASSERT_CONTAINS(r.body, "thaw_redactions_total{kind=\"email\"} 1");
     resp_free(&r);
 }

@@ -62,10 +62,10 @@ static int weight_of(json_t *traffic, const char *v)
 
 struct load {
     const char *name;
-    int count;           /* requests to send; 0 = until stop */
+    int count; /* requests to send; 0 = until stop */
     atomic_bool *stop;
-    const char *sticky;  /* x-thaw-sticky value, or NULL */
-    const char *pin;     /* x-thaw-version value, or NULL */
+    const char *sticky; /* x-thaw-sticky value, or NULL */
+    const char *pin;    /* x-thaw-version value, or NULL */
     /* results */
     int by_version[16];
     int ok, failed, mismatched;
@@ -174,8 +174,8 @@ static void run_load(const char *name, int total, int threads, const char *pin, 
     struct load l[16];
     memset(sum, 0, sizeof(*sum));
     for (int i = 0; i < threads; i++) {
-        l[i] = (struct load){.name = name, .count = total / threads + (i < total % threads),
-                             .pin = pin};
+        l[i] = (struct load){
+            .name = name, .count = total / threads + (i < total % threads), .pin = pin};
         pthread_create(&t[i], NULL, load_main, &l[i]);
     }
     for (int i = 0; i < threads; i++) {
@@ -189,8 +189,8 @@ static void run_load(const char *name, int total, int threads, const char *pin, 
     }
 }
 
-static int one(const char *name, const char *const *headers, char *version, size_t vn,
-               char *body, size_t bn)
+static int one(const char *name, const char *const *headers, char *version, size_t vn, char *body,
+               size_t bn)
 {
     struct resp r;
     if (http(&N, "POST", "/v1/deployments/" NAME "/invoke", "{\"x\":1}", headers, &r)) return -1;
@@ -251,14 +251,14 @@ static void test_same_manifest_same_version(void)
 static void test_pinning(void)
 {
     char v[16], body[512];
-    ASSERT_EQ(one(NAME, (const char *[]){"x-thaw-version: v2", NULL}, v, sizeof(v), body,
-                  sizeof(body)),
-              200);
+    ASSERT_EQ(
+        one(NAME, (const char *[]){"x-thaw-version: v2", NULL}, v, sizeof(v), body, sizeof(body)),
+        200);
     ASSERT_STR_EQ(v, "v2"); /* no traffic, still reachable */
     ASSERT_CONTAINS(body, "\"tag\":\"b\"");
-    ASSERT_EQ(one(NAME, (const char *[]){"x-thaw-version: 1", NULL}, v, sizeof(v), body,
-                  sizeof(body)),
-              200);
+    ASSERT_EQ(
+        one(NAME, (const char *[]){"x-thaw-version: 1", NULL}, v, sizeof(v), body, sizeof(body)),
+        200);
     ASSERT_STR_EQ(v, "v1");
     ASSERT_EQ(one(NAME, (const char *[]){"x-thaw-version: v9", NULL}, NULL, 0, body, sizeof(body)),
               404);
@@ -272,7 +272,8 @@ static void test_pinning(void)
 static void test_traffic_errors(void)
 {
     long st;
-    json_t *j = post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":60,\"v2\":30}}", &st);
+    json_t *j =
+        post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":60,\"v2\":30}}", &st);
     ASSERT_EQ(st, 400); /* must add up to 100 */
     json_decref(j);
     j = post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":50,\"v7\":50}}", &st);
@@ -295,7 +296,8 @@ static void test_traffic_errors(void)
 static void test_split(void)
 {
     long st;
-    json_t *j = post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":70,\"v2\":30}}", &st);
+    json_t *j =
+        post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":70,\"v2\":30}}", &st);
     ASSERT_EQ(st, 200);
     json_decref(j);
     const char *env = getenv("THAW_SPLIT_N");
@@ -325,7 +327,8 @@ static int sticky_version(const char *key)
 static void test_sticky(void)
 {
     long st;
-    json_t *j = post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":50,\"v2\":50}}", &st);
+    json_t *j =
+        post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":50,\"v2\":50}}", &st);
     ASSERT_EQ(st, 200);
     json_decref(j);
     enum { KEYS = 40 };
@@ -466,9 +469,9 @@ static void test_shadow(void)
 {
     long st;
     /* v3 (tag c) gets a copy of every request; clients only ever see v1. */
-    json_t *j = post("/v1/deployments/" NAME "/traffic",
-                     "{\"weights\":{\"v1\":100},\"shadow\":{\"version\":\"v3\",\"percent\":100}}",
-                     &st);
+    json_t *j =
+        post("/v1/deployments/" NAME "/traffic",
+             "{\"weights\":{\"v1\":100},\"shadow\":{\"version\":\"v3\",\"percent\":100}}", &st);
     ASSERT_EQ(st, 200);
     json_decref(j);
     struct load sum;
