@@ -182,6 +182,8 @@ static void submit_answer(evutil_socket_t fd, short what, void *arg)
                 json_array_append_new(arr, json_pack("{s:s}", "id", r->ids[i]));
             body = json_pack("{s:o}", "jobs", arr);
         }
+        const char *version = json_string_value(json_object_get(body, "version"));
+        if (version) evhttp_add_header(evhttp_request_get_output_headers(req), "x-thaw-version", version);
         if (l->single) {
             char loc[96];
             snprintf(loc, sizeof(loc), "/v1/jobs/%s", r->ids[0]);
@@ -365,6 +367,9 @@ static void reply_job(struct gateway *gw, struct evhttp_request *req, const char
         json_decref(v);
         return;
     }
+    const char *version = json_string_value(json_object_get(v, "version"));
+    if (version) /* as invoke answers do: the version that served it */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "x-thaw-version", version);
     gw_reply_jsonv(req, 200, v);
 }
 

@@ -221,6 +221,11 @@ static json_t *attempt_view(struct jobs *j, const struct store_job *job,
     json_t *o =
         json_pack("{s:i, s:I, s:I, s:i}", "attempt", a->n, "started_ms", (json_int_t)a->started_ms,
                   "ended_ms", (json_int_t)a->ended_ms, "status", a->status);
+    if (o && a->version > 0) {
+        char v[16];
+        snprintf(v, sizeof(v), "v%d", a->version);
+        json_object_set_new(o, "version", json_string(v));
+    }
     if (o && a->code[0])
         json_object_set_new(
             o, "error",
@@ -246,6 +251,14 @@ static json_t *job_view(struct jobs *j, const struct store_job *job, bool with_d
     for (size_t i = 0; i < job->n_attempt_log; i++)
         json_array_append_new(log, attempt_view(j, job, &job->attempt_log[i]));
     json_object_set_new(o, "attempt_log", log);
+    /* The version that served the job: its last attempt's. */
+    const struct store_job_attempt *last_a =
+        job->n_attempt_log ? &job->attempt_log[job->n_attempt_log - 1] : NULL;
+    if (last_a && last_a->version > 0) {
+        char v[16];
+        snprintf(v, sizeof(v), "v%d", last_a->version);
+        json_object_set_new(o, "version", json_string(v));
+    }
     if (job->state == STORE_JOB_SUCCEEDED && job->result)
         json_object_set_new(o, "result",
                             opened_json(j, job->deployment, job->result, job->result_len, false));

@@ -41,6 +41,7 @@ struct jrun {
     bool released; /* returned to the queue: ignore the answer */
     /* The answer, set on the scale thread. */
     int status;
+    int version; /* the deployment version that answered */
     const char *code;
     char *payload;
 };

@@ -27,6 +27,7 @@ static void on_event(struct invocation *inv, enum inv_event_kind kind, int statu
     struct jobs *j = r->jobs;
     pthread_mutex_lock(&j->lock);
     r->status = kind == INV_DONE ? 200 : status;
+    r->version = inv->version;
     r->code = kind == INV_DONE ? NULL : code;
     r->payload = payload;
     r->next_done = NULL;
@@ -125,6 +126,7 @@ static void build_outcome(struct jobs *j, struct pending_outcome *p, int64_t now
     o->started_ms = r->started_ms;
     o->ended_ms = now;
     o->status = r->status;
+    o->version = r->version;
     o->code = r->code;
     const char *payload = r->payload ? r->payload : "";
     size_t plen = strlen(payload);

@@ -331,8 +331,8 @@ static const char *SQL_COMPLETE =
     "UPDATE jobs SET state = ?3, attempts = attempts - ?4, run_at_ms = ?5, updated_ms = ?6, "
     "finished_ms = ?7, expires_ms = ?8, result = ?9 WHERE id = ?1 AND state = 1 AND attempts = ?2";
 static const char *SQL_ATTEMPT =
-    "INSERT OR REPLACE INTO job_attempts(job_id, n, started_ms, ended_ms, status, code, message) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    "INSERT OR REPLACE INTO job_attempts(job_id, n, started_ms, ended_ms, status, code, message, "
+    "version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 static const char *SQL_HOOK_ADD = "INSERT INTO webhooks(job_id, url, body, state, next_ms, "
                                   "created_ms) VALUES (?1, ?2, ?3, 0, ?4, ?4)";
 
@@ -370,6 +370,7 @@ static int complete_one(struct sj *j, struct store_job_outcome *o, struct thaw_e
         sqlite3_bind_int(st, 5, o->status);
         bind_text(st, 6, o->code);
         bind_blob(st, 7, o->message, o->message_len);
+        sqlite3_bind_int(st, 8, o->version);
         if (sqlite3_step(st) != SQLITE_DONE) return db_err(j, err, "record attempt");
     }
     if (final && o->webhook_url && o->webhook_body) {
@@ -417,8 +418,8 @@ static void read_job(sqlite3_stmt *st, struct store_job *out)
 }
 
 static const char *SQL_GET = "SELECT " JOB_COLS ", input, result FROM jobs WHERE id = ?1";
-static const char *SQL_ATTEMPTS = "SELECT n, started_ms, ended_ms, status, code, message FROM "
-                                  "job_attempts WHERE job_id = ?1 ORDER BY n";
+static const char *SQL_ATTEMPTS = "SELECT n, started_ms, ended_ms, status, code, message, version "
+                                  "FROM job_attempts WHERE job_id = ?1 ORDER BY n";
 
 static int read_attempts(struct sj *j, struct store_job *out, struct thaw_err *err)
 {
@@ -443,6 +444,7 @@ static int read_attempts(struct sj *j, struct store_job *out, struct thaw_err *e
         if (sqlite3_column_text(st, 4))
             str_copy(a->code, (const char *)sqlite3_column_text(st, 4), sizeof(a->code));
         a->message = col_dup(st, 5, &a->message_len);
+        a->version = sqlite3_column_int(st, 6);
     }
     return step == SQLITE_DONE ? 0 : db_err(j, err, "read attempts");
 }
@@ -887,6 +889,22 @@ void sqlite_jobs_detach(struct store *s)
     s->jobs_ops = NULL;
 }
 
+/* Attempts record the deployment version that answered (added with
+ * versions; files from before get the column, 0 for their old rows). */
+static int add_attempt_version(struct sj *j, struct thaw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    bool has = false;
+    if (sqlite3_prepare_v2(j->db, "PRAGMA table_info(job_attempts)", -1, &st, NULL) != SQLITE_OK)
+        return db_err(j, err, "read job_attempts columns");
+    while (sqlite3_step(st) == SQLITE_ROW)
+        has |= strcmp((const char *)sqlite3_column_text(st, 1), "version") == 0;
+    sqlite3_finalize(st);
+    return has ? 0
+               : exec(j, "ALTER TABLE job_attempts ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+                      err);
+}
+
 int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err)
 {
     struct sj *j = calloc(1, sizeof(*j));
@@ -904,6 +922,7 @@ int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err)
         rc = exec(j, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
     }
     if (!rc) rc = exec(j, schema, err);
+    if (!rc) rc = add_attempt_version(j, err);
     if (rc) {
         sqlite_jobs_detach(s);
         return rc;

@@ -109,6 +109,7 @@ struct store_job_outcome {
     int64_t run_at_ms; /* for QUEUED: when it may run again */
     int64_t started_ms, ended_ms;
     int status;                 /* HTTP-like: 200, 500, 502, 504, ... */
+    int version;                /* the deployment version that answered; 0 = none */
     const char *code;           /* NULL on success */
     const char *message;        /* sealed, NULL on success */
     size_t message_len;
@@ -130,6 +131,7 @@ struct store_job_attempt {
     int n;
     int64_t started_ms, ended_ms;
     int status;
+    int version; /* 0 = none (refused before a version was chosen, or older rows) */
     char code[48];
     char *message; /* sealed, may be NULL */
     size_t message_len;

@@ -658,6 +658,30 @@ static void test_restart_keeps_versions(void)
     ASSERT_STR_EQ(v, "v3");
 }
 
+/* Jobs run through the same routing: the job names the version that
+ * served it, in its record and in x-thaw-version. */
+static void test_job_names_version(void)
+{
+    long st;
+    json_t *j = post("/v1/deployments/" NAME "/jobs", "{\"input\":{\"x\":2}}", &st);
+    ASSERT_EQ(st, 202);
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/jobs/%s?wait=30",
+             json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    struct resp r;
+    ASSERT_EQ(http(&N, "GET", path, NULL, NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    char v[16];
+    ASSERT_STR_EQ(resp_header(&r, "x-thaw-version", v, sizeof(v)), "v2");
+    j = resp_json(&r);
+    resp_free(&r);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "state")), "succeeded");
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "version")), "v2");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "tag")), "b");
+    json_decref(j);
+}
+
 /* A store written before versions existed (schema 2) is migrated, and its
  * deployment becomes v1 with all the traffic. */
 static void test_migrates_old_store(void)
@@ -718,6 +742,7 @@ int main(void)
     RUN(test_canary_steps_up_healthy);
     RUN(test_cli);
     RUN(test_restart_keeps_versions);
+    RUN(test_job_names_version);
     RUN(test_migrates_old_store);
     node_cleanup(&N);
     curl_global_cleanup();
