@@ -183,7 +183,8 @@ static void submit_answer(evutil_socket_t fd, short what, void *arg)
             body = json_pack("{s:o}", "jobs", arr);
         }
         const char *version = json_string_value(json_object_get(body, "version"));
-        if (version) evhttp_add_header(evhttp_request_get_output_headers(req), "x-thaw-version", version);
+        if (version)
+            evhttp_add_header(evhttp_request_get_output_headers(req), "x-thaw-version", version);
         if (l->single) {
             char loc[96];
             snprintf(loc, sizeof(loc), "/v1/jobs/%s", r->ids[0]);
