@@ -442,11 +442,13 @@ static int pick_weighted(struct scale *s, const struct registry_traffic *t)
     return t->w[t->n - 1].version;
 }
 
-static void outcome_record(struct pool *p, int role, uint64_t now_ms, double ms, bool error)
+static void outcome_record(struct pool *p, int role, uint64_t now_ms, double ms, bool error,
+                           bool warm)
 {
     struct outcomes *o = &p->stats[role];
     if (!o->ring) o->ring = calloc(OUTCOME_RING, sizeof(*o->ring));
-    if (o->ring) o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error};
+    if (o->ring)
+        o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error, warm};
     obs_metric_add(p->m_vreq[role][error], 1);
     obs_metric_observe(p->m_vdur[role], ms / 1000.0);
 }
@@ -460,9 +462,13 @@ static void stats_on_event(struct invocation *inv, enum inv_event_kind kind, int
         inv->user_on_event;
     if (kind != INV_CHUNK) {
         uint64_t now = time_now_ns();
+        /* A cold start is the platform's latency, not the version's: a canary
+         * started on demand must not be judged by it. */
+        bool warm = !inv->start_state || strcmp(inv->start_state, "warm") == 0;
         if (inv->stat_pool)
             outcome_record(inv->stat_pool, inv->shadow, now / 1000000,
-                           (double)(now - inv->submit_ns) / 1e6, kind == INV_FAIL && status >= 500);
+                           (double)(now - inv->submit_ns) / 1e6, kind == INV_FAIL && status >= 500,
+                           warm);
         inv->on_event = user; /* the invocation may be freed by the callee */
     }
     user(inv, kind, status, code, payload);
@@ -760,7 +766,7 @@ json_t *scale_status(struct scale *s, const char *name)
 
 struct window_stats {
     int requests, errors;
-    double p50_ms, p95_ms;
+    double p50_ms, p95_ms; /* of warm answers */
 };
 
 static int cmp_float(const void *a, const void *b)
@@ -779,10 +785,10 @@ static void window_of(const struct outcomes *o, uint64_t since_ms, struct window
     for (uint64_t i = 0; i < n; i++) {
         const struct outcome *e = &o->ring[(o->n - 1 - i) % OUTCOME_RING];
         if (e->t_ms < since_ms) break;
-        scratch[k++] = e->ms;
+        if (e->warm) scratch[k++] = e->ms;
         w->errors += e->error;
+        w->requests++;
     }
-    w->requests = k;
     if (!k) return;
     qsort(scratch, (size_t)k, sizeof(float), cmp_float);
     w->p50_ms = scratch[(k - 1) / 2];

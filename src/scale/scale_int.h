@@ -73,6 +73,7 @@ struct outcome {
     uint64_t t_ms;
     float ms;
     bool error; /* 5xx */
+    bool warm;  /* served without a cold start: only these count for latency */
 };
 struct outcomes {
     struct outcome *ring; /* OUTCOME_RING, allocated on the first answer */
