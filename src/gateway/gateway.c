@@ -91,8 +91,7 @@ static struct gw_series_slot *series_for(struct gw_worker *w, const char *dep, i
     h = (h ^ (uint32_t)version) * 16777619u;
     for (const char *p = dep; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
     struct gw_series_slot *sl = &w->series[h % GW_SERIES_CACHE];
-    if (sl->count && sl->code == code && sl->version == version &&
-        strcmp(sl->deployment, dep) == 0)
+    if (sl->count && sl->code == code && sl->version == version && strcmp(sl->deployment, dep) == 0)
         return sl;
     char codes[8], vlabel[16] = "";
     snprintf(codes, sizeof(codes), "%d", code);
@@ -350,16 +349,15 @@ struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, st
         thaw_errf(err, THAW_ENOMEM, "out of memory");
         goto fail;
     }
-    gw->f_requests = obs_metric_family("thaw_requests_total", "Requests to deployments.",
-                                       METRIC_COUNTER,
-                                       (const char *[]){"deployment", "code", "version", NULL}, NULL, 0);
+    gw->f_requests =
+        obs_metric_family("thaw_requests_total", "Requests to deployments.", METRIC_COUNTER,
+                          (const char *[]){"deployment", "code", "version", NULL}, NULL, 0);
     static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
                                      5,      10,      30,     60};
     gw->f_duration = obs_metric_family(
-        "thaw_request_duration_seconds", "Time from request to complete answer.",
-        METRIC_HISTOGRAM, (const char *[]){"deployment", "version", NULL}, buckets,
-        (int)ARRAY_LEN(buckets));
+        "thaw_request_duration_seconds", "Time from request to complete answer.", METRIC_HISTOGRAM,
+        (const char *[]){"deployment", "version", NULL}, buckets, (int)ARRAY_LEN(buckets));
     gw->f_tokens = obs_metric_family("thaw_tokens_total",
                                      "Tokens processed by llm and embed deployments.",
                                      METRIC_COUNTER,

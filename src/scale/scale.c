@@ -447,8 +447,7 @@ static void outcome_record(struct pool *p, int role, uint64_t now_ms, double ms,
 {
     struct outcomes *o = &p->stats[role];
     if (!o->ring) o->ring = calloc(OUTCOME_RING, sizeof(*o->ring));
-    if (o->ring)
-        o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error, warm};
+    if (o->ring) o->ring[o->n++ % OUTCOME_RING] = (struct outcome){now_ms, (float)ms, error, warm};
     obs_metric_add(p->m_vreq[role][error], 1);
     obs_metric_observe(p->m_vdur[role], ms / 1000.0);
 }
