@@ -194,6 +194,8 @@ static void log_outcome(struct jobs *j, const struct pending_outcome *p)
             LOG_S("outcome", names[p->verdict]));
 }
 
+static void gauges(struct jobs *j);
+
 /* Records the answers in runs (a next_done list) in one transaction. */
 static void record(struct jobs *j, struct jrun *runs)
 {
@@ -239,6 +241,8 @@ static void record(struct jobs *j, struct jrun *runs)
         pthread_cond_signal(&j->hook_cv);
     }
     pthread_mutex_unlock(&j->lock);
+    /* The gauges first: a waiter told its job ended may read them next. */
+    gauges(j);
     for (i = 0; ps && i < n; i++) {
         if (!rc) log_outcome(j, &ps[i]);
         if (!rc && !os[i].outcome && os[i].new_state >= STORE_JOB_SUCCEEDED)
