@@ -11,6 +11,9 @@ PKGS=(
   redis-server curl wrk openssl
 )
 
+# Real-client tests drive thaw with official client libraries from npm.
+if ! command -v npm >/dev/null 2>&1; then PKGS+=(nodejs npm); fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -18,13 +21,19 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "deps: installing ${missing[*]}" >&2
-SUDO=""
-if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The npm packages are pinned by tests/clients/package-lock.json.
+clients="$(dirname "$0")/../tests/clients"
+if [ ! -d "$clients/node_modules" ] || [ "$clients/package-lock.json" -nt "$clients/node_modules" ]; then
+  echo "deps: npm ci in tests/clients" >&2
+  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$clients/node_modules"
+fi
