@@ -46,8 +46,8 @@ static void expect_error(const char *path, const char *body, const char *const *
     json_t *j = resp_json(&r);
     const char *got = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
     if (st != status || !got || strcmp(got, code) || (needle && !strstr(r.body, needle))) {
-        fprintf(stderr, "  FAIL: %s %s -> %ld %s (wanted %ld %s)\n", path, body, st, r.body,
-                status, code);
+        fprintf(stderr, "  FAIL: %s %s -> %ld %s (wanted %ld %s)\n", path, body, st, r.body, status,
+                code);
         test_cur_failed_ = 1;
     }
     json_decref(j);
@@ -93,7 +93,8 @@ static void test_completion_matches_generate(void)
              thaw_path(), model_path);
     ASSERT_EQ(run_capture(cmd, want, sizeof(want)), 0);
     size_t wl = strlen(want);
-    while (wl && want[wl - 1] == '\n') want[--wl] = 0;
+    while (wl && want[wl - 1] == '\n')
+        want[--wl] = 0;
     json_t *j = post_json("/v1/completions",
                           "{\"model\":\"tiny\",\"prompt\":\"Once upon a time\",\"max_tokens\":12,"
                           "\"temperature\":0}",
@@ -222,8 +223,8 @@ static void test_embeddings(void)
     ASSERT_CMP(json_array_size(v0), >, 8);
     ASSERT_NEAR(norm_of(v0), 1.0, 1e-3);
     ASSERT_NEAR(norm_of(v1), 1.0, 1e-3);
-    ASSERT_CMP(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")),
-               >, 0);
+    ASSERT_CMP(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")), >,
+               0);
     /* One string is one input; the same text gives the same vector, and
      * base64 carries the same floats. */
     json_t *k = post_json("/v1/embeddings",
@@ -237,8 +238,8 @@ static void test_embeddings(void)
     size_t n = json_array_size(v0);
     float *f = calloc(n + 4, sizeof(float));
     size_t got = 0;
-    ASSERT_EQ(sodium_base642bin((unsigned char *)f, (n + 4) * sizeof(float), b64, strlen(b64),
-                                NULL, &got, NULL, sodium_base64_VARIANT_ORIGINAL),
+    ASSERT_EQ(sodium_base642bin((unsigned char *)f, (n + 4) * sizeof(float), b64, strlen(b64), NULL,
+                                &got, NULL, sodium_base64_VARIANT_ORIGINAL),
               0);
     ASSERT_EQ(got, n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -259,8 +260,8 @@ static void test_errors(void)
     expect_error("/v1/chat/completions",
                  "{\"model\":\"tiny\",\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
                  NULL, 400, "invalid_request", "role");
-    expect_error("/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"x\",\"temperature\":7}",
-                 NULL, 400, "invalid_request", "temperature");
+    expect_error("/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"x\",\"temperature\":7}", NULL,
+                 400, "invalid_request", "temperature");
     expect_error("/v1/completions", "{\"model\":\"tiny\",\"prompt\":\"x\",\"n\":3}", NULL, 400,
                  "invalid_request", "'n'");
     expect_error("/v1/completions", "{\"model\":\"tiny\",\"prompt\":[1,2,3]}", NULL, 400,
@@ -273,15 +274,16 @@ static void test_errors(void)
                  "invalid_model", NULL);
     expect_error("/v1/chat/completions", "{\"model\":\"emb\",\"messages\":[]}", NULL, 400,
                  "invalid_model", NULL);
-    expect_error("/v1/embeddings", "{\"model\":\"emb\",\"input\":[]}", NULL, 400,
-                 "invalid_request", "input");
+    expect_error("/v1/embeddings", "{\"model\":\"emb\",\"input\":[]}", NULL, 400, "invalid_request",
+                 "input");
     expect_error("/v1/completions", "{not json", NULL, 400, "invalid_json", NULL);
     expect_error("/v1/completions", "[1]", NULL, 400, "invalid_json", NULL);
     /* A prompt past the context is refused by the instance. */
     size_t cap = 40000;
     char *big = malloc(cap);
     int off = snprintf(big, cap, "{\"model\":\"tiny\",\"prompt\":\"");
-    for (int i = 0; i < 3000; i++) off += snprintf(big + off, cap - (size_t)off, "once upon ");
+    for (int i = 0; i < 3000; i++)
+        off += snprintf(big + off, cap - (size_t)off, "once upon ");
     snprintf(big + off, cap - (size_t)off, "\"}");
     expect_error("/v1/completions", big, NULL, 400, "context_length_exceeded", NULL);
     free(big);
@@ -293,12 +295,37 @@ static void test_errors(void)
                  "unauthorized", NULL);
 }
 
+static int acme_ok;
+static char acme_auth[200];
+
+/* acme's usage today, as its own key and the platform admin see it. */
+static void check_acme_usage(void)
+{
+    const char *h[] = {acme_auth, NULL};
+    for (int as_admin = 0; as_admin < 2; as_admin++) {
+        struct resp r;
+        ASSERT_EQ(http(&N, "GET", as_admin ? "/v1/usage?tenant=acme" : "/v1/usage", NULL,
+                       as_admin ? NULL : h, &r),
+                  0);
+        ASSERT_EQ(r.status, 200);
+        json_t *j = resp_json(&r);
+        resp_free(&r);
+        ASSERT_STR_EQ(json_string_value(json_object_get(j, "tenant")), "acme");
+        json_t *d = json_object_get(json_object_get(j, "deployments"), "acme-tiny");
+        ASSERT_EQ(json_integer_value(json_object_get(d, "requests")), acme_ok);
+        ASSERT_EQ(json_integer_value(json_object_get(d, "failed")), 0);
+        ASSERT_CMP(json_integer_value(json_object_get(d, "prompt_tokens")), >=, 4 * acme_ok);
+        ASSERT_CMP(json_integer_value(json_object_get(d, "completion_tokens")), >, 0);
+        json_decref(j);
+    }
+}
+
 /* A tenant sees only its own models; a read key cannot generate; a daily
  * token quota stops a tenant once spent. */
 static void test_tenants_scopes_and_token_quota(void)
 {
-    json_t *t = post_json("/v1/tenants",
-                          "{\"name\":\"acme\",\"limits\":{\"daily_tokens\":40}}", 201);
+    json_t *t =
+        post_json("/v1/tenants", "{\"name\":\"acme\",\"limits\":{\"daily_tokens\":40}}", 201);
     ASSERT(t != NULL);
     json_decref(t);
     json_t *k = post_json("/v1/tenants/acme/keys", "{\"scopes\":[\"invoke\",\"read\"]}", 201);
@@ -350,13 +377,32 @@ static void test_tenants_scopes_and_token_quota(void)
     ASSERT_CMP(ok, >=, 1);
     ASSERT_CMP(ok, <=, 3);
     ASSERT_EQ(limited, 1);
+    acme_ok = ok;
+    snprintf(acme_auth, sizeof(acme_auth), "%s", auth);
+    check_acme_usage();
+    /* One tenant's usage is not another's to read. */
+    ASSERT_EQ(http(&N, "GET", "/v1/usage?tenant=root", NULL, h, &r), 0);
+    ASSERT_EQ(r.status, 403);
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "GET", "/v1/usage?day=yesterday", NULL, h, &r), 0);
+    ASSERT_EQ(r.status, 400);
+    resp_free(&r);
+}
+
+/* Usage survives a restart (written to the store). */
+static void test_usage_survives_restart(void)
+{
+    ASSERT_EQ(node_stop(&N), 0);
+    ASSERT_EQ(node_start(&N, NULL), 0);
+    check_acme_usage();
 }
 
 static void test_metrics_count_tokens(void)
 {
     struct resp r;
     ASSERT_EQ(http(&N, "GET", "/metrics", NULL, NULL, &r), 0);
-    ASSERT_CONTAINS(r.body, "thaw_tokens_total{deployment=\"tiny\",tenant=\"root\",kind=\"prompt\"}");
+    ASSERT_CONTAINS(r.body,
+                    "thaw_tokens_total{deployment=\"tiny\",tenant=\"root\",kind=\"prompt\"}");
     ASSERT_CONTAINS(r.body,
                     "thaw_tokens_total{deployment=\"tiny\",tenant=\"root\",kind=\"completion\"}");
     resp_free(&r);
@@ -427,6 +473,7 @@ int main(void)
     RUN(test_tenants_scopes_and_token_quota);
     RUN(test_metrics_count_tokens);
     RUN(test_official_client);
+    RUN(test_usage_survives_restart);
     node_cleanup(&N);
     unlink(model_path);
     unlink(embed_path);
