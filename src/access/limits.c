@@ -59,16 +59,25 @@ static bool rate_check(struct access *a, const char *key, const struct access_li
     return r.allowed;
 }
 
-void access_admit(struct access *a, const struct access_principal *p, struct access_admission *out)
+/* The limits of p's tenant and key, copied (all zero when unset). */
+static void limits_of(struct access *a, const struct access_principal *p, struct access_limits *tl,
+                      struct access_limits *kl)
 {
-    memset(out, 0, sizeof(*out));
-    struct access_limits tl = {0}, kl = {0};
+    *tl = (struct access_limits){0};
+    *kl = (struct access_limits){0};
     pthread_rwlock_rdlock(&a->lock);
     struct access_tenant *t = access_find_tenant(a, p->tenant);
     struct access_key *k = access_find_key(a, p->key_id);
-    if (t) tl = t->limits;
-    if (k) kl = k->limits;
+    if (t) *tl = t->limits;
+    if (k) *kl = k->limits;
     pthread_rwlock_unlock(&a->lock);
+}
+
+void access_admit(struct access *a, const struct access_principal *p, struct access_admission *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct access_limits tl, kl;
+    limits_of(a, p, &tl, &kl);
     char tkey[80], kkey[40];
     snprintf(tkey, sizeof(tkey), "t:%s", p->tenant);
     snprintf(kkey, sizeof(kkey), "k:%s", p->key_id);
@@ -132,13 +141,8 @@ void access_admit(struct access *a, const struct access_principal *p, struct acc
 
 void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n)
 {
-    struct access_limits tl = {0}, kl = {0};
-    pthread_rwlock_rdlock(&a->lock);
-    struct access_tenant *t = access_find_tenant(a, p->tenant);
-    struct access_key *k = access_find_key(a, p->key_id);
-    if (t) tl = t->limits;
-    if (k) kl = k->limits;
-    pthread_rwlock_unlock(&a->lock);
+    struct access_limits tl, kl;
+    limits_of(a, p, &tl, &kl);
     const struct access_limits *daily[2] = {&kl, &tl};
     char keys[2][88];
     snprintf(keys[0], sizeof(keys[0]), "tok:k:%s", p->key_id);

@@ -182,6 +182,8 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
 /* Ends a call: releases its admission, logs it and frees it. */
 void gw_call_finish(struct gw_call *c, int status);
 void gw_call_headers(struct gw_call *c);
+/* Answers a call with an error (Retry-After on a 503 that has one) and ends it. */
+void gw_call_fail(struct gw_call *c, int status, const char *code, const char *msg);
 /* Starts a 200 text/event-stream answer; then each gw_sse_data sends one
  * "data: ..." event (event names one when not NULL). */
 void gw_sse_start(struct gw_call *c);

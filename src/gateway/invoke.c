@@ -125,13 +125,18 @@ static void deliver(struct gw_msg *m)
         gw_call_finish(c, 200);
         return;
     }
-    if (m->status == 503 && c->inv.retry_after_s > 0) {
+    gw_call_fail(c, m->status, m->code, m->payload);
+}
+
+void gw_call_fail(struct gw_call *c, int status, const char *code, const char *msg)
+{
+    if (status == 503 && c->inv.retry_after_s > 0) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", c->inv.retry_after_s);
         evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
     }
-    gw_reply_error(c->req, m->status, m->code, "%s", m->payload ? m->payload : "");
-    gw_call_finish(c, m->status);
+    gw_reply_error(c->req, status, code, "%s", msg ? msg : "");
+    gw_call_finish(c, status);
 }
 
 void gw_outbox_cb(evutil_socket_t fd, short what, void *arg)

@@ -583,13 +583,7 @@ static void fail(struct gw_call *c, const struct gw_msg *m)
         return;
     }
     gw_call_headers(c);
-    if (m->status == 503 && c->inv.retry_after_s > 0) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%d", c->inv.retry_after_s);
-        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", ra);
-    }
-    gw_reply_error(c->req, m->status, m->code, "%s", m->payload ? m->payload : "");
-    gw_call_finish(c, m->status);
+    gw_call_fail(c, m->status, m->code, m->payload);
 }
 
 void gw_openai_deliver(struct gw_msg *m)
