@@ -38,13 +38,35 @@ scale:
   idle_timeout: 60s
   standby_timeout: 10m
 YAML
+  # A small language model behind the OpenAI-compatible routes: the tiny
+  # trained stories260K when the shared models are beside the checkout,
+  # otherwise a generated model (random weights: the words are noise).
+  model=$(cd "$dir/.." && pwd)/../shared/models/stories260K.gguf
+  if [ ! -f "$model" ]; then
+    model="$(pwd)/${THAW_DATA:-./thaw-data}/demo-model.gguf"
+    [ -f "$model" ] || "$bin" model gen --preset tiny -o "$model" >/dev/null
+  fi
+  curl -sf -XPOST "$url/v1/deployments" -H "Authorization: Bearer $THAW_KEY" \
+    -H 'Content-Type: application/yaml' --data-binary @- >/dev/null <<YAML || echo "demo model deployment failed" >&2
+name: stories
+runtime: llm
+model: $model
+context: 512
+parallel: 4
+max_output_tokens: 256
+sampling: {temperature: 0.8, top_p: 0.95}
+scale:
+  max_instances: 1
+YAML
   cat >&2 <<MSG
 
-thaw is running on $url with the demo deployment "demo" (echoes its input).
+thaw is running on $url with the demo deployment "demo" (echoes its input)
+and the model "stories" ($model) behind the OpenAI-compatible API.
 Admin key (also in .thaw-admin-key): $THAW_KEY
   export THAW_KEY=$THAW_KEY
   curl -s -H "Authorization: Bearer \$THAW_KEY" -XPOST $url/v1/deployments/demo/invoke -d '{"hello":"thaw"}'
   $bin invoke demo -d '{"hello":"thaw"}' --server $url
+  curl -s -H "Authorization: Bearer \$THAW_KEY" $url/v1/completions -d '{"model":"stories","prompt":"Once upon a time","max_tokens":40}'
   $bin ls --server $url
   curl -s -H "Authorization: Bearer \$THAW_KEY" $url/metrics
 Stop with Ctrl-C (the node drains and exits).
