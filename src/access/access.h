@@ -107,9 +107,13 @@ void access_release(struct access *a, const struct access_principal *p,
 
 /* Adds n tokens (prompt + output of an answered request) to the daily token
  * counts of p's key and tenant. Counted after the fact (a request may end
- * past the limit), the next one is then refused by access_admit
- * ("daily_tokens"). */
+ * past the limit), the next one is then refused (access_tokens_left). */
 void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n);
+/* False once p's key or tenant has spent its daily tokens; *retry_after_s
+ * then says until the next UTC day. Checked by the routes that spend tokens,
+ * so a tenant out of tokens can still read and manage. */
+bool access_tokens_left(struct access *a, const struct access_principal *p,
+                        uint32_t *retry_after_s);
 
 /* Usage metering per tenant, UTC day and deployment. record counts one
  * answered request (failed: answered with an error status) and its tokens;

@@ -123,20 +123,28 @@ void access_admit(struct access *a, const struct access_principal *p, struct acc
             return;
         }
     }
+    out->allowed = true;
+}
+
+bool access_tokens_left(struct access *a, const struct access_principal *p, uint32_t *retry_after_s)
+{
+    struct access_limits tl, kl;
+    limits_of(a, p, &tl, &kl);
+    const struct access_limits *daily[2] = {&kl, &tl};
+    char keys[2][88];
+    snprintf(keys[0], sizeof(keys[0]), "tok:k:%s", p->key_id);
+    snprintf(keys[1], sizeof(keys[1]), "tok:t:%s", p->tenant);
+    int64_t wall_s = time_wall_ms() / 1000;
     for (int i = 0; i < 2; i++) {
-        char tok[88];
-        snprintf(tok, sizeof(tok), "tok:%s", dkeys[i]);
+        struct security_quota_result q;
         if (!daily[i]->daily_tokens ||
-            security_quota_consume(a->quota, tok, daily[i]->daily_tokens, 0, wall_s, &q) ||
+            security_quota_consume(a->quota, keys[i], daily[i]->daily_tokens, 0, wall_s, &q) ||
             q.remaining > 0)
             continue;
-        access_release(a, p, out);
-        out->holds_key_slot = out->holds_tenant_slot = false;
-        out->reason = "daily_tokens";
-        out->retry_after_s = q.reset_s ? q.reset_s : 60;
-        return;
+        *retry_after_s = q.reset_s ? q.reset_s : 60;
+        return false;
     }
-    out->allowed = true;
+    return true;
 }
 
 void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n)

@@ -260,6 +260,17 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
                     const struct gw_deployment *dep, const char *rid, const struct gw_auth *auth,
                     uint64_t t0, char *input, size_t input_len, const struct gw_call_opts *opts)
 {
+    uint32_t retry_s;
+    bool metered = strcmp(dep->runtime, "llm") == 0 || strcmp(dep->runtime, "embed") == 0;
+    if (metered && !access_tokens_left(w->gw->access, &auth->who, &retry_s)) {
+        free(input);
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", retry_s);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+        gw_reject(w, req, path, dep->name, rid, t0, 429, "rate_limited",
+                  "this key or tenant has spent its daily tokens (daily_tokens limit)");
+        return false;
+    }
     /* A pinned version, or a sticky key that keeps a caller on one version
      * (for every API that reaches a deployment, native or OpenAI). */
     struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
@@ -298,7 +309,7 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
     c->api = opts->api;
     c->include_usage = opts->include_usage;
     c->base64 = opts->base64;
-    c->metered = strcmp(dep->runtime, "llm") == 0 || strcmp(dep->runtime, "embed") == 0;
+    c->metered = metered;
     c->created = time_wall_ms() / 1000;
     atomic_fetch_add(&w->gw->inflight, 1);
     scale_submit(w->gw->scale, &c->inv);

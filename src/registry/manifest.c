@@ -508,6 +508,9 @@ static int parse_model(const json_t *obj, struct deploy_spec *spec, struct thaw_
     bool max_given = false;
     json_t *sampling = json_object_get(obj, "sampling");
     if (!rc && sampling) rc = parse_sampling(sampling, &m->sampling, &max_given, err);
+    /* The default answer length never exceeds the cap the manifest set. */
+    if (!rc && !max_given && m->sampling.max_tokens > m->max_output_tokens)
+        m->sampling.max_tokens = m->max_output_tokens;
     if (!rc && max_given && m->sampling.max_tokens > m->max_output_tokens)
         rc = thaw_errf(err, THAW_EINVAL,
                        "field 'sampling.max_tokens' (%d) exceeds 'max_output_tokens' (%d)",
