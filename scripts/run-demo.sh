@@ -6,6 +6,7 @@ bin=${1:-build/thaw}
 dir=$(cd "$(dirname "$bin")" && pwd)
 listen=${THAW_LISTEN:-127.0.0.1:8080}
 url="http://$listen"
+data=${THAW_DATA:-./thaw-data}
 
 # A development admin key, made once and kept beside the checkout (mode 600)
 # unless THAW_ADMIN_KEY is set. Production nodes use --admin-key-file.
@@ -43,7 +44,8 @@ YAML
   # otherwise a generated model (random weights: the words are noise).
   model=$(cd "$dir/.." && pwd)/../shared/models/stories260K.gguf
   if [ ! -f "$model" ]; then
-    model="$(pwd)/${THAW_DATA:-./thaw-data}/demo-model.gguf"
+    mkdir -p "$data"
+    model="$(cd "$data" && pwd)/demo-model.gguf"
     [ -f "$model" ] || "$bin" model gen --preset tiny -o "$model" >/dev/null
   fi
   curl -sf -XPOST "$url/v1/deployments" -H "Authorization: Bearer $THAW_KEY" \
@@ -74,4 +76,4 @@ Stop with Ctrl-C (the node drains and exits).
 MSG
 ) &
 
-exec "$bin" serve --listen "$listen" --data "${THAW_DATA:-./thaw-data}"
+exec "$bin" serve --listen "$listen" --data "$data"
