@@ -126,42 +126,43 @@ void access_admit(struct access *a, const struct access_principal *p, struct acc
     out->allowed = true;
 }
 
-bool access_tokens_left(struct access *a, const struct access_principal *p, uint32_t *retry_after_s)
+/* Daily token counts of p's key ([0]) and tenant ([1]): amount 0 reads
+ * (true while both have tokens left), otherwise adds past the limit (the
+ * request already ran). */
+static bool tokens_update(struct access *a, const struct access_principal *p, uint64_t amount,
+                          uint32_t *retry_after_s)
 {
     struct access_limits tl, kl;
     limits_of(a, p, &tl, &kl);
-    const struct access_limits *daily[2] = {&kl, &tl};
+    const uint64_t limits[2] = {kl.daily_tokens, tl.daily_tokens};
     char keys[2][88];
     snprintf(keys[0], sizeof(keys[0]), "tok:k:%s", p->key_id);
     snprintf(keys[1], sizeof(keys[1]), "tok:t:%s", p->tenant);
     int64_t wall_s = time_wall_ms() / 1000;
+    bool left = true;
     for (int i = 0; i < 2; i++) {
         struct security_quota_result q;
-        if (!daily[i]->daily_tokens ||
-            security_quota_consume(a->quota, keys[i], daily[i]->daily_tokens, 0, wall_s, &q) ||
-            q.remaining > 0)
-            continue;
-        *retry_after_s = q.reset_s ? q.reset_s : 60;
-        return false;
+        if (!limits[i]) continue;
+        if (amount) {
+            security_quota_add(a->quota, keys[i], limits[i], amount, wall_s, &q);
+        } else if (!security_quota_consume(a->quota, keys[i], limits[i], 0, wall_s, &q) &&
+                   q.remaining == 0) {
+            *retry_after_s = q.reset_s ? q.reset_s : 60;
+            left = false;
+        }
     }
-    return true;
+    return left;
+}
+
+bool access_tokens_left(struct access *a, const struct access_principal *p, uint32_t *retry_after_s)
+{
+    return tokens_update(a, p, 0, retry_after_s);
 }
 
 void access_charge_tokens(struct access *a, const struct access_principal *p, uint64_t n)
 {
-    struct access_limits tl, kl;
-    limits_of(a, p, &tl, &kl);
-    const struct access_limits *daily[2] = {&kl, &tl};
-    char keys[2][88];
-    snprintf(keys[0], sizeof(keys[0]), "tok:k:%s", p->key_id);
-    snprintf(keys[1], sizeof(keys[1]), "tok:t:%s", p->tenant);
-    int64_t wall_s = time_wall_ms() / 1000;
-    for (int i = 0; i < 2; i++) {
-        uint64_t limit = daily[i]->daily_tokens;
-        struct security_quota_result q;
-        if (!limit || n == 0) continue;
-        security_quota_add(a->quota, keys[i], limit, n, wall_s, &q);
-    }
+    uint32_t unused;
+    if (n) tokens_update(a, p, n, &unused);
 }
 
 void access_release(struct access *a, const struct access_principal *p,
