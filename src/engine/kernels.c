@@ -358,7 +358,7 @@ size_t kern_prep_row_bytes(enum ggml_type t, int n_cols)
         break;
     case KPREP_Q8:
         if (n % KQ) return 0;
-        bytes = n + (n / KQ) * 8;
+        bytes = kern_prep_q8_pairs((int)n) + (n / KQ + 1) / 2 * 128;
         break;
     case KPREP_Q8K:
         if (n % KQ_K) return 0;
@@ -391,7 +391,7 @@ static int8_t q8(float x, float id)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
-static void prep_q8(const float *x, int n, uint8_t *out)
+static void prep_q8(const float *x, int n, int z, uint8_t *out)
 {
     int8_t *qs = (int8_t *)out;
     float *d = (float *)(out + n);
@@ -407,6 +407,23 @@ static void prep_q8(const float *x, int n, uint8_t *out)
         }
         d[b] = db;
         sum[b] = s;
+    }
+    int32_t *zsum = sum + n / KQ;
+    for (int b = 0; b < n / KQ; b++)
+        zsum[b] = -z * sum[b];
+    int nb = n / KQ;
+    for (int b = 0; b < nb; b += 2) {
+        float dv[16];
+        int32_t cv[16] = {0};
+        for (int j = 0; j < 8; j++) {
+            dv[j] = d[b];
+            dv[8 + j] = b + 1 < nb ? d[b + 1] : 0.0f;
+        }
+        cv[0] = zsum[b];
+        cv[8] = b + 1 < nb ? zsum[b + 1] : 0;
+        uint8_t *pair = out + kern_prep_q8_pairs(n) + (size_t)(b / 2) * 128;
+        memcpy(pair, dv, 64);
+        memcpy(pair + 64, cv, 64);
     }
 }
 
@@ -442,7 +459,7 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
         if (kind == KPREP_F32)
             memcpy(out, xt, (size_t)n_cols * 4);
         else if (kind == KPREP_Q8)
-            prep_q8(xt, n_cols, out);
+            prep_q8(xt, n_cols, kern_zero_point(t), out);
         else
             prep_q8k(xt, n_cols, out);
     }

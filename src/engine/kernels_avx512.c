@@ -12,42 +12,45 @@
 #include "engine/kernels_x86.h"
 
 /* ---- 512-bit kernels for Q8_0, Q4_0, Q5_0 --------------------------------
- * Two blocks per vector, a tile of R rows x T tokens per step: every weight
- * pair is unpacked once for T tokens and every input pair loaded once for R
- * rows. Weights become unsigned bytes u with a zero point z (q8_0: w+128,
+ * Two blocks per vector. Weights become unsigned bytes u with a zero point z (q8_0: w+128,
  * z=128; q4_0: z=8; q5_0: z=16) so VNNI's u8 x s8 product applies directly;
- * -z*sum(x) enters lane 0 of each block, keeping the block's integer exact. */
+ * -z*sum(x) enters lane 0 of each block, keeping the block's integer exact.
+ * The input's per-pair section (kernels_int.h) holds the pair's scales and
+ * -sum(x) already spread over the lanes, so a token costs two loads and a
+ * shift per pair instead of gathering and permuting scalars for every row. */
 
 #define KZ_INLINE KX_INLINE
 #define KZ_R      2
 
 enum kz_kind { KZ_Q8_0, KZ_Q4_0, KZ_Q5_0 };
 
-KZ_INLINE __m512i kz_join(__m256i lo, __m256i hi)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-
-/* Unsigned values of blocks b and b+1 of a row (b+1 only when two). */
+/* Unsigned values of blocks b and b+1 of a row (b+1 only when two), in the
+ * blocks' element order. */
 KZ_INLINE __m512i kz_unpack(const uint8_t *row, int b, int two, const int K)
 {
+    /* broadcasts from memory and blends, no shuffles: the shuffle unit is
+     * what limits these loops */
     if (K == KZ_Q8_0) {
         const uint8_t *p = row + (size_t)b * KB_Q8_0 + 2;
-        __m256i lo = kx_load(p), hi = two ? kx_load(p + KB_Q8_0) : _mm256_set1_epi8(-128);
-        return _mm512_xor_si512(kz_join(lo, hi), _mm512_set1_epi8(-128));
+        __m512i v = _mm512_broadcast_i64x4(kx_load(p));
+        if (two) v = _mm512_mask_blend_epi64(0xf0, v, _mm512_broadcast_i64x4(kx_load(p + KB_Q8_0)));
+        return _mm512_xor_si512(v, _mm512_set1_epi8(-128));
     }
-    if (K == KZ_Q4_0) {
-        const uint8_t *p = row + (size_t)b * KB_Q4_0;
-        __m256i lo = kx_nibbles(p + 2), hi = two ? kx_nibbles(p + KB_Q4_0 + 2) : lo;
-        return kz_join(lo, hi);
-    }
-    const uint8_t *p = row + (size_t)b * KB_Q5_0;
-    __m256i lo = _mm256_or_si256(kx_nibbles(p + 6), kx_bits_to_16(kern_ld32(p + 2)));
-    __m256i hi = lo;
+    const size_t bb = K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0, off = K == KZ_Q4_0 ? 2 : 6;
+    const uint8_t *p = row + (size_t)b * bb;
+    /* [q0 | q0 | q1 | q1], the second copies shifted: [lo0 hi0 lo1 hi1] */
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + off)));
     if (two)
-        hi =
-            _mm256_or_si256(kx_nibbles(p + KB_Q5_0 + 6), kx_bits_to_16(kern_ld32(p + KB_Q5_0 + 2)));
-    return kz_join(lo, hi);
+        v = _mm512_mask_blend_epi64(
+            0xf0, v, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + bb + off))));
+    v = _mm512_mask_srli_epi16(v, 0xff00ff00u, v, 4);
+    v = _mm512_and_si512(v, _mm512_set1_epi8(15));
+    if (K == KZ_Q5_0) {
+        /* bit j of qh is the fifth bit of element j */
+        uint64_t qh = kern_ld32(p + 2) | (two ? (uint64_t)kern_ld32(p + bb + 2) << 32 : 0);
+        v = _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)qh, _mm512_set1_epi8(16)));
+    }
+    return v;
 }
 
 /* [dw(b) x 8, dw(b+1) x 8]; a missing second block scales by 0. */
@@ -60,44 +63,62 @@ KZ_INLINE __m512 kz_wscale(const uint8_t *row, int b, int two, size_t bb)
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(h)));
 }
 
+/* A tile of R rows x T tokens: every weight pair is unpacked once for T
+ * tokens and every input pair loaded once for R rows. Pairs of blocks
+ * alternate between two sets of accumulators so the fmadd chains do not
+ * serialise the loop; that order of the f32 sums is the same for every tile
+ * shape, so a token's result does not depend on the batch around it. */
 KZ_INLINE void kz_tile(const uint8_t *W, size_t rb, const uint8_t *const *xp, int n, float *out,
                        const int R, const int T, const int K)
 {
     const size_t bb = K == KZ_Q8_0 ? KB_Q8_0 : K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0;
-    const int zshift = K == KZ_Q8_0 ? 7 : K == KZ_Q4_0 ? 3 : 4;
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const int nb = n / KQ;
-    __m512 acc[KZ_R][KX_TILE];
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512 acc[2][KZ_R][KX_TILE];
     KX_UNROLL
     for (int r = 0; r < R; r++)
         KX_UNROLL
     for (int t = 0; t < T; t++)
-        acc[r][t] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b += 2) {
-        int two = b + 1 < nb;
-        __mmask64 xm = two ? ~(__mmask64)0 : 0xffffffffu;
-        __m512i u[KZ_R];
-        __m512 dw[KZ_R];
+        acc[0][r][t] = acc[1][r][t] = _mm512_setzero_ps();
+    for (int b0 = 0; b0 < nb; b0 += 4) {
         KX_UNROLL
-        for (int r = 0; r < R; r++) {
-            u[r] = kz_unpack(W + (size_t)r * rb, b, two, K);
-            dw[r] = kz_wscale(W + (size_t)r * rb, b, two, bb);
-        }
-        KX_UNROLL
-        for (int t = 0; t < T; t++) {
-            __m512i x = _mm512_maskz_loadu_epi8(xm, xp[t] + KQ * b);
-            const float *xd = KX_XD(xp[t], n) + b;
-            const int32_t *xs = KX_XS(xp[t], n) + b;
-            __m512 dx = _mm512_permutexvar_ps(
-                idx, _mm512_castps128_ps512(_mm_setr_ps(xd[0], two ? xd[1] : 0, 0, 0)));
-            __m512i c = _mm512_maskz_permutexvar_epi32(
-                0x0101, idx, _mm512_castsi128_si512(_mm_setr_epi32(xs[0], two ? xs[1] : 0, 0, 0)));
-            c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(c, (unsigned)zshift));
+        for (int e = 0; e < 2; e++) {
+            int b = b0 + 2 * e;
+            if (b >= nb) break;
+            int two = b + 1 < nb;
+            __mmask64 xm = two ? ~(__mmask64)0 : 0xffffffffu;
+            __mmask8 pm = two ? 3 : 1;
+            __m512i u[KZ_R];
+            __m512 dw[KZ_R];
             KX_UNROLL
             for (int r = 0; r < R; r++) {
-                __m512i p = _mm512_dpbusd_epi32(c, u[r], x);
-                acc[r][t] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+                u[r] = kz_unpack(W + (size_t)r * rb, b, two, K);
+                dw[r] = kz_wscale(W + (size_t)r * rb, b, two, bb);
+            }
+            KX_UNROLL
+            for (int t = 0; t < T; t++) {
+                __m512i x = _mm512_maskz_loadu_epi8(xm, xp[t] + KQ * b);
+                __m512 dx;
+                __m512i c;
+                if (R == 1) {
+                    /* the same vectors, ready made: loads instead of shuffles */
+                    const uint8_t *pv = xp[t] + kern_prep_q8_pairs(n) + (size_t)b * 64;
+                    dx = _mm512_loadu_ps((const float *)pv);
+                    c = _mm512_loadu_si512((const void *)(pv + 64));
+                } else {
+                    const float *xd = KX_XD(xp[t], n) + b;
+                    const int32_t *xz = KX_XS(xp[t], n) + nb + b;
+                    dx = _mm512_permutexvar_ps(idx,
+                                               _mm512_castps128_ps512(_mm_maskz_loadu_ps(pm, xd)));
+                    c = _mm512_maskz_permutexvar_epi32(
+                        0x0101, idx, _mm512_castsi128_si512(_mm_maskz_loadu_epi32(pm, xz)));
+                }
+                KX_UNROLL
+                for (int r = 0; r < R; r++) {
+                    __m512i p = _mm512_dpbusd_epi32(c, u[r], x);
+                    acc[e][r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx),
+                                                   acc[e][r][t]);
+                }
             }
         }
     }
@@ -105,8 +126,13 @@ KZ_INLINE void kz_tile(const uint8_t *W, size_t rb, const uint8_t *const *xp, in
     for (int r = 0; r < R; r++)
         KX_UNROLL
     for (int t = 0; t < T; t++)
-        out[r * KX_TILE + t] = _mm512_reduce_add_ps(acc[r][t]);
+        out[r * KX_TILE + t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][r][t], acc[1][r][t]));
 }
+
+#define KZ_CASE(R, T, K)                                                                           \
+    case T:                                                                                        \
+        kz_tile(W, rb, xp, n, out, R, T, K);                                                       \
+        break;
 
 #define KZ_TILE_FN(NAME, K)                                                                        \
     KX_TGT static void NAME(const uint8_t *W, size_t rb, const uint8_t *const *xp, int n,          \
@@ -114,30 +140,18 @@ KZ_INLINE void kz_tile(const uint8_t *W, size_t rb, const uint8_t *const *xp, in
     {                                                                                              \
         if (nr == 2) {                                                                             \
             switch (nt) {                                                                          \
-            case 1:                                                                                \
-                kz_tile(W, rb, xp, n, out, 2, 1, K);                                               \
-                break;                                                                             \
-            case 2:                                                                                \
-                kz_tile(W, rb, xp, n, out, 2, 2, K);                                               \
-                break;                                                                             \
-            case 3:                                                                                \
-                kz_tile(W, rb, xp, n, out, 2, 3, K);                                               \
-                break;                                                                             \
+                KZ_CASE(2, 1, K)                                                                   \
+                KZ_CASE(2, 2, K)                                                                   \
+                KZ_CASE(2, 3, K)                                                                   \
             default:                                                                               \
                 kz_tile(W, rb, xp, n, out, 2, 4, K);                                               \
                 break;                                                                             \
             }                                                                                      \
         } else {                                                                                   \
             switch (nt) {                                                                          \
-            case 1:                                                                                \
-                kz_tile(W, rb, xp, n, out, 1, 1, K);                                               \
-                break;                                                                             \
-            case 2:                                                                                \
-                kz_tile(W, rb, xp, n, out, 1, 2, K);                                               \
-                break;                                                                             \
-            case 3:                                                                                \
-                kz_tile(W, rb, xp, n, out, 1, 3, K);                                               \
-                break;                                                                             \
+                KZ_CASE(1, 1, K)                                                                   \
+                KZ_CASE(1, 2, K)                                                                   \
+                KZ_CASE(1, 3, K)                                                                   \
             default:                                                                               \
                 kz_tile(W, rb, xp, n, out, 1, 4, K);                                               \
                 break;                                                                             \
@@ -155,7 +169,7 @@ typedef void (*kz_tile_fn)(const uint8_t *W, size_t rb, const uint8_t *const *xp
 /* Fewer than 8 tokens walk one row at a time: two interleaved row streams
  * measured at half the memory rate of one on this machine (bench_kernels:
  * 4 tokens 1.7x the per-token rate of 1 with one row, 1.0x with two), while
- * from 8 tokens on the input reuse of two rows wins (2.1x vs 1.7x at 8). */
+ * from 8 tokens on the input reuse of two rows wins. */
 static void kz_drive(kz_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
                      size_t ps, int n_tok, float *y, int ys, int r0, int r1)
 {
@@ -190,6 +204,113 @@ KZ_MM(kz_q8_0)
 KZ_MM(kz_q4_0)
 KZ_MM(kz_q5_0)
 
+/* ---- 512-bit Q4_K -------------------------------------------------------
+ * Per 256-element block, two 64-byte loads hold the 4-bit values of all
+ * eight 32-element sub-blocks: low nibbles of bytes 0-31 are sub-block 0,
+ * high nibbles sub-block 1, and so on. Unpacking and regrouping the 128-bit
+ * lanes gives vectors of sub-blocks (0,1), (2,3), (4,5), (6,7), which line
+ * up with 64 consecutive prepared inputs, so the inputs are plain memory
+ * operands. Each vector's byte products go to int16 pair sums (maddubs:
+ * at most 2*15*127) and are then multiplied by the sub-blocks' 6-bit scales
+ * into int32 lanes (dpwssd): the block's integer is the portable path's. The
+ * row is unpacked once for up to four tokens. */
+
+KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
+                        const int T)
+{
+    __m512 acc[KX_TILE];
+    __m256 accm[KX_TILE];
+    KX_UNROLL
+    for (int t = 0; t < T; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(15);
+    /* int16 lane i of a sub-block pair's scale vector: scale 2k or 2k+1 */
+    const __m512i sidx[4] = {
+        _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL,
+                         0x0001000100010001LL, 0, 0, 0, 0),
+        _mm512_set_epi64(0x0003000300030003LL, 0x0003000300030003LL, 0x0003000300030003LL,
+                         0x0003000300030003LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                         0x0002000200020002LL, 0x0002000200020002LL),
+        _mm512_set_epi64(0x0005000500050005LL, 0x0005000500050005LL, 0x0005000500050005LL,
+                         0x0005000500050005LL, 0x0004000400040004LL, 0x0004000400040004LL,
+                         0x0004000400040004LL, 0x0004000400040004LL),
+        _mm512_set_epi64(0x0007000700070007LL, 0x0007000700070007LL, 0x0007000700070007LL,
+                         0x0007000700070007LL, 0x0006000600060006LL, 0x0006000600060006LL,
+                         0x0006000600060006LL, 0x0006000600060006LL),
+    };
+    /* int16 lane 2j and 2j+1 of the mins vector: min j (words 8-15) */
+    const __m256i midx =
+        _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const int nb = n / KQ_K;
+    for (int b = 0; b < nb; b++, row += KB_Q4_K) {
+        uint32_t u[4];
+        kx_k4_scales(row + 4, u);
+        /* words 0-7: scales, 8-15: mins */
+        __m256i sm =
+            _mm256_cvtepu8_epi16(_mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], (int)u[3]));
+        __m512i sm5 = _mm512_castsi256_si512(sm);
+        __m512i sc[4];
+        KX_UNROLL
+        for (int k = 0; k < 4; k++)
+            sc[k] = _mm512_permutexvar_epi16(sidx[k], sm5);
+        __m256i mins = _mm256_permutexvar_epi16(midx, sm);
+        __m512i w[4];
+        KX_UNROLL
+        for (int h = 0; h < 2; h++) {
+            __m512i raw = _mm512_loadu_si512((const void *)(row + 16 + 64 * h));
+            __m512i lo = _mm512_and_si512(raw, m4);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            w[2 * h] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+            w[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        float d = kx_h2f(row), dmin = kx_h2f(row + 2);
+        KX_UNROLL
+        for (int t = 0; t < T; t++) {
+            const uint8_t *x = xp[t] + (size_t)KQ_K * b;
+            __m512i s0 = _mm512_dpwssd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_maddubs_epi16(w[0], _mm512_loadu_si512((const void *)x)), sc[0]);
+            __m512i s1 = _mm512_dpwssd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_maddubs_epi16(w[1], _mm512_loadu_si512((const void *)(x + 64))), sc[1]);
+            s0 = _mm512_dpwssd_epi32(
+                s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(x + 128))), sc[2]);
+            s1 = _mm512_dpwssd_epi32(
+                s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(x + 192))), sc[3]);
+            float dx = KX_XD(xp[t], n)[b];
+            __m256i pm = _mm256_madd_epi16(kx_load(KX_XBS(xp[t], n) + 16 * b), mins);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
+                                     _mm512_set1_ps(d * dx), acc[t]);
+            accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), accm[t]);
+        }
+    }
+    KX_UNROLL
+    for (int t = 0; t < T; t++)
+        out[t] = _mm512_reduce_add_ps(acc[t]) - kx_hsum(accm[t]);
+}
+
+KX_TGT static void k4z_q4_K(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt)
+{
+    switch (nt) {
+    case 1:
+        k4z_tile(row, xp, n, out, 1);
+        break;
+    case 2:
+        k4z_tile(row, xp, n, out, 2);
+        break;
+    case 3:
+        k4z_tile(row, xp, n, out, 3);
+        break;
+    default:
+        k4z_tile(row, xp, n, out, 4);
+        break;
+    }
+}
+
+KX_MM(k4z_q4_K)
+
 void kern_ops_avx512(struct kern_ops *ops)
 {
     ops->name = "avx512";
@@ -197,6 +318,7 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->mm[GGML_TYPE_Q8_0] = kz_q8_0_mm;
     ops->mm[GGML_TYPE_Q4_0] = kz_q4_0_mm;
     ops->mm[GGML_TYPE_Q5_0] = kz_q5_0_mm;
+    ops->mm[GGML_TYPE_Q4_K] = k4z_q4_K_mm;
 }
 
 #else

@@ -73,13 +73,29 @@ float kern_f16_table_(uint16_t h);
  * the buffer start (the buffer itself must be at least 4-byte aligned):
  *   KPREP_F32: float x[n]
  *   KPREP_Q8:  i8 qs[n] | f32 d[n/32] | i32 sum[n/32]  (per 32: x ~ d*qs, sum = sum of qs)
- *   KPREP_Q8K: i8 qs[n] | f32 d[n/256] | i16 bsum[n/16] (per 256 scale, sums per 16)
+ *              | i32 zsum[n/32] (-z * sum, z the weight type's zero point: kern_zero_point)
+ *              | pad to 64 | per pair of blocks (b, b+1), 128 bytes: f32 [d(b) x8, d(b+1) x8]
+ *              then i32 [zsum(b), 0 x7, zsum(b+1), 0 x7] (a missing b+1: zeros)
+ *              (the 512-bit kernels take a pair's scales and zero-point term from the compact
+ *              arrays, or with few tokens as whole vectors from the pair section: no shuffles)
  * The integer sums let kernels fold a weight's zero point or min into one
  * multiply per block. */
 enum kern_prep { KPREP_NONE, KPREP_F32, KPREP_Q8, KPREP_Q8K };
 
 enum kern_prep kern_prep_kind(enum ggml_type t);
 size_t kern_prep_row_bytes(enum ggml_type t, int n_cols);
+/* The zero point z of a 32-element block type whose kernels take weights as
+ * unsigned bytes: q8_0's w+128 (z 128), q4_0 (8), q5_0 (16); 0 for others. */
+static inline int kern_zero_point(enum ggml_type t)
+{
+    return t == GGML_TYPE_Q8_0 ? 128 : t == GGML_TYPE_Q4_0 ? 8 : t == GGML_TYPE_Q5_0 ? 16 : 0;
+}
+
+/* Offset of the pair section of a KPREP_Q8 row of n elements. */
+static inline size_t kern_prep_q8_pairs(int n)
+{
+    return ((size_t)n + (size_t)(n / KQ) * 12 + 63) & ~(size_t)63;
+}
 
 /* Computes rows [r0, r1) of y = W x for n_tok prepared rows. */
 typedef void (*kern_mm_fn)(const uint8_t *W, size_t row_bytes, int n_cols, const uint8_t *prep,
