@@ -215,6 +215,27 @@ KZ_MM(kz_q5_0)
  * into int32 lanes (dpwssd): the block's integer is the portable path's. The
  * row is unpacked once for up to four tokens. */
 
+/* The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a q4_K block from
+ * its 12 packed bytes (kx_k4_scales in vector registers: fewer instructions
+ * than the scalar version and no moves between register files). */
+KX_INLINE __m128i k4z_scales(const uint8_t *s12)
+{
+    /* 16 bytes from the scales: the last 4 are values, unused */
+    __m128i v = _mm_loadu_si128((const __m128i *)s12);
+    __m128i a =
+        _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    __m128i b =
+        _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    /* sc0-3 = q0-3 & 63, sc4-7 = (q8-11 & 15) | (q0-3 >> 6) << 4,
+     * m0-3 = q4-7 & 63, m4-7 = (q8-11 >> 4) | (q4-7 >> 6) << 4 */
+    __m128i l1 =
+        _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    __m128i l2 = _mm_and_si128(_mm_srli_epi16(a, 4),
+                               _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
+    return _mm_or_si128(_mm_or_si128(l1, l2), h);
+}
+
 KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
                         const int T)
 {
@@ -226,36 +247,29 @@ KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, flo
         accm[t] = _mm256_setzero_ps();
     }
     const __m512i m4 = _mm512_set1_epi8(15);
-    /* int16 lane i of a sub-block pair's scale vector: scale 2k or 2k+1 */
-    const __m512i sidx[4] = {
-        _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL,
-                         0x0001000100010001LL, 0, 0, 0, 0),
-        _mm512_set_epi64(0x0003000300030003LL, 0x0003000300030003LL, 0x0003000300030003LL,
-                         0x0003000300030003LL, 0x0002000200020002LL, 0x0002000200020002LL,
-                         0x0002000200020002LL, 0x0002000200020002LL),
-        _mm512_set_epi64(0x0005000500050005LL, 0x0005000500050005LL, 0x0005000500050005LL,
-                         0x0005000500050005LL, 0x0004000400040004LL, 0x0004000400040004LL,
-                         0x0004000400040004LL, 0x0004000400040004LL),
-        _mm512_set_epi64(0x0007000700070007LL, 0x0007000700070007LL, 0x0007000700070007LL,
-                         0x0007000700070007LL, 0x0006000600060006LL, 0x0006000600060006LL,
-                         0x0006000600060006LL, 0x0006000600060006LL),
-    };
-    /* int16 lane 2j and 2j+1 of the mins vector: min j (words 8-15) */
+    /* int16 lanes of a sub-block pair's scale vector: scale 2k in words 0-15,
+     * 2k+1 in words 16-31, zero-extended by pshufb's -1 */
+    __m512i sidx[4];
+    KX_UNROLL
+    for (int k = 0; k < 4; k++) {
+        __m128i lo = _mm_set1_epi16((short)(0xff00 | (2 * k)));
+        __m128i hi = _mm_set1_epi16((short)(0xff00 | (2 * k + 1)));
+        sidx[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
+                                     _mm256_set_m128i(hi, hi), 1);
+    }
+    /* words 2j and 2j+1 of the mins vector: min j (byte 8+j) */
     const __m256i midx =
-        _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+        _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1, 12, -1, 12, -1,
+                         13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
     const int nb = n / KQ_K;
     for (int b = 0; b < nb; b++, row += KB_Q4_K) {
-        uint32_t u[4];
-        kx_k4_scales(row + 4, u);
-        /* words 0-7: scales, 8-15: mins */
-        __m256i sm =
-            _mm256_cvtepu8_epi16(_mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], (int)u[3]));
-        __m512i sm5 = _mm512_castsi256_si512(sm);
+        __m128i sm = k4z_scales(row + 4);
+        __m512i sm5 = _mm512_broadcast_i32x4(sm);
         __m512i sc[4];
         KX_UNROLL
         for (int k = 0; k < 4; k++)
-            sc[k] = _mm512_permutexvar_epi16(sidx[k], sm5);
-        __m256i mins = _mm256_permutexvar_epi16(midx, sm);
+            sc[k] = _mm512_shuffle_epi8(sm5, sidx[k]);
+        __m256i mins = _mm256_shuffle_epi8(_mm512_castsi512_si256(sm5), midx);
         __m512i w[4];
         KX_UNROLL
         for (int h = 0; h < 2; h++) {
@@ -265,7 +279,8 @@ KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, flo
             w[2 * h] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
             w[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
         }
-        float d = kx_h2f(row), dmin = kx_h2f(row + 2);
+        /* [d, dmin] */
+        __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)kern_ld32(row)));
         KX_UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *x = xp[t] + (size_t)KQ_K * b;
@@ -279,11 +294,13 @@ KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, flo
                 s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(x + 128))), sc[2]);
             s1 = _mm512_dpwssd_epi32(
                 s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(x + 192))), sc[3]);
-            float dx = KX_XD(xp[t], n)[b];
+            __m128 ddx = _mm_mul_ps(dd, _mm_broadcast_ss(KX_XD(xp[t], n) + b));
             __m256i pm = _mm256_madd_epi16(kx_load(KX_XBS(xp[t], n) + 16 * b), mins);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
-                                     _mm512_set1_ps(d * dx), acc[t]);
-            accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), accm[t]);
+                                     _mm512_broadcastss_ps(ddx), acc[t]);
+            accm[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(pm),
+                _mm256_permutexvar_ps(_mm256_set1_epi32(1), _mm256_castps128_ps256(ddx)), accm[t]);
         }
     }
     KX_UNROLL
