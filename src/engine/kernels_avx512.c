@@ -236,11 +236,13 @@ KX_INLINE __m128i k4z_scales(const uint8_t *s12)
     return _mm_or_si128(_mm_or_si128(l1, l2), h);
 }
 
+#define K4Z_T 8 /* tokens per row visit */
+
 KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
                         const int T)
 {
-    __m512 acc[KX_TILE];
-    __m256 accm[KX_TILE];
+    __m512 acc[K4Z_T];
+    __m256 accm[K4Z_T];
     KX_UNROLL
     for (int t = 0; t < T; t++) {
         acc[t] = _mm512_setzero_ps();
@@ -308,25 +310,48 @@ KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, flo
         out[t] = _mm512_reduce_add_ps(acc[t]) - kx_hsum(accm[t]);
 }
 
+#define K4Z_CASE(T)                                                                                \
+    case T:                                                                                        \
+        k4z_tile(row, xp, n, out, T);                                                              \
+        break;
+
 KX_TGT static void k4z_q4_K(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt)
 {
     switch (nt) {
-    case 1:
-        k4z_tile(row, xp, n, out, 1);
-        break;
-    case 2:
-        k4z_tile(row, xp, n, out, 2);
-        break;
-    case 3:
-        k4z_tile(row, xp, n, out, 3);
-        break;
+        K4Z_CASE(1)
+        K4Z_CASE(2)
+        K4Z_CASE(3)
+        K4Z_CASE(4)
+        K4Z_CASE(5)
+        K4Z_CASE(6)
+        K4Z_CASE(7)
     default:
-        k4z_tile(row, xp, n, out, 4);
+        k4z_tile(row, xp, n, out, 8);
         break;
     }
 }
 
-KX_MM(k4z_q4_K)
+/* kx_drive with tiles of K4Z_T tokens: a row is unpacked once for eight. */
+static void k4z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps, int n_tok,
+                      float *y, int ys, int r0, int r1)
+{
+    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
+        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = W + (size_t)r * rb;
+            for (int t0 = c0; t0 < c1; t0 += K4Z_T) {
+                int nt = c1 - t0 < K4Z_T ? c1 - t0 : K4Z_T;
+                const uint8_t *xp[K4Z_T];
+                float out[K4Z_T];
+                for (int i = 0; i < nt; i++)
+                    xp[i] = prep + (size_t)(t0 + i) * ps;
+                k4z_q4_K(row, xp, n, out, nt);
+                for (int i = 0; i < nt; i++)
+                    y[(size_t)(t0 + i) * (size_t)ys + (size_t)r] = out[i];
+            }
+        }
+    }
+}
 
 void kern_ops_avx512(struct kern_ops *ops)
 {
@@ -335,7 +360,7 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->mm[GGML_TYPE_Q8_0] = kz_q8_0_mm;
     ops->mm[GGML_TYPE_Q4_0] = kz_q4_0_mm;
     ops->mm[GGML_TYPE_Q5_0] = kz_q5_0_mm;
-    ops->mm[GGML_TYPE_Q4_K] = k4z_q4_K_mm;
+    ops->mm[GGML_TYPE_Q4_K] = k4z_drive;
 }
 
 #else
