@@ -4,8 +4,18 @@
 #include "engine/engine.h"
 #include "test.h"
 
+#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* A path under /tmp of this process: several checkouts run these tests at
+ * once on one machine, and a fixed name let one run read another's file
+ * while it was being rewritten. */
+static const char *tmp_path(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "/tmp/thaw_test_gen_%d_%s.gguf", (int)getpid(), name);
+    return buf;
+}
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -30,7 +40,8 @@ static void test_deterministic(void)
     struct thaw_err err = {0};
     ASSERT_EQ(engine_gen_preset("tiny-qwen2", &p, &err), 0);
     p.type = GGML_TYPE_Q4_K;
-    const char *a = "/tmp/thaw_test_gen_a.gguf", *b = "/tmp/thaw_test_gen_b.gguf";
+    char pa[128], pb[128];
+    const char *a = tmp_path(pa, sizeof pa, "a"), *b = tmp_path(pb, sizeof pb, "b");
     ASSERT_EQ(engine_gen_write(&p, a, NULL, &err), 0);
     ASSERT_EQ(engine_gen_write(&p, b, NULL, &err), 0);
     size_t la, lb;
@@ -58,7 +69,8 @@ static void test_fallback_types(void)
     p.type = GGML_TYPE_Q4_K;
     p.n_layer = 1;
     p.n_vocab = 1000;
-    const char *path = "/tmp/thaw_test_gen_fb.gguf";
+    char pbuf[128];
+    const char *path = tmp_path(pbuf, sizeof pbuf, "fb");
     int nf = -1;
     ASSERT_EQ(engine_gen_write(&p, path, &nf, &err), 0);
     struct engine_model *m;
@@ -89,7 +101,8 @@ static void test_vocab_loads(void)
     struct thaw_err err = {0};
     ASSERT_EQ(engine_gen_preset("tiny", &p, &err), 0);
     p.n_vocab = 2000;
-    const char *path = "/tmp/thaw_test_gen_vocab.gguf";
+    char pbuf[128];
+    const char *path = tmp_path(pbuf, sizeof pbuf, "vocab");
     ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), 0);
     struct gguf *g;
     ASSERT_EQ(gguf_open(path, &g, &err), 0);
@@ -137,7 +150,8 @@ static void test_cli(void)
     }
     char cmd[1024];
     struct buf out = {0}, out2 = {0};
-    const char *path = "/tmp/thaw_test_gen_cli.gguf";
+    char pbuf[128];
+    const char *path = tmp_path(pbuf, sizeof pbuf, "cli");
     snprintf(cmd, sizeof cmd, "%s model gen --preset tiny --type Q8_0 --seed 4 -o %s 2>&1", bin,
              path);
     ASSERT_EQ(sh(cmd, &out), 0);
