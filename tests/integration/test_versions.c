@@ -425,6 +425,50 @@ static void test_promote_rollback_under_load(void)
     ASSERT_CMP(sets, >=, 1);
 }
 
+struct slow_call {
+    pthread_t t;
+    long status;
+    char version[16];
+};
+
+static void *slow_main(void *arg)
+{
+    struct slow_call *c = arg;
+    struct resp r;
+    c->status = -1;
+    if (http(&N, "POST", "/v1/deployments/" NAME "/invoke", "{\"op\":\"sleep\",\"ms\":1500}", NULL,
+             &r) == 0) {
+        c->status = r.status;
+        if (!resp_header(&r, "x-thaw-version", c->version, sizeof(c->version))) c->version[0] = 0;
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+/* Requests in flight on the old version finish there: it drains. */
+static void test_promote_drains_in_flight(void)
+{
+    struct slow_call c[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&c[i].t, NULL, slow_main, &c[i]);
+    sleep_ms(400); /* all four are on v1's instance */
+    long st;
+    json_t *j = post("/v1/deployments/" NAME "/promote", "{\"version\":\"v2\"}", &st);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    char v[16];
+    ASSERT_EQ(one(NAME, NULL, v, sizeof(v), NULL, 0), 200);
+    ASSERT_STR_EQ(v, "v2"); /* the next request goes to v2 at once */
+    for (int i = 0; i < 4; i++) {
+        pthread_join(c[i].t, NULL);
+        ASSERT_EQ(c[i].status, 200);
+        ASSERT_STR_EQ(c[i].version, "v1");
+    }
+    j = post("/v1/deployments/" NAME "/promote", "{\"version\":\"v1\"}", &st);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+}
+
 static long artifact_status(const char *digest)
 {
     char path[200];
@@ -736,6 +780,7 @@ int main(void)
     RUN(test_split);
     RUN(test_sticky);
     RUN(test_promote_rollback_under_load);
+    RUN(test_promote_drains_in_flight);
     RUN(test_gc_keeps_version_artifacts);
     RUN(test_shadow);
     RUN(test_canary_rolls_back_errors);
