@@ -363,8 +363,8 @@ bool gw_handle_openai(struct gw_worker *w, struct evhttp_request *req, enum gw_a
     json_decref(in);
     if (!status && !input)
         status = 503, code = "overloaded", snprintf(msg, sizeof(msg), "out of memory");
-    if (status) {
-        gw_reject(w, req, path, model, rid, t0, status, code, msg);
+    if (status) { /* model pointed into `in`, freed above: dep.name is a copy */
+        gw_reject(w, req, path, dep.name, rid, t0, status, code, msg);
         return false;
     }
     struct gw_call_opts opts = {
