@@ -296,6 +296,7 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
     c->inv.input_len = input_len;
     str_copy(c->inv.deployment, dep->name, sizeof(c->inv.deployment));
     str_copy(c->inv.request_id, rid, sizeof(c->inv.request_id));
+    str_copy(c->inv.tenant, auth->who.tenant, sizeof(c->inv.tenant));
     str_copy(c->path, path, sizeof(c->path));
     c->inv.stream = opts->stream;
     c->inv.version = version;

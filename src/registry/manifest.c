@@ -520,11 +520,12 @@ static int parse_model(const json_t *obj, struct deploy_spec *spec, struct thaw_
 
 int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct thaw_err *err)
 {
+    /* clang-format off */
     static const char *const allowed[] = {
-        "name",          "runtime",  "command", "env",     "workdir",  "concurrency",
-        "timeout",       "scale",    "limits",  "jobs",    "sandbox",  "network",
-        "input_schema",  "model",    "threads", "context", "parallel", "max_output_tokens",
-        "chat_template", "sampling", "redact",  NULL};
+        "name", "runtime", "command", "env", "workdir", "concurrency", "timeout", "scale",
+        "limits", "jobs", "sandbox", "network", "shared", "input_schema", "model", "threads",
+        "context", "parallel", "max_output_tokens", "chat_template", "sampling", "redact", NULL};
+    /* clang-format on */
     if (!json_is_object(obj)) return thaw_errf(err, THAW_EINVAL, "a manifest must be a map");
     struct deploy_spec *spec = calloc(1, sizeof(*spec));
     if (!spec) return thaw_errf(err, THAW_ENOMEM, "out of memory");
@@ -571,6 +572,7 @@ int registry_spec_from_json(const json_t *obj, struct deploy_spec **out, struct 
     }
     if (!rc) rc = get_bool(obj, "sandbox", &spec->sandbox, err);
     if (!rc) rc = get_bool(obj, "network", &spec->network, err);
+    if (!rc) rc = get_bool(obj, "shared", &spec->shared, err);
     json_t *scale = json_object_get(obj, "scale");
     if (!rc && scale) rc = parse_scale(scale, &spec->scale, err);
     json_t *limits = json_object_get(obj, "limits");
@@ -689,6 +691,8 @@ json_t *registry_spec_to_json(const struct deploy_spec *spec)
     if (o && spec->input_schema) json_object_set(o, "input_schema", spec->input_schema);
     if (o) json_object_set_new(o, "sandbox", json_boolean(spec->sandbox));
     if (o) json_object_set_new(o, "network", json_boolean(spec->network));
+    /* Only when set, so versions deployed before the field keep their digests. */
+    if (o && spec->shared) json_object_set_new(o, "shared", json_true());
     const struct deploy_jobs *j = &spec->jobs;
     json_t *jobs = json_pack(
         "{s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}", "max_attempts", j->max_attempts, "backoff_base",

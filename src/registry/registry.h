@@ -82,6 +82,7 @@ struct deploy_spec {
     json_t *input_schema; /* JSON Schema (supported subset) the input must match; NULL = any */
     bool sandbox;         /* seccomp, Landlock and namespaces for instances (default on) */
     bool network;         /* instances may open network sockets (default off) */
+    bool shared; /* an instance may serve several tenants (default: one tenant each) */
     struct deploy_scale scale;
     struct deploy_limits limits;
     struct deploy_jobs jobs;

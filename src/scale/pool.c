@@ -469,12 +469,20 @@ void pool_inst_died(struct inst *in, const char *why)
 
 /* ---- routing ---- */
 
-static struct inst *pick_instance(struct pool *p)
+/* May in serve inv? Unless the deployment is shared, an instance serves the
+ * tenant of its first request and no other: one tenant's data never passes
+ * through a process another tenant's requests reach. */
+static bool inst_serves(const struct inst *in, const struct invocation *inv)
+{
+    return in->pool->spec->shared || !in->bound || strcmp(in->tenant, inv->tenant) == 0;
+}
+
+static struct inst *pick_instance(struct pool *p, const struct invocation *inv)
 {
     struct inst *best = NULL;
     for (struct inst *in = p->insts; in; in = in->next) {
         if (in->state != INST_READY || in->generation != p->generation) continue;
-        if (in->inflight >= in->n_slots) continue;
+        if (in->inflight >= in->n_slots || !inst_serves(in, inv)) continue;
         if (!best || in->inflight < best->inflight) best = in;
     }
     return best;
@@ -500,6 +508,11 @@ static void send_to(struct inst *in, struct invocation *inv)
     struct pool *p = in->pool;
     struct slot *sl = slot_find(in, 0);
     uint64_t now = pool_now_ms();
+    if (!in->bound) {
+        in->bound = true;
+        str_copy(in->tenant, inv->tenant, sizeof(in->tenant));
+    }
+    in->last_used_ms = now;
     pool_account(p, now);
     sl->id = in->next_id++;
     sl->inv = inv;
@@ -515,26 +528,93 @@ static void send_to(struct inst *in, struct invocation *inv)
     }
 }
 
+static struct invocation *unhold(struct pool *p, struct invocation *prev, struct invocation *inv);
+static void scale_for_demand(struct pool *p);
+
+/* In order, every held request an instance can take now (one tenant's
+ * requests do not wait behind another's that have no instance yet). */
 void pool_dispatch_held(struct pool *p)
 {
-    while (p->held_head) {
-        struct inst *in = pick_instance(p);
-        if (!in) break;
-        send_to(in, pool_unhold(p));
+    struct invocation *prev = NULL, *inv = p->held_head;
+    while (inv) {
+        struct invocation *next = inv->next_held;
+        struct inst *in = pick_instance(p, inv);
+        if (in) {
+            send_to(in, unhold(p, prev, inv));
+        } else {
+            prev = inv;
+        }
+        inv = next;
     }
+    /* What is still held may be another tenant's than the free instances'. */
+    if (p->held_head && !p->spec->shared) scale_for_demand(p);
 }
 
 struct invocation *pool_unhold(struct pool *p)
 {
-    struct invocation *inv = p->held_head;
-    if (!inv) return NULL;
+    return p->held_head ? unhold(p, NULL, p->held_head) : NULL;
+}
+
+/* Takes inv (which follows prev, NULL for the head) off the held queue. */
+static struct invocation *unhold(struct pool *p, struct invocation *prev, struct invocation *inv)
+{
     pool_account(p, pool_now_ms());
-    p->held_head = inv->next_held;
-    if (!p->held_head) p->held_tail = NULL;
+    if (prev)
+        prev->next_held = inv->next_held;
+    else
+        p->held_head = inv->next_held;
+    if (p->held_tail == inv) p->held_tail = prev;
     inv->next_held = NULL;
     p->n_held--;
     obs_metric_add(p->m_held, -1); /* versions of one deployment share the series */
     return inv;
+}
+
+/* Adds tenant to the set (of at most cap) unless it is there. */
+static void tenant_set_add(const char **set, int *n, int cap, const char *tenant)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcmp(set[i], tenant) == 0) return;
+    if (*n < cap) set[(*n)++] = tenant;
+}
+
+int pool_active_tenants(const struct pool *p, uint64_t since_ms)
+{
+    if (p->spec->shared) return 0;
+    const char *set[64];
+    int n = 0;
+    for (const struct inst *in = p->insts; in; in = in->next)
+        if (in->bound && in->last_used_ms >= since_ms && in->generation == p->generation &&
+            (in->state == INST_READY || in->state == INST_STARTING))
+            tenant_set_add(set, &n, (int)ARRAY_LEN(set), in->tenant);
+    /* Held requests wait for an instance of their own tenant. */
+    for (const struct invocation *inv = p->held_head; inv; inv = inv->next_held)
+        tenant_set_add(set, &n, (int)ARRAY_LEN(set), inv->tenant);
+    return n;
+}
+
+/* Ready instances of the current generation that may serve inv's tenant. */
+static int ready_for(const struct pool *p, const struct invocation *inv)
+{
+    int n = 0;
+    for (const struct inst *in = p->insts; in; in = in->next)
+        n += in->state == INST_READY && in->generation == p->generation && inst_serves(in, inv);
+    return n;
+}
+
+/* With no room left, an idle instance bound to another tenant than the
+ * first held request's makes way (it would otherwise hold the room until its
+ * idle timeout while that tenant waits); the autoscaler starts the
+ * replacement once it is gone. */
+static void make_room(struct pool *p)
+{
+    if (p->spec->shared || !p->held_head) return;
+    for (struct inst *in = p->insts; in; in = in->next) {
+        if (in->state == INST_READY && in->inflight == 0 && !inst_serves(in, p->held_head)) {
+            pool_inst_stop(in, "makes room for another tenant");
+            return;
+        }
+    }
 }
 
 /* Starts instances for the demand that cannot be placed now: the activator's
@@ -551,6 +631,7 @@ static void scale_for_demand(struct pool *p)
     /* Parked standbys count against max_instances too. */
     int room = p->spec->scale.max_instances - ready - starting - pool_count(p, INST_PARKED, true);
     int n = MIN(want, room);
+    if (room <= 0) make_room(p);
     if (n <= 0 || pool_now_ms() < p->next_start_ms) return;
     OBS_LOG(LOG_INFO, "scale_decision", LOG_S("deployment", p->spec->name),
             LOG_S("direction", "up"), LOG_I("from", ready + starting),
@@ -565,13 +646,13 @@ void pool_submit(struct pool *p, struct invocation *inv)
 {
     uint64_t now = pool_now_ms();
     p->last_request_ms = now;
-    struct inst *in = pick_instance(p);
+    struct inst *in = pick_instance(p, inv);
     if (in) {
         inv->start_state = "warm";
         send_to(in, inv);
         return;
     }
-    int ready = pool_count(p, INST_READY, true), starting = pool_count(p, INST_STARTING, true);
+    int ready = ready_for(p, inv), starting = pool_count(p, INST_STARTING, true);
     /* A parked standby instance is resumed with one signal. */
     for (struct inst *it = p->insts; it && ready == 0; it = it->next) {
         if (it->state != INST_PARKED || it->generation != p->generation) continue;

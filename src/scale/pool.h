@@ -27,6 +27,10 @@ void pool_inst_died(struct inst *in, const char *why);
 
 void pool_check_timeouts(struct pool *p, uint64_t now);
 void pool_reap(struct pool *p);
+/* Tenants whose bound instances took a request since since_ms or that have
+ * requests held; 0 for a shared deployment. The autoscaler keeps at least one
+ * instance for each. */
+int pool_active_tenants(const struct pool *p, uint64_t since_ms);
 
 /* Gives a spawned (or forked) instance its bufferevents. Returns 0, or -1
  * after failing it (pool_inst_died). */

@@ -121,18 +121,22 @@ static void log_decision(struct pool *p, const char *direction, int from, int to
 }
 
 /* Stops surplus instances, idle ones first; at zero, parks one as standby. */
-static void scale_down(struct pool *p, int surplus, bool to_zero)
+static void scale_down(struct pool *p, int surplus, bool to_zero, uint64_t recent_ms)
 {
     /* llm/embed park nothing: their standby is the template. */
     bool want_standby = to_zero && p->spec->scale.standby_timeout_ms > 0 &&
                         pool_count(p, INST_PARKED, true) == 0 &&
                         !registry_runtime_is_model(p->spec);
-    for (int pass = 0; pass < 3 && surplus > 0; pass++) {
+    /* First prewarming standbys, then idle instances nobody used lately,
+     * then any idle one, then any. */
+    for (int pass = 0; pass < 4 && surplus > 0; pass++) {
         for (struct inst *in = p->insts, *next; in && surplus > 0; in = next) {
             next = in->next;
             if (in->generation != p->generation) continue;
+            bool idle = in->state == INST_READY && in->inflight == 0;
             bool match = pass == 0   ? in->state == INST_STARTING && in->park_when_ready
-                         : pass == 1 ? in->state == INST_READY && in->inflight == 0
+                         : pass == 1 ? idle && in->last_used_ms < recent_ms
+                         : pass == 2 ? idle
                                      : in->state == INST_READY || in->state == INST_STARTING;
             if (!match) continue;
             surplus--;
@@ -171,6 +175,14 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
     const char *why;
     bool was_panicking = p->mem.panicking;
     p->desired = autoscale_decide(cfg, p->spec->concurrency, &in, &p->mem, &why);
+    /* Instances serve one tenant each: concurrency alone would fold two
+     * tenants' light traffic into one instance that only one may use. */
+    uint64_t recent = now - (uint64_t)MIN((int64_t)now, cfg->stable_window_ms);
+    int tenants = p->desired > 0 ? pool_active_tenants(p, recent) : 0;
+    if (tenants > p->desired) {
+        p->desired = MIN(tenants, cfg->max_instances);
+        why = "one instance per active tenant";
+    }
     if (p->mem.panicking != was_panicking)
         OBS_LOG(LOG_INFO, "scale_panic", LOG_S("deployment", p->spec->name),
                 LOG_I("panicking", p->mem.panicking), LOG_D("panic_avg", in.panic_avg));
@@ -197,7 +209,7 @@ static void autoscale(struct pool *p, uint64_t now, int64_t tick_ms)
             if (!pool_spawn(p, false)) break;
     } else if (p->desired < serving && !p->mem.panicking) {
         log_decision(p, "down", serving, p->desired, why);
-        scale_down(p, serving - p->desired, p->desired == 0);
+        scale_down(p, serving - p->desired, p->desired == 0, recent);
     }
 }
 
@@ -497,7 +509,8 @@ static void route_to(struct pool *p, struct invocation *inv, bool shadow)
 }
 
 /* Sends a copy to the shadow version; takes ownership of input. */
-static void send_shadow(struct scale *s, struct pool *p, const char *rid, char *input, size_t len)
+static void send_shadow(struct scale *s, struct pool *p, const char *rid, const char *tenant,
+                        char *input, size_t len)
 {
     struct invocation *sh = calloc(1, sizeof(*sh));
     if (!sh) {
@@ -506,6 +519,7 @@ static void send_shadow(struct scale *s, struct pool *p, const char *rid, char *
     }
     str_copy(sh->deployment, p->spec->name, sizeof(sh->deployment));
     snprintf(sh->request_id, sizeof(sh->request_id), "%.56s-shadow", rid);
+    str_copy(sh->tenant, tenant, sizeof(sh->tenant));
     sh->input = input;
     sh->input_len = len;
     sh->on_event = shadow_done;
@@ -553,15 +567,16 @@ static void do_submit(struct scale *s, struct invocation *inv)
     if (!pinned && r->t.shadow_version && r->t.shadow_version != v &&
         rng_unit(s) * 100.0 < r->t.shadow_percent)
         sp = pool_find_v(s, inv->deployment, r->t.shadow_version);
-    char *copy = NULL, rid[65];
+    char *copy = NULL, rid[65], tenant[sizeof(inv->tenant)];
     size_t copy_len = inv->input_len;
     if (sp && (copy = malloc(copy_len + 1))) {
         memcpy(copy, inv->input, copy_len);
         copy[copy_len] = 0;
         str_copy(rid, inv->request_id, sizeof(rid));
+        str_copy(tenant, inv->tenant, sizeof(tenant));
     }
     route_to(p, inv, false);
-    if (copy) send_shadow(s, sp, rid, copy, copy_len);
+    if (copy) send_shadow(s, sp, rid, tenant, copy, copy_len);
 }
 
 static void do_shutdown(struct scale *s, void (*done)(void *), void *arg)

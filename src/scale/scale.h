@@ -20,10 +20,10 @@ struct event_base;
 struct scale;
 
 struct scale_config {
-    const char *tmp_root;  /* parent folder of instances' private temp dirs (copied) */
-    int64_t stop_grace_ms; /* SIGTERM -> SIGKILL */
-    int64_t tick_ms;       /* autoscaler period; 0 = 100 ms */
-    size_t max_line_bytes; /* longest line an instance may write; 0 = 64 MiB */
+    const char *tmp_root;      /* parent folder of instances' private temp dirs (copied) */
+    int64_t stop_grace_ms;     /* SIGTERM -> SIGKILL */
+    int64_t tick_ms;           /* autoscaler period; 0 = 100 ms */
+    size_t max_line_bytes;     /* longest line an instance may write; 0 = 64 MiB */
     const char *artifact_root; /* where "sha256:..." models are stored (copied); NULL: none */
     /* Canary analysis decided to step a canary's weight up, promote it or
      * roll it back: t is the new traffic, based on revision base_rev.
@@ -49,6 +49,9 @@ enum inv_event_kind {
 struct invocation {
     char deployment[DEPLOY_NAME_MAX + 1];
     char request_id[65];
+    /* Whose request: an instance of a deployment that is not `shared` serves
+     * one tenant only ("" for job runs, which get instances of their own). */
+    char tenant[64];
     char *input; /* compact JSON, owned by the invocation */
     size_t input_len;
     bool stream;

@@ -47,6 +47,9 @@ struct inst {
     bool reaped; /* the SIGCHLD path collected the exit status below */
     int exit_status;
     bool awaiting_template; /* llm/embed: to be forked once the template is ready */
+    bool bound;             /* has served a tenant: serves no other (unless shared) */
+    char tenant[64];
+    uint64_t last_used_ms; /* last request sent to it */
 };
 
 /* llm/embed: the process that loaded a generation's model and forks its
@@ -64,7 +67,7 @@ struct tmpl {
     int exit_status;
 };
 
-#define SAMPLE_RING 4096
+#define SAMPLE_RING  4096
 #define OUTCOME_RING 2048
 
 /* Answers of one version in one role (primary traffic or shadow copies),

@@ -202,6 +202,59 @@ static void test_usage_is_per_tenant(void)
     ASSERT_EQ(status_as(TEST_ADMIN_KEY, "GET", "/v1/usage?tenant=nobody", NULL), 404);
 }
 
+/* The instance that answers "pid" for key (its per-process id), or -1. */
+static long pid_as(const char *key, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/deployments/%s/invoke", name);
+    struct resp r;
+    long st = call_as(key, "POST", path, "{\"op\":\"pid\"}", &r);
+    json_t *j = st == 200 ? resp_json(&r) : NULL;
+    long id = j ? (long)json_integer_value(json_object_get(j, "pid")) : -1;
+    if (st != 200) fprintf(stderr, "  %s as %.12s -> %ld %s\n", name, key, st, r.body);
+    json_decref(j);
+    resp_free(&r);
+    return id;
+}
+
+static void deploy_for_tenants(const char *name, int max_instances, bool shared)
+{
+    char m[1024], path[128];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"%s\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":4,"
+             "\"shared\":%s,\"scale\":{\"max_instances\":%d}}",
+             name, testfn_path(), shared ? "true" : "false", max_instances);
+    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments", m), 201);
+    snprintf(path, sizeof(path), "/v1/deployments/%s/grants", name);
+    ASSERT_EQ(status_as(key_a, "POST", path, "{\"tenant\":\"beta\"}"), 201);
+}
+
+/* An instance serves one tenant unless the deployment is shared: acme and
+ * beta (through a grant) never reach the same process, even when there is
+ * room for only one instance at a time. */
+static void test_instances_serve_one_tenant(void)
+{
+    deploy_for_tenants("iso", 2, false);
+    long a1 = pid_as(key_a, "iso"), b1 = pid_as(key_b, "iso");
+    long a2 = pid_as(key_a, "iso"), b2 = pid_as(key_b, "iso");
+    ASSERT(a1 > 0 && b1 > 0);
+    ASSERT_NE(a1, b1);
+    ASSERT_EQ(a2, a1); /* each tenant keeps its own warm instance */
+    ASSERT_EQ(b2, b1);
+    /* Room for one: the idle instance of the other tenant makes way. */
+    deploy_for_tenants("iso-one", 1, false);
+    long x1 = pid_as(key_a, "iso-one"), y1 = pid_as(key_b, "iso-one");
+    long x2 = pid_as(key_a, "iso-one");
+    ASSERT(x1 > 0 && y1 > 0 && x2 > 0);
+    ASSERT_NE(x1, y1);
+    ASSERT_NE(y1, x2);
+    /* shared: true lets one instance serve both. */
+    deploy_for_tenants("shr", 1, true);
+    long s1 = pid_as(key_a, "shr"), s2 = pid_as(key_b, "shr");
+    ASSERT(s1 > 0);
+    ASSERT_EQ(s1, s2);
+}
+
 static void test_revoked_and_expired_keys(void)
 {
     char k[128], rotated[128];
@@ -335,6 +388,7 @@ int main(void)
     RUN(test_tenants_are_isolated);
     RUN(test_grants);
     RUN(test_usage_is_per_tenant);
+    RUN(test_instances_serve_one_tenant);
     RUN(test_revoked_and_expired_keys);
     RUN(test_rate_limit);
     RUN(test_audit_trail);
