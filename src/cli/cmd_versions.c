@@ -103,7 +103,7 @@ static void show_versions(json_t *j)
         char when[32], w[512];
         fmt_time(json_integer_value(json_object_get(v, "time_ms")), when, sizeof(when));
         fmt_weights(json_object_get(v, "traffic"), w, sizeof(w));
-        printf("  %-20s %-18s %-16s %s\n", when, json_string_value(json_object_get(v, "actor")),
+        printf("  %-20s %-18s %-22s %s\n", when, json_string_value(json_object_get(v, "actor")),
                json_string_value(json_object_get(v, "reason")), w);
     }
     const char *k;

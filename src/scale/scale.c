@@ -824,8 +824,15 @@ json_t *scale_version_stats(struct scale *s, const char *name, int64_t window_ms
     uint64_t now = pool_now_ms();
     uint64_t since = window_ms > 0 && (uint64_t)window_ms < now ? now - (uint64_t)window_ms : 0;
     json_t *out = NULL;
-    for (const struct pool *p = s->pools; p; p = p->next) {
-        if (p->removed || strcmp(p->spec->name, name) != 0) continue;
+    /* In version order (the pool list is newest first). */
+    for (int last = 0;;) {
+        const struct pool *p = NULL;
+        for (const struct pool *q = s->pools; q; q = q->next)
+            if (!q->removed && q->version > last && strcmp(q->spec->name, name) == 0 &&
+                (!p || q->version < p->version))
+                p = q;
+        if (!p) break;
+        last = p->version;
         if (!out) out = json_object();
         struct window_stats w[2];
         window_of(&p->stats[0], since, &w[0], scratch);
