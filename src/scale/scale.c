@@ -245,8 +245,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     struct scale *s = arg;
     pthread_mutex_lock(&s->lock);
     uint64_t now = pool_now_ms();
-    /* Canary analysis; decisions are persisted after the lock is released
-     * (a store write must not stall every request for its fsync). */
+    /* Canary analysis; decisions are persisted after the lock is released,
+     * so status readers on other threads do not wait for the store's fsync
+     * (this loop does, once per decision: decisions are rare). */
     struct canary_decision decisions[4];
     int n_dec = 0;
     float *scratch = NULL;
