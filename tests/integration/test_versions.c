@@ -615,6 +615,43 @@ static void test_canary_rolls_back_errors(void)
     ASSERT_CMP(node_log_count(&N, "\"canary_decision\""), >=, 1);
 }
 
+/* A canary much slower than its baseline is rolled back on p95 latency. */
+static void test_canary_rolls_back_slow(void)
+{
+    long st;
+    char m[2048];
+    manifest(m, sizeof(m), NAME, "{\"TESTFN_TAG\":\"e\",\"TESTFN_DELAY_MS\":\"200\"}");
+    json_t *j = post("/v1/deployments?traffic=0", m, &st);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "version")), "v5");
+    json_decref(j);
+    j = post("/v1/deployments/" NAME "/canary",
+             "{\"version\":\"v5\",\"baseline\":\"v1\",\"steps\":[50,100],\"interval\":\"60s\","
+             "\"window\":\"60s\",\"max_error_rate\":0.5,\"max_p95_ratio\":3,\"min_requests\":5}",
+             &st);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    j = drive_until(canary_ended, 100);
+    ASSERT(j != NULL);
+    json_t *t = json_object_get(j, "traffic");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(t, "canary"), "state")),
+                  "rolled_back");
+    ASSERT_EQ(weight_of(t, "v1"), 100);
+    json_decref(j);
+    json_t *a = get("/v1/audit?limit=10000");
+    bool found = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(a, "entries"), i, e)
+    {
+        const char *d = json_string_value(json_object_get(e, "details"));
+        found |= !strcmp(json_string_value(json_object_get(e, "action")),
+                         "traffic.canary_rollback") &&
+                 d && strstr(d, "p95 latency") && strstr(d, "\"canary\":\"v5\"");
+    }
+    json_decref(a);
+    ASSERT(found);
+}
+
 static bool canary_promoted(json_t *t)
 {
     return canary_ended(t);
@@ -784,6 +821,7 @@ int main(void)
     RUN(test_gc_keeps_version_artifacts);
     RUN(test_shadow);
     RUN(test_canary_rolls_back_errors);
+    RUN(test_canary_rolls_back_slow);
     RUN(test_canary_steps_up_healthy);
     RUN(test_cli);
     RUN(test_restart_keeps_versions);
