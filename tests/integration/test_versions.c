@@ -644,9 +644,9 @@ static void test_canary_rolls_back_slow(void)
     json_array_foreach(json_object_get(a, "entries"), i, e)
     {
         const char *d = json_string_value(json_object_get(e, "details"));
-        found |= !strcmp(json_string_value(json_object_get(e, "action")),
-                         "traffic.canary_rollback") &&
-                 d && strstr(d, "p95 latency") && strstr(d, "\"canary\":\"v5\"");
+        found |=
+            !strcmp(json_string_value(json_object_get(e, "action")), "traffic.canary_rollback") &&
+            d && strstr(d, "p95 latency") && strstr(d, "\"canary\":\"v5\"");
     }
     json_decref(a);
     ASSERT(found);
