@@ -475,6 +475,29 @@ static void test_template_shared_and_crash(void)
         ASSERT_STR_EQ(text_of(j), want);
         json_decref(j);
     }
+    /* the template itself dies: its instances serve on; the next instance
+     * needs a new template */
+    ASSERT_EQ(kill(tmpls[0], SIGKILL), 0);
+    for (int i = 0; i < 400 && node_log_count(&N, "\"event\":\"template_exited\"") < 1; i++)
+        sleep_ms(25);
+    for (int k = 0; k < 2; k++) {
+        j = call("pair", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":8}", &st, NULL,
+                 0);
+        ASSERT_EQ(st, 200);
+        ASSERT_STR_EQ(text_of(j), want);
+        json_decref(j);
+    }
+    ASSERT_EQ(kill(pids[1], SIGKILL), 0);
+    for (int i = 0; i < 400 && spawned("pair", pids, tmpls, 8) < 4; i++)
+        sleep_ms(25);
+    ASSERT_EQ(spawned("pair", pids, tmpls, 8), 4);
+    ASSERT_NE(tmpls[3], tmpls[0]);
+    ASSERT_EQ(node_log_count(&N, "\"event\":\"template_spawned\",\"deployment\":\"pair\""), 2);
+    j = call("pair", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":8}", &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(text_of(j), want);
+    json_decref(j);
+    tmpls[0] = tmpls[3];
     free(want);
     /* removing the deployment stops the template too */
     struct resp r;
