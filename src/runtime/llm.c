@@ -474,6 +474,33 @@ static void enqueue(struct srv *s, struct req *r)
     s->queue_tail = r;
 }
 
+/* The node gave up on a request (its timeout): stop it, answer at once. An
+ * id already answered (or an embed request, answered synchronously) is
+ * ignored. */
+static void cancel(struct srv *s, uint64_t id)
+{
+    for (struct req **pp = &s->queue_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if ((*pp)->id != id) continue;
+        struct req *r = *pp;
+        *pp = r->next;
+        if (s->queue_tail == r) s->queue_tail = prev;
+        req_free(r);
+        send_error(s, id, 504, "function_error", "cancelled by the node before it started");
+        return;
+    }
+    for (int i = 0; i < s->n_seq; i++) {
+        struct req *r = s->seqs[i];
+        if (!r || r->id != id) continue;
+        fprintf(stderr, "thaw runtime: request %llu cancelled after %d generated tokens\n",
+                (unsigned long long)id, (int)r->n_gen);
+        send_error(s, id, 504, "function_error", "cancelled by the node");
+        engine_seq_clear(s->c, i);
+        s->seqs[i] = NULL;
+        req_free(r);
+        return;
+    }
+}
+
 static void handle_line(struct srv *s, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -486,6 +513,11 @@ static void handle_line(struct srv *s, const char *line, size_t len)
         return;
     }
     uint64_t id = (uint64_t)json_integer_value(idv);
+    if (json_is_true(json_object_get(o, "cancel"))) {
+        cancel(s, id);
+        json_decref(o);
+        return;
+    }
     json_t *in = json_object_get(o, "input");
     bool stream = json_is_true(json_object_get(o, "stream"));
     if (s->m->embed) {

@@ -52,7 +52,10 @@ int runtime_exec_parse(const char *line, size_t len, struct exec_msg *msg, struc
  *   embed input {"op":"embed","input":["text",..]}; output {"data":[[..]..],
  *               "usage":{"prompt_tokens"}}
  *   errors carry status 400 and codes invalid_request, max_tokens_too_large,
- *   context_length_exceeded; 500 model_error for engine failures. */
+ *   context_length_exceeded; 500 model_error for engine failures.
+ *   The node may send {"id":N,"cancel":true} for a request it gave up on
+ *   (timeout): the instance stops it and answers an error at once, freeing
+ *   the sequence. */
 #define RUNTIME_MODEL_COMMAND "__runtime"
 
 /* Entry point of `thaw __runtime ...` (argv[0] is "__runtime"). */

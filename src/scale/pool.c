@@ -726,6 +726,14 @@ static void expire_requests(struct inst *in, uint64_t now)
                      (long long)timeout);
             sl->abandoned = true;
             sl->inv = NULL;
+            /* The engine runtimes stop generating for nobody (exec
+             * functions know no such line). */
+            if (registry_runtime_is_model(in->pool->spec) && in->bev) {
+                char line[64];
+                int n = snprintf(line, sizeof(line), "{\"id\":%llu,\"cancel\":true}\n",
+                                 (unsigned long long)sl->id);
+                write_line(in, line, (size_t)n);
+            }
         }
         /* A function that ignores a request for twice its timeout is stuck:
          * restart it rather than leak its capacity. */

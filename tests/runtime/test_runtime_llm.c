@@ -239,6 +239,20 @@ static void test_llm_bad_input_and_batching(void)
     for (int i = 0; i < 5; i++)
         free(texts[i]);
     buf_free(&streamed);
+    /* a cancel for a request not yet started (same read): one error answer,
+     * and a cancel for an unknown id is ignored */
+    send_str(
+        s, "{\"id\":400,\"input\":{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":60}}\n"
+           "{\"id\":400,\"cancel\":true}\n{\"id\":999,\"cancel\":true}\n"
+           "{\"id\":401,\"input\":{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":2}}\n");
+    j = json_line(s);
+    ASSERT_EQ(json_integer_value(json_object_get(j, "id")), 400);
+    ASSERT(strstr(json_string_value(json_object_get(j, "error")), "cancelled") != NULL);
+    json_decref(j);
+    j = json_line(s);
+    ASSERT_EQ(json_integer_value(json_object_get(j, "id")), 401);
+    ASSERT(json_object_get(j, "output") != NULL);
+    json_decref(j);
     /* EOF: the instance exits 0 (LeakSanitizer found nothing) */
     close(s);
     int st = wait_exit(ip);
