@@ -319,7 +319,17 @@ void pool_tmpl_tick(struct pool *p, uint64_t now)
         tmpl_died(p, "exited");
         return;
     }
-    if (!t->ready) return;
+    if (!t->ready) {
+        /* A template stuck loading would hold every start back for good. */
+        if (now - t->started_ms >= (uint64_t)p->spec->scale.startup_timeout_ms) {
+            char why[160];
+            snprintf(why, sizeof(why), "did not load the model within startup_timeout (%lld ms)",
+                     (long long)p->spec->scale.startup_timeout_ms);
+            str_copy(t->last_stderr, why, sizeof(t->last_stderr));
+            tmpl_died(p, why);
+        }
+        return;
+    }
     bool used = false;
     for (struct inst *in = p->insts; in && !used; in = in->next)
         used = in->generation == t->generation && in->state != INST_STOPPING;

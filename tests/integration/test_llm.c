@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static struct node N;
@@ -688,6 +689,31 @@ static void test_bad_model_fails_clearly(void)
     json_decref(j);
 }
 
+/* A template that never finishes loading (its model is a FIFO nobody
+ * writes) is killed at startup_timeout rather than holding starts back. */
+static void test_stuck_template_is_killed(void)
+{
+    char fifo[300], m[640];
+    snprintf(fifo, sizeof(fifo), "%s/stuck.gguf", dir);
+    ASSERT_EQ(mkfifo(fifo, 0600), 0);
+    snprintf(m, sizeof(m),
+             "{\"name\":\"stuck\",\"runtime\":\"llm\",\"model\":\"%s\","
+             "\"scale\":{\"startup_timeout\":\"500ms\"}}",
+             fifo);
+    ASSERT_EQ(deploy(&N, m), 201);
+    long st;
+    json_t *j = call("stuck", "{\"op\":\"complete\",\"prompt\":\"x\"}", &st, NULL, 0);
+    ASSERT_EQ(st, 502);
+    json_decref(j);
+    for (int i = 0;
+         i < 400 && node_log_count(&N, "did not load the model within startup_timeout") < 1; i++)
+        sleep_ms(25);
+    ASSERT(node_log_count(&N, "did not load the model within startup_timeout") >= 1);
+    json_t *stj = status_of(&N, "stuck");
+    ASSERT(json_object_get(stj, "template") == NULL);
+    json_decref(stj);
+}
+
 /* The error-line extension for any function: status and a known code pass
  * through; an unknown code falls back to function_error. */
 static void test_error_status_passthrough(void)
@@ -765,6 +791,7 @@ int main(void)
     RUN(test_template_shared_and_crash);
     RUN(test_scale_to_zero_and_back);
     RUN(test_artifact_model);
+    RUN(test_stuck_template_is_killed);
     RUN(test_bad_model_fails_clearly);
     RUN(test_error_status_passthrough);
     RUN(test_stories260k);
