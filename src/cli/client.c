@@ -52,6 +52,17 @@ int cli_http(const struct cli_opts *o, const char *method, const char *path, con
         buf_printf(&hdr, "Accept: %s", accept);
         h = curl_slist_append(h, hdr.data);
     }
+    /* A pinned version or a sticky key, for the calls that invoke. */
+    if (o->version) {
+        buf_reset(&hdr);
+        buf_printf(&hdr, "x-thaw-version: %s", o->version);
+        h = curl_slist_append(h, hdr.data);
+    }
+    if (o->sticky) {
+        buf_reset(&hdr);
+        buf_printf(&hdr, "x-thaw-sticky: %s", o->sticky);
+        h = curl_slist_append(h, hdr.data);
+    }
     const char *key = getenv("THAW_KEY");
     if (key && *key) {
         buf_reset(&hdr);
@@ -100,6 +111,7 @@ int cli_common_opts(int argc, char **argv, struct cli_opts *o)
     const char *env = getenv("THAW_SERVER");
     o->server = env && *env ? env : "http://127.0.0.1:8080";
     o->json = false;
+    o->version = o->sticky = NULL;
     const char *ca = getenv("THAW_CACERT");
     o->cacert = ca && *ca ? ca : NULL;
     int out = 0;

@@ -11,6 +11,8 @@ struct cli_opts {
     const char *server; /* base URL, no trailing slash */
     bool json;          /* machine-readable output */
     const char *cacert; /* CA bundle to verify an https server with; NULL: the system's */
+    const char *version; /* x-thaw-version to send (a pinned version); NULL: none */
+    const char *sticky;  /* x-thaw-sticky to send; NULL: none */
 };
 
 struct cli_response {

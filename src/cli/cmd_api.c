@@ -262,13 +262,18 @@ int cli_cmd_invoke(int argc, char **argv)
             data = argv[++i];
         else if (!strcmp(argv[i], "--stream"))
             stream = true;
+        else if (!strcmp(argv[i], "--version") && i + 1 < argc)
+            o.version = argv[++i]; /* pin: x-thaw-version */
+        else if (!strcmp(argv[i], "--sticky") && i + 1 < argc)
+            o.sticky = argv[++i]; /* stay on one version: x-thaw-sticky */
         else if (!name && argv[i][0] != '-')
             name = argv[i];
         else
             name = NULL, i = argc;
     }
     if (!name) {
-        fprintf(stderr, "usage: thaw invoke NAME [-d JSON | < file] [--stream] [--server URL]\n");
+        fprintf(stderr, "usage: thaw invoke NAME [-d JSON | < file] [--stream] [--version vN] "
+                        "[--sticky KEY] [--server URL]\n");
         return CLI_EXIT_USAGE;
     }
     struct buf body = {0};

@@ -719,6 +719,12 @@ static void test_cli(void)
     ASSERT_CONTAINS(out, "add up to 100");
     ASSERT_EQ(run_cli("promote " NAME " v77", out, sizeof(out)), 3);
     ASSERT_EQ(run_cli("traffic " NAME " v1", out, sizeof(out)), 2);
+    /* invoke pins a version or keeps a sticky key (v2 has all the traffic now). */
+    ASSERT_EQ(run_cli("invoke " NAME " --version v1 -d '{\"k\":1}'", out, sizeof(out)), 0);
+    ASSERT_CONTAINS(out, "\"tag\":\"a\"");
+    ASSERT_EQ(run_cli("invoke " NAME " --sticky user-7 -d '{\"k\":1}'", out, sizeof(out)), 0);
+    ASSERT_CONTAINS(out, "\"tag\":\"b\"");
+    ASSERT_EQ(run_cli("invoke " NAME " --version v99 -d 1", out, sizeof(out)), 3);
 }
 
 static void test_restart_keeps_versions(void)
