@@ -31,6 +31,9 @@ struct gateway_config {
     const char *tls_cert; /* PEM chain; with tls_key, serve HTTPS only */
     const char *tls_key;
     struct artifact_store *artifacts; /* /v1/artifacts; borrowed, NULL = none */
+    /* Benchmarks only (security: off): every request acts as the root admin,
+     * with no key checked and no limit applied. */
+    bool no_auth;
 };
 
 /* Binds the listening sockets (so the port is known and errors surface

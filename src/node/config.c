@@ -4,6 +4,7 @@
 #include "registry/registry.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,12 @@ static int set_option(struct node_config *cfg, const char *key, const char *v, c
         cfg->access_log = !strcmp(v, "on") || !strcmp(v, "true");
         return 0;
     }
+    if (!strcmp(key, "security")) {
+        if (strcmp(v, "on") && strcmp(v, "off"))
+            return thaw_errf(err, THAW_EINVAL, "%s: security must be on or off", src);
+        cfg->security_off = !strcmp(v, "off");
+        return 0;
+    }
     if (!strcmp(key, "read_timeout")) {
         if (parse_duration_ms(v, &ms) || ms < 1000)
             return thaw_errf(err, THAW_EINVAL, "%s: read timeout must be a duration >= 1s", src);
@@ -159,6 +166,7 @@ static const char *const settings[] = {"listen",
                                        "artifact_upload_ttl",
                                        "tls_cert",
                                        "tls_key",
+                                       "security",
                                        NULL};
 
 static int load_file(struct node_config *cfg, const char *path, struct thaw_err *err)
@@ -226,6 +234,20 @@ static int check_tls(const struct node_config *cfg, struct thaw_err *err)
     return 0;
 }
 
+/* security: off serves anyone who can connect, so only this machine may. */
+static int check_security(const struct node_config *cfg, struct thaw_err *err)
+{
+    if (!cfg->security_off) return 0;
+    const char *h = cfg->host;
+    bool loopback = !strcmp(h, "localhost") || !strcmp(h, "::1") || !strncmp(h, "127.", 4);
+    if (!loopback)
+        return thaw_errf(err, THAW_EINVAL,
+                         "security: off is only allowed on a loopback address (127.0.0.1, ::1), "
+                         "not on '%s'",
+                         h);
+    return 0;
+}
+
 int node_config_load(struct node_config *cfg, int argc, char **argv, struct thaw_err *err)
 {
     const char *config_file = getenv("THAW_CONFIG");
@@ -254,5 +276,6 @@ int node_config_load(struct node_config *cfg, int argc, char **argv, struct thaw
         rc = set_option(cfg, key, v, src, err);
     }
     if (!rc) rc = check_tls(cfg, err);
+    if (!rc) rc = check_security(cfg, err);
     return rc;
 }

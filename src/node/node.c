@@ -393,7 +393,8 @@ static int start(struct node *n, struct thaw_err *err)
                               .stop_grace_ms = cfg->stop_grace_ms,
                               .artifact_root = artifacts,
                               .on_canary = on_canary,
-                              .canary_ctx = n};
+                              .canary_ctx = n,
+                              .no_redact = cfg->security_off};
     n->scale = scale_new(n->base, &sc, err);
     if (!n->scale) return err->code ? err->code : THAW_ENOMEM;
     if ((rc = open_artifacts(n, err))) return rc;
@@ -409,6 +410,7 @@ static int start(struct node *n, struct thaw_err *err)
         .shared_base = cfg->threads == 1 ? n->base : NULL,
         .tls_cert = cfg->tls_cert,
         .tls_key = cfg->tls_key,
+        .no_auth = cfg->security_off,
     };
     n->gw = gw_new(&gc, n->store, n->scale, n->access, err);
     if (!n->gw) return err->code ? err->code : THAW_EIO;
@@ -436,6 +438,15 @@ static int start(struct node *n, struct thaw_err *err)
         return thaw_errf(err, THAW_EIO, "cannot install signal handlers");
     if ((rc = gw_start(n->gw, err))) return rc;
     gw_set_ready(n->gw, 1);
+    if (cfg->security_off) {
+        OBS_LOG(LOG_WARN, "security_off",
+                LOG_S("warning", "SECURITY IS OFF: no API keys, no rate limits, no redaction; "
+                                 "for benchmarks on this machine only"),
+                LOG_S("listen", cfg->host));
+        fprintf(stderr, "\nthaw: WARNING: security is off (--security off): every request on "
+                        "%s is served as the root admin, without limits or redaction.\n\n",
+                cfg->host);
+    }
     char listen[300];
     snprintf(listen, sizeof(listen), "%s:%d", cfg->host, gw_port(n->gw));
     OBS_LOG(LOG_INFO, "node_started", LOG_S("listen", listen), LOG_S("data", cfg->data_dir),

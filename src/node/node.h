@@ -27,6 +27,10 @@ struct node_config {
     char admin_key_file[1024];      /* bootstrap admin key; else THAW_ADMIN_KEY */
     char tls_cert[1024];            /* with tls_key: HTTPS only; reloaded on SIGHUP */
     char tls_key[1024];
+    /* security: off (benchmarks and local development only): no keys, no
+     * limits, no redaction of function output. Refused unless the node
+     * listens on a loopback address; logged loudly at start. */
+    int security_off;
 };
 
 /* Defaults: 127.0.0.1:8080, ./thaw-data, info, threads = CPUs, drain 30 s. */

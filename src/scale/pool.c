@@ -71,6 +71,8 @@ static void fail_inv(struct invocation *inv, int status, const char *code, const
 static char *redact(struct scale *s, const char *text, size_t len)
 {
     struct buf out = {0};
+    if (s->cfg.no_redact) /* security: off */
+        return buf_append(&out, text, len) ? NULL : buf_steal(&out);
     struct security_redact_counts counts = {0};
     if (security_redact(text, len, SECURITY_REDACT_ALL, &out, &counts) < 0) {
         buf_free(&out);

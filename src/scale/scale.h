@@ -33,6 +33,7 @@ struct scale_config {
     void (*on_canary)(void *ctx, const char *deployment, const struct registry_traffic *t,
                       int64_t base_rev, const char *decision, const char *details);
     void *canary_ctx;
+    bool no_redact;            /* security: off: function stderr and errors go out as written */
 };
 
 enum inv_event_kind {

@@ -1,7 +1,10 @@
 /* Access control through the real binary: keys on every route (401), scopes
  * (403), tenants isolated from each other (404, never the data), grants,
  * revoked and expired keys refused at once, rate limits with their headers,
- * and the audit trail whose tampering `thaw audit verify` detects. */
+ * the audit trail whose tampering `thaw audit verify` detects, and a node
+ * with security: off (benchmarks) serving without keys on loopback only.
+ * `test_security --rate-seconds N` runs only the rate-limit check, over N
+ * seconds (the 10 s run is in the `long` label). */
 #include "harness.h"
 #include "test.h"
 
@@ -286,14 +289,16 @@ static void test_revoked_and_expired_keys(void)
     resp_free(&r);
 }
 
+static int rate_seconds = 3;
+
 static void test_rate_limit(void)
 {
-    /* gamma: 20 requests/s with a burst of 5. Over 3 s of hammering, the
-     * allowed count is 5 + 20 x 3 within 5%. */
+    /* gamma: 20 requests/s with a burst of 5. Over rate_seconds of
+     * hammering, the allowed count is 5 + 20 x seconds within 5%. */
     int ok = 0, limited = 0;
     long t0 = now_ms();
     char ra[16] = "", lim[16] = "";
-    while (now_ms() - t0 < 3000) {
+    while (now_ms() - t0 < rate_seconds * 1000L) {
         struct resp r;
         long st = call_as(key_g, "GET", "/v1/deployments", NULL, &r);
         if (st == 200) ok++;
@@ -375,12 +380,42 @@ static void test_tenant_delete_revokes_keys(void)
     ASSERT_EQ(status_as(TEST_ADMIN_KEY, "DELETE", "/v1/tenants/root", NULL), 400);
 }
 
-int main(void)
+/* security: off serves without keys (as the root admin) and says so loudly
+ * in the log; the same node refuses to listen beyond loopback with it. */
+static void test_security_off(void)
+{
+    struct node off = {0};
+    const char *flags[] = {"--security", "off", NULL};
+    ASSERT_EQ(node_start(&off, flags), 0);
+    const char *none[] = {"Authorization:", NULL};
+    struct resp r;
+    ASSERT_EQ(http(&off, "GET", "/v1/deployments", NULL, none, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT(strstr(r.headers, "x-ratelimit") == NULL);
+    resp_free(&r);
+    ASSERT_EQ(node_log_count(&off, "\"security_off\""), 1);
+    node_cleanup(&off);
+    struct node wide = {0};
+    const char *flags_wide[] = {"--security", "off", "--listen", "0.0.0.0:0", NULL};
+    ASSERT(node_start(&wide, flags_wide) != 0);
+    ASSERT_EQ(node_log_count(&wide, "only allowed on a loopback address"), 1);
+    node_cleanup(&wide);
+}
+
+int main(int argc, char **argv)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (node_start(&N, NULL)) {
         fprintf(stderr, "cannot start node\n");
         return 1;
+    }
+    if (argc == 3 && !strcmp(argv[1], "--rate-seconds")) {
+        rate_seconds = atoi(argv[2]);
+        RUN(test_setup_tenants);
+        RUN(test_rate_limit);
+        node_cleanup(&N);
+        curl_global_cleanup();
+        return TEST_REPORT();
     }
     RUN(test_setup_tenants);
     RUN(test_every_route_needs_a_key);
@@ -393,6 +428,7 @@ int main(void)
     RUN(test_rate_limit);
     RUN(test_audit_trail);
     RUN(test_tenant_delete_revokes_keys);
+    RUN(test_security_off);
     node_cleanup(&N);
     curl_global_cleanup();
     return TEST_REPORT();

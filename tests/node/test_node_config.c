@@ -80,6 +80,30 @@ static void test_errors_name_the_setting(void)
                "cannot read config");
 }
 
+/* security: off only on loopback; anything else is refused by name. */
+static void test_security_off_loopback_only(void)
+{
+    unsetenv("THAW_LISTEN");
+    unsetenv("THAW_CONFIG");
+    struct node_config c;
+    node_config_defaults(&c);
+    struct thaw_err err = {0};
+    char *ok[] = {"serve", "--security", "off", "--listen", "127.0.0.1:9", NULL};
+    ASSERT_EQ(node_config_load(&c, 5, ok, &err), 0);
+    ASSERT_EQ(c.security_off, 1);
+    node_config_defaults(&c);
+    char *v6[] = {"serve", "--listen", "[::1]:9", "--security=off", NULL};
+    ASSERT_EQ(node_config_load(&c, 4, v6, &err), 0);
+    node_config_defaults(&c);
+    char *wide[] = {"serve", "--security", "off", "--listen", ":9", NULL};
+    ASSERT_EQ(node_config_load(&c, 5, wide, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "only allowed on a loopback address");
+    node_config_defaults(&c);
+    char *bad[] = {"serve", "--security", "maybe", NULL};
+    ASSERT_EQ(node_config_load(&c, 3, bad, &err), THAW_EINVAL);
+    ASSERT_CONTAINS(err.msg, "security must be on or off");
+}
+
 int main(void)
 {
     int fd = mkstemp(cfg_path);
@@ -87,6 +111,7 @@ int main(void)
     RUN(test_defaults);
     RUN(test_precedence);
     RUN(test_errors_name_the_setting);
+    RUN(test_security_off_loopback_only);
     unlink(cfg_path);
     return TEST_REPORT();
 }
