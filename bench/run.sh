@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks from a build folder made with -DTHAW_BENCH=ON:
-#   bash bench/run.sh BUILD [platform|throughput|versions|kernels|engine|llm|all] [trials]
+#   bash bench/run.sh BUILD [platform|throughput|versions|security|kernels|engine|llm|all] [trials]
 # Each benchmark prints its baseline measured in the same run and ratios.
 set -euo pipefail
 build=${1:-build-bench}
@@ -70,10 +70,65 @@ versions() {
   rm -rf "$data"
 }
 
+# Milliseconds from a wrk --latency line value ("812.00us", "1.20ms", "2.01s").
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.3f", n }'
+}
+
+# The cost of security on the hot path (issue #3: under 5% throughput loss):
+# warm invoke of a trivial function with a key of a rate-limited tenant
+# (authentication, GCRA and concurrency checks, x-ratelimit headers) against
+# the same on a node with --security off, alternating runs in the same loop.
+security_onoff() {
+  local threads=${1:-1} rounds=${BENCH_ROUNDS:-5} secs=${BENCH_SECONDS:-4} data_on data_off port_on port_off pid_on pid_off key
+  data_on=$(mktemp -d /tmp/thaw-bench-XXXXXX); data_off=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+  port_on=$((20000 + RANDOM % 20000)); port_off=$((port_on + 1))
+  ./thaw serve --listen 127.0.0.1:$port_on --data "$data_on" --access-log off --threads "$threads" 2>/dev/null &
+  pid_on=$!
+  ./thaw serve --listen 127.0.0.1:$port_off --data "$data_off" --access-log off --threads "$threads" --security off 2>/dev/null &
+  pid_off=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port_on/healthz" >/dev/null && curl -sf "http://127.0.0.1:$port_off/healthz" >/dev/null && break
+    sleep 0.05
+  done
+  curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port_on/v1/tenants" -d '{"name":"bench","limits":{"rps":1000000,"burst":1000000,"concurrency":100000}}' >/dev/null
+  key=$(curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port_on/v1/tenants/bench/keys" -d '{"scopes":["deploy","invoke"],"limits":{"rps":1000000,"burst":1000000}}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+  local dep="{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}"
+  curl -sf -H "Authorization: Bearer $key" -XPOST "http://127.0.0.1:$port_on/v1/deployments" -d "$dep" >/dev/null
+  curl -sf -XPOST "http://127.0.0.1:$port_off/v1/deployments" -d "$dep" >/dev/null
+  sleep 0.5
+  local url_on="http://127.0.0.1:$port_on/v1/deployments/echo/invoke" url_off="http://127.0.0.1:$port_off/v1/deployments/echo/invoke"
+  wrk -t1 -c64 -d2s -H "Authorization: Bearer $key" -s "$OLDPWD/bench/platform/post.lua" "$url_on" >/dev/null
+  wrk -t1 -c64 -d2s -s "$OLDPWD/bench/platform/post.lua" "$url_off" >/dev/null
+  echo
+  echo "security on vs. off: warm POST invoke, trivial function, wrk -t1 -c64 -d${secs}s x $rounds rounds each, alternating, --threads $threads"
+  local out on_rps="" off_rps="" on_p50="" off_p50="" on_p99="" off_p99=""
+  for _ in $(seq "$rounds"); do
+    out=$(wrk -t1 -c64 -d${secs}s --latency -H "Authorization: Bearer $key" -s "$OLDPWD/bench/platform/post.lua" "$url_on")
+    on_rps="$on_rps $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    on_p50="$on_p50 $(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")"
+    on_p99="$on_p99 $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+    out=$(wrk -t1 -c64 -d${secs}s --latency -s "$OLDPWD/bench/platform/post.lua" "$url_off")
+    off_rps="$off_rps $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    off_p50="$off_p50 $(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")"
+    off_p99="$off_p99 $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+  done
+  # Medians over the rounds.
+  med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+  local r_on r_off
+  r_on=$(echo "$on_rps" | med); r_off=$(echo "$off_rps" | med)
+  printf "  security off (baseline)   %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   (runs:%s)\n" "$r_off" "$(echo "$off_p50" | med)" "$(echo "$off_p99" | med)" "$off_rps"
+  printf "  security on               %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   (runs:%s)\n" "$r_on" "$(echo "$on_p50" | med)" "$(echo "$on_p99" | med)" "$on_rps"
+  awk -v a="$r_on" -v b="$r_off" 'BEGIN {printf "  on/off throughput %.3fx: %.1f%% loss (target < 5%%)\n", a / b, (1 - a / b) * 100}'
+  kill -TERM $pid_on $pid_off; wait $pid_on $pid_off || true
+  rm -rf "$data_on" "$data_off"
+}
+
 case "$what" in
   platform) ./bench_platform "$trials" ;;
   throughput) throughput 1; throughput 2 ;;
   versions) versions ;;
+  security) if [ -x ./bench_security ]; then ./bench_security; fi; security_onoff 1; security_onoff 2 ;;
   kernels) [ -x ./bench_kernels ] && ./bench_kernels ;;
   engine) [ -x ./bench_engine ] && ./bench_engine ;;
   llm) ./bench_llm ;;
@@ -82,6 +137,8 @@ case "$what" in
     throughput 1
     throughput 2
     versions
+    security_onoff 1
+    security_onoff 2
     if [ -x ./bench_kernels ]; then ./bench_kernels; fi
     if [ -x ./bench_engine ]; then ./bench_engine; fi
     ./bench_llm
