@@ -33,23 +33,20 @@ static const struct deploy_limits limits_defaults = {
 
 /* The engine's own sampler defaults (sampler_params_default), a random
  * seed per request, and answers of at most 256 tokens unless asked. */
-static const struct deploy_sampling sampling_defaults = {
-    .temperature = 0.8,
-    .top_p = 0.95,
-    .top_k = 40,
-    .min_p = 0.05,
-    .repetition_penalty = 1.0,
-    .frequency_penalty = 0.0,
-    .presence_penalty = 0.0,
-    .max_tokens = 256,
-    .seed = -1,
-};
+/* A macro, not a const object: clang (unlike gcc) refuses a const object
+ * as the initializer of another static one (model_defaults). */
+#define SAMPLING_DEFAULTS                                                                          \
+    {                                                                                              \
+        .temperature = 0.8, .top_p = 0.95, .top_k = 40, .min_p = 0.05,                             \
+        .repetition_penalty = 1.0, .frequency_penalty = 0.0, .presence_penalty = 0.0,              \
+        .max_tokens = 256, .seed = -1,                                                             \
+    }
 
 static const struct deploy_model model_defaults = {
     .threads = 1,
     .context = 0,
     .max_output_tokens = 512,
-    .sampling = sampling_defaults,
+    .sampling = SAMPLING_DEFAULTS,
 };
 
 static const struct deploy_jobs jobs_defaults = {
