@@ -161,6 +161,9 @@ static int edit_weights(struct gateway *gw, const char *name, json_t *body,
         {
             int n = registry_version_parse(k);
             if (!n) return thaw_errf(err, THAW_EINVAL, "'%s' is not a version like v3", k);
+            for (int i = 0; i < nt.n; i++) /* "v3" and "3" are one version */
+                if (nt.w[i].version == n)
+                    return thaw_errf(err, THAW_EINVAL, "version v%d is named twice", n);
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 100)
                 return thaw_errf(err, THAW_EINVAL, "weight of %s must be an integer 0-100", k);
             int rc = version_exists(gw, name, n, err);

@@ -282,6 +282,9 @@ static void test_traffic_errors(void)
     j = post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"x\":100}}", &st);
     ASSERT_EQ(st, 400);
     json_decref(j);
+    j = post("/v1/deployments/" NAME "/traffic", "{\"weights\":{\"v1\":50,\"1\":50}}", &st);
+    ASSERT_EQ(st, 400); /* one version named twice */
+    json_decref(j);
     j = post("/v1/deployments/" NAME "/promote", "{\"version\":\"v42\"}", &st);
     ASSERT_EQ(st, 404);
     json_decref(j);
