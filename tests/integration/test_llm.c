@@ -740,6 +740,51 @@ static void test_error_status_passthrough(void)
     json_decref(j);
 }
 
+/* Zombie children of the node (state Z, parent the node). */
+static int node_zombies(void)
+{
+    int n = 0;
+    FILE *ls = popen("cat /proc/[0-9]*/stat 2>/dev/null", "r");
+    if (!ls) return -1;
+    char line[1024];
+    while (fgets(line, sizeof(line), ls)) {
+        const char *rp = strrchr(line, ')');
+        char st;
+        int ppid;
+        if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && st == 'Z' && ppid == N.pid) n++;
+    }
+    pclose(ls);
+    return n;
+}
+
+/* As a subreaper the node inherits the orphans of functions that run
+ * without a PID namespace: it reaps them, and a known instance still gets
+ * its own exit status. */
+static void test_orphans_reaped(void)
+{
+    char m[700];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"orph\",\"runtime\":\"exec\",\"sandbox\":false,\"command\":[\"/bin/sh\","
+             "\"-c\",\"(sleep 0.3 &) ; exec '%s'\"]}",
+             testfn_path());
+    ASSERT_EQ(deploy(&N, m), 201);
+    long st;
+    json_t *j = call("orph", "{\"v\":1}", &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    /* the sleep outlives its subshell, then exits: a zombie unless reaped */
+    sleep_ms(600);
+    int z = -1;
+    for (int i = 0; i < 200 && (z = node_zombies()) != 0; i++)
+        sleep_ms(25);
+    ASSERT_EQ(z, 0);
+    j = call("orph", "{\"op\":\"crash\"}", &st, NULL, 0);
+    ASSERT_EQ(st, 502);
+    ASSERT(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                  "exit code 3") != NULL);
+    json_decref(j);
+}
+
 /* A real trained model, where the shared folder has it. */
 static void test_stories260k(void)
 {
@@ -794,6 +839,7 @@ int main(void)
     RUN(test_stuck_template_is_killed);
     RUN(test_bad_model_fails_clearly);
     RUN(test_error_status_passthrough);
+    RUN(test_orphans_reaped);
     RUN(test_stories260k);
     node_cleanup(&N);
     char cmd[400];
