@@ -85,21 +85,36 @@ static bool is_admin(void)
     return p && security_scopes_allow(p->scopes, SECURITY_SCOPE_ADMIN);
 }
 
-/* Admins see every job; others only those of deployments they may use
- * (answered 404 otherwise, as for a job that does not exist). */
+/* The tenant whose jobs the caller may see: NULL for the platform admin
+ * (everyone's), else its own. */
+static const char *caller_tenant(void)
+{
+    const struct access_principal *p = gw_principal();
+    return p && p->platform_admin ? NULL : p ? p->tenant : "";
+}
+
+/* A job is its submitter's: only keys of that tenant and the platform admin
+ * see it, whoever else may use its deployment (a grant shares the function,
+ * not the data). Others are answered 404, as for a job that does not exist,
+ * so ids do not leak either. Jobs kept before tenants were (tenant "") are
+ * seen as they were: by admins and whoever may use the deployment. */
 static bool job_visible(struct gateway *gw, struct evhttp_request *req, const char *id)
 {
-    if (is_admin()) return true;
-    json_t *v = NULL;
+    const struct access_principal *who = gw_principal();
+    char tenant[64], dep[DEPLOY_NAME_MAX + 1];
     struct thaw_err err = {0};
-    int rc = jobs_get(gw->jobs, id, &v, &err);
+    int rc = jobs_whose(gw->jobs, id, tenant, dep, &err);
     if (rc) {
         reply_err_status(req, rc, &err);
         return false;
     }
-    char dep[DEPLOY_NAME_MAX + 1];
-    str_copy(dep, json_string_value(json_object_get(v, "deployment")), sizeof(dep));
-    json_decref(v);
+    if (who && who->platform_admin) return true;
+    if (tenant[0]) {
+        if (who && strcmp(who->tenant, tenant) == 0) return true;
+        gw_reply_error(req, 404, "not_found", "job '%s' not found", id);
+        return false;
+    }
+    if (is_admin()) return true;
     struct gw_deployment d;
     return gw_usable_deployment(gw, req, dep, &d);
 }
@@ -343,6 +358,8 @@ static void submit(struct gw_worker *w, struct evhttp_request *req, const char *
         l->idem_key = buf_steal(&kb);
     }
     str_copy(l->r.deployment, name, sizeof(l->r.deployment));
+    /* The job is the submitter's: sealed under its key, seen by it alone. */
+    str_copy(l->r.tenant, who ? who->tenant : "", sizeof(l->r.tenant));
     l->r.inputs = l->inputs;
     l->r.input_lens = l->lens;
     l->r.webhook = l->webhook;
@@ -442,7 +459,7 @@ static void list_jobs(struct gateway *gw, struct evhttp_request *req, const char
     }
     json_t *v = NULL;
     struct thaw_err err = {0};
-    int rc = jobs_list(gw->jobs, dep, state, evhttp_find_header(&q, "after"),
+    int rc = jobs_list(gw->jobs, dep, caller_tenant(), state, evhttp_find_header(&q, "after"),
                        query_int(&q, "limit", 100), &v, &err);
     evhttp_clear_headers(&q);
     if (rc)
@@ -554,8 +571,9 @@ static void dlq_all(struct gateway *gw, struct evhttp_request *req, bool replay)
         evhttp_clear_headers(&q);
         return;
     }
-    int rc = replay ? jobs_dlq_replay(gw->jobs, NULL, dep, &n, &err)
-                    : jobs_dlq_purge(gw->jobs, NULL, dep, &n, &err);
+    /* A grantee empties only its own dead letters, never another tenant's. */
+    int rc = replay ? jobs_dlq_replay(gw->jobs, NULL, dep, caller_tenant(), &n, &err)
+                    : jobs_dlq_purge(gw->jobs, NULL, dep, caller_tenant(), &n, &err);
     evhttp_clear_headers(&q);
     reply_count(req, replay ? "replayed" : "purged", rc, n, &err);
 }
@@ -568,7 +586,7 @@ static void dlq_one(struct gateway *gw, struct evhttp_request *req, const char *
     int n = 0;
     if (strcmp(action, "/replay") == 0) {
         if (cmd == EVHTTP_REQ_POST) {
-            int rc_ = jobs_dlq_replay(gw->jobs, id, NULL, &n, &err);
+            int rc_ = jobs_dlq_replay(gw->jobs, id, NULL, caller_tenant(), &n, &err);
             reply_count(req, "replayed", rc_, n, &err);
         } else
             method_not_allowed(req, "POST");
@@ -580,7 +598,7 @@ static void dlq_one(struct gateway *gw, struct evhttp_request *req, const char *
     }
     if (cmd == EVHTTP_REQ_DELETE) {
         {
-            int rc_ = jobs_dlq_purge(gw->jobs, id, NULL, &n, &err);
+            int rc_ = jobs_dlq_purge(gw->jobs, id, NULL, caller_tenant(), &n, &err);
             reply_count(req, "purged", rc_, n, &err);
         }
         return;

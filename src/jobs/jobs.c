@@ -61,7 +61,7 @@ int jobs_state_parse(const char *name)
     return -1;
 }
 
-/* ---- seal/open: identity until per-tenant keys exist (issue 3) ---- */
+/* ---- seal/open: the codec's (per-tenant keys), identity without one ---- */
 
 static int copy_bytes(const char *in, size_t len, char **out, size_t *out_len)
 {
@@ -73,11 +73,11 @@ static int copy_bytes(const char *in, size_t len, char **out, size_t *out_len)
     return 0;
 }
 
-int jobs_seal(struct jobs *j, const char *deployment, const char *in, size_t len, char **out,
-              size_t *out_len)
+int jobs_seal(struct jobs *j, const char *tenant, const char *deployment, const char *in,
+              size_t len, char **out, size_t *out_len)
 {
     const struct jobs_codec *c = j->cfg.codec;
-    if (c) return c->seal(c->ctx, deployment, in, len, out, out_len);
+    if (c) return c->seal(c->ctx, tenant ? tenant : "", deployment, in, len, out, out_len);
     return copy_bytes(in, len, out, out_len);
 }
 
@@ -283,6 +283,18 @@ int jobs_get(struct jobs *j, const char *id, json_t **out, struct thaw_err *err)
     return *out ? 0 : thaw_errf(err, THAW_ENOMEM, "out of memory");
 }
 
+int jobs_whose(struct jobs *j, const char *id, char tenant[64],
+               char deployment[DEPLOY_NAME_MAX + 1], struct thaw_err *err)
+{
+    struct store_job job;
+    int rc = store_job_get(j->cfg.store, id, false, &job, err);
+    if (rc) return rc;
+    str_copy(tenant, job.tenant, 64);
+    str_copy(deployment, job.deployment, DEPLOY_NAME_MAX + 1);
+    store_job_clear(&job);
+    return 0;
+}
+
 int jobs_cancel(struct jobs *j, const char *id, json_t **out, struct thaw_err *err)
 {
     struct store_job job;
@@ -324,8 +336,8 @@ static int list_cb(void *arg, const struct store_job *job)
     return 0;
 }
 
-int jobs_list(struct jobs *j, const char *deployment, const char *state, const char *after,
-              int limit, json_t **out, struct thaw_err *err)
+int jobs_list(struct jobs *j, const char *deployment, const char *tenant, const char *state,
+              const char *after, int limit, json_t **out, struct thaw_err *err)
 {
     int st = -1;
     if (state && (st = jobs_state_parse(state)) < 0)
@@ -335,7 +347,7 @@ int jobs_list(struct jobs *j, const char *deployment, const char *state, const c
                          state);
     if (limit <= 0 || limit > 1000) limit = 100;
     struct list_ctx c = {j, json_array(), "", 0};
-    struct store_job_filter f = {deployment, st, after, limit};
+    struct store_job_filter f = {deployment, st, after, limit, tenant};
     int rc = store_job_list(j->cfg.store, &f, list_cb, &c, err);
     if (rc) {
         json_decref(c.arr);
@@ -364,11 +376,12 @@ static void replayed(void *arg, const char *deployment)
     str_copy(ns->v[ns->n++], deployment, sizeof(ns->v[0]));
 }
 
-int jobs_dlq_replay(struct jobs *j, const char *id, const char *deployment, int *n,
-                    struct thaw_err *err)
+int jobs_dlq_replay(struct jobs *j, const char *id, const char *deployment, const char *tenant,
+                    int *n, struct thaw_err *err)
 {
     struct names ns = {0};
-    int rc = store_job_replay(j->cfg.store, id, deployment, jobs_wall_ms(), replayed, &ns, n, err);
+    int rc = store_job_replay(j->cfg.store, id, deployment, tenant, jobs_wall_ms(), replayed, &ns,
+                              n, err);
     pthread_mutex_lock(&j->lock);
     for (size_t i = 0; i < ns.n; i++) {
         struct jdep *d = jobs_dep(j, ns.v[i]);
@@ -383,10 +396,10 @@ int jobs_dlq_replay(struct jobs *j, const char *id, const char *deployment, int 
     return rc;
 }
 
-int jobs_dlq_purge(struct jobs *j, const char *id, const char *deployment, int *n,
-                   struct thaw_err *err)
+int jobs_dlq_purge(struct jobs *j, const char *id, const char *deployment, const char *tenant,
+                   int *n, struct thaw_err *err)
 {
-    return store_job_purge(j->cfg.store, id, deployment, n, err);
+    return store_job_purge(j->cfg.store, id, deployment, tenant, n, err);
 }
 
 static const char *const hook_states[] = {"pending", "delivered", "dead"};

@@ -19,11 +19,13 @@ struct scale;
 struct jobs;
 
 /* Sealing of user content at rest (payloads, results, error messages,
- * webhook bodies). seal gets the deployment the content belongs to; open
- * must work from the blob alone. Both return 0 and a malloc'd buffer. */
+ * webhook bodies). seal gets the tenant that submitted the job, whose key
+ * it is sealed under; tenant is "" for jobs kept before tenants were, and
+ * then deployment says whose (its owner's, as those jobs always were).
+ * open must work from the blob alone. Both return 0 and a malloc'd buffer. */
 struct jobs_codec {
-    int (*seal)(void *ctx, const char *deployment, const char *in, size_t len, char **out,
-                size_t *out_len);
+    int (*seal)(void *ctx, const char *tenant, const char *deployment, const char *in, size_t len,
+                char **out, size_t *out_len);
     int (*open)(void *ctx, const char *in, size_t len, char **out, size_t *out_len);
     void *ctx;
 };
@@ -69,6 +71,7 @@ void jobs_free(struct jobs *j);
  * returns, possibly on another thread) and does not touch r afterwards. */
 struct jobs_request {
     char deployment[DEPLOY_NAME_MAX + 1];
+    char tenant[64]; /* who submits: the job is theirs alone to see and runs as theirs */
     size_t n;
     char **inputs; /* compact JSON each, borrowed */
     size_t *input_lens;
@@ -96,6 +99,11 @@ bool jobs_idem_key_valid(const char *key);
 /* The job with its attempts and result or error. THAW_ENOTFOUND. A job
  * whose result expired comes back with "expired": true. */
 int jobs_get(struct jobs *j, const char *id, json_t **out, struct thaw_err *err);
+/* Whose the job is, without opening its content: the submitting tenant
+ * ("" for jobs kept before tenants were) and its deployment.
+ * THAW_ENOTFOUND. */
+int jobs_whose(struct jobs *j, const char *id, char tenant[64],
+               char deployment[DEPLOY_NAME_MAX + 1], struct thaw_err *err);
 /* Calls cb(ctx) exactly once, on any thread: when the job ends, when
  * timeout_ms pass, or when the node drains. */
 void jobs_watch(struct jobs *j, const char *id, int64_t timeout_ms, void (*cb)(void *ctx),
@@ -103,16 +111,18 @@ void jobs_watch(struct jobs *j, const char *id, int64_t timeout_ms, void (*cb)(v
 /* Cancels a job that has not ended. THAW_ENOTFOUND, THAW_ESTATE (ended). */
 int jobs_cancel(struct jobs *j, const char *id, json_t **out, struct thaw_err *err);
 /* {"jobs":[...], "next": cursor or null}. state may be NULL; THAW_EINVAL
- * for an unknown state name. */
-int jobs_list(struct jobs *j, const char *deployment, const char *state, const char *after,
-              int limit, json_t **out, struct thaw_err *err);
+ * for an unknown state name. tenant NULL lists everyone's; otherwise only
+ * that tenant's jobs (and those kept before tenants were). */
+int jobs_list(struct jobs *j, const char *deployment, const char *tenant, const char *state,
+              const char *after, int limit, json_t **out, struct thaw_err *err);
 
 /* Dead-letter queue: replay or purge one job (id) or all of them (id NULL,
- * optionally only deployment's). *n says how many. */
-int jobs_dlq_replay(struct jobs *j, const char *id, const char *deployment, int *n,
-                    struct thaw_err *err);
-int jobs_dlq_purge(struct jobs *j, const char *id, const char *deployment, int *n,
-                   struct thaw_err *err);
+ * optionally only deployment's), of tenant's jobs only unless tenant is
+ * NULL (as jobs_list). *n says how many. */
+int jobs_dlq_replay(struct jobs *j, const char *id, const char *deployment, const char *tenant,
+                    int *n, struct thaw_err *err);
+int jobs_dlq_purge(struct jobs *j, const char *id, const char *deployment, const char *tenant,
+                   int *n, struct thaw_err *err);
 /* Webhook deliveries: {"webhooks":[...]}; state "pending", "delivered",
  * "dead" or NULL. replay/purge act on dead ones (id 0 = all). */
 int jobs_webhook_list(struct jobs *j, const char *state, int limit, json_t **out,

@@ -100,10 +100,11 @@ void jobs_fire_waiters(struct jobs *j, const char *id, int64_t now_ms);
 void jobs_runner_flush(struct jobs *j);
 
 /* The one place user content (inputs, results, function error messages)
- * passes on its way into and out of the store: sealing with per-tenant keys
- * goes here. Return 0 and a malloc'd copy, or THAW_ENOMEM. */
-int jobs_seal(struct jobs *j, const char *deployment, const char *in, size_t len, char **out,
-              size_t *out_len);
+ * passes on its way into and out of the store: sealed under the submitting
+ * tenant's key (see struct jobs_codec for tenant ""). Return 0 and a
+ * malloc'd copy, or THAW_ENOMEM. */
+int jobs_seal(struct jobs *j, const char *tenant, const char *deployment, const char *in,
+              size_t len, char **out, size_t *out_len);
 int jobs_open(struct jobs *j, const char *deployment, const char *in, size_t len, char **out,
               size_t *out_len);
 

@@ -154,9 +154,11 @@ static void build_outcome(struct jobs *j, struct pending_outcome *p, int64_t now
     }
     if (v == JOBS_SUCCEED) {
         o->code = NULL;
-        if (!jobs_seal(j, r->inv.deployment, payload, plen, &p->sealed_result, &o->result_len))
+        if (!jobs_seal(j, r->inv.tenant, r->inv.deployment, payload, plen, &p->sealed_result,
+                       &o->result_len))
             o->result = p->sealed_result;
-    } else if (!jobs_seal(j, r->inv.deployment, payload, plen, &p->sealed_msg, &o->message_len)) {
+    } else if (!jobs_seal(j, r->inv.tenant, r->inv.deployment, payload, plen, &p->sealed_msg,
+                          &o->message_len)) {
         o->message = p->sealed_msg;
     }
     o->expires_ms = now + s.ttl;
@@ -164,7 +166,8 @@ static void build_outcome(struct jobs *j, struct pending_outcome *p, int64_t now
     if (url && o->new_state >= STORE_JOB_SUCCEEDED) {
         char *body = webhook_body(r, o->new_state, now);
         size_t blen = 0;
-        if (body && !jobs_seal(j, r->inv.deployment, body, strlen(body), &p->sealed_hook, &blen)) {
+        if (body && !jobs_seal(j, r->inv.tenant, r->inv.deployment, body, strlen(body),
+                               &p->sealed_hook, &blen)) {
             o->webhook_url = url == s.webhook ? NULL : url;
             o->webhook_body = p->sealed_hook;
             o->webhook_body_len = blen;
@@ -371,6 +374,9 @@ static void start_run(struct jobs *j, const char *dep, struct store_job_lease *l
     r->webhook = l->webhook;
     str_copy(r->inv.deployment, dep, sizeof(r->inv.deployment));
     str_copy(r->inv.request_id, l->id, sizeof(r->inv.request_id));
+    /* The submitter's: an instance bound to another tenant never runs it
+     * ("" for jobs kept before tenants were). */
+    str_copy(r->inv.tenant, l->tenant, sizeof(r->inv.tenant));
     r->inv.on_event = on_event;
     r->inv.owner = j;
     size_t len = 0;

@@ -158,8 +158,9 @@ static int batch_build(struct jobs *j, struct batch *b, int64_t now)
             sub->group_start = k == 0;
             str_copy(sub->id, r->ids[k], sizeof(sub->id));
             sub->deployment = r->deployment;
-            if (jobs_seal(j, r->deployment, r->inputs[k], r->input_lens[k], &b->sealed[s],
-                          &sub->input_len))
+            sub->tenant = r->tenant;
+            if (jobs_seal(j, r->tenant, r->deployment, r->inputs[k], r->input_lens[k],
+                          &b->sealed[s], &sub->input_len))
                 return THAW_ENOMEM;
             sub->input = b->sealed[s];
             sub->webhook = r->webhook;

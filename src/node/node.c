@@ -280,21 +280,26 @@ static int webhook_secret(const struct node_config *cfg, char *out, size_t n, st
     return 0;
 }
 
-/* Job content is sealed under the data key of the tenant owning the
- * deployment; the blob names its tenant, so opening needs nothing else. */
-static int jobs_seal_cb(void *ctx, const char *deployment, const char *in, size_t len, char **out,
-                        size_t *out_len)
+/* Job content is sealed under the data key of the tenant that submitted
+ * the job: it is that tenant's, whoever owns the deployment it ran on. Jobs
+ * kept before tenants were (tenant "") stay under the owner's key, as they
+ * always were. The blob names its tenant, so opening needs nothing else. */
+static int jobs_seal_cb(void *ctx, const char *tenant, const char *deployment, const char *in,
+                        size_t len, char **out, size_t *out_len)
 {
     struct node *n = ctx;
     char owner[ACCESS_NAME_MAX + 1];
-    if (!deployment || !gw_deployment_owner(n->gw, deployment, owner, sizeof(owner)))
+    if (tenant && tenant[0])
+        str_copy(owner, tenant, sizeof(owner));
+    else if (!deployment || !gw_deployment_owner(n->gw, deployment, owner, sizeof(owner)))
         str_copy(owner, ACCESS_ROOT_TENANT, sizeof(owner));
     struct buf b = {0};
     struct thaw_err err = {0};
     int rc = access_seal(n->access, owner, "jobs", in, len, &b, &err);
     if (rc) {
         buf_free(&b);
-        OBS_LOG(LOG_ERROR, "seal_failed", LOG_S("deployment", deployment), LOG_S("error", err.msg));
+        OBS_LOG(LOG_ERROR, "seal_failed", LOG_S("deployment", deployment), LOG_S("tenant", owner),
+                LOG_S("error", err.msg));
         return rc;
     }
     *out_len = b.len;

@@ -183,7 +183,7 @@ static const char *SQL_IDEM_PUT = "INSERT OR REPLACE INTO job_idempotency(key, b
                                   "expires_ms) VALUES (?1, ?2, ?3, ?4)";
 static const char *SQL_JOB_INSERT =
     "INSERT INTO jobs(id, deployment, state, max_attempts, created_ms, updated_ms, run_at_ms, "
-    "input, webhook) VALUES (?1, ?2, 0, ?3, ?4, ?4, ?4, ?5, ?6)";
+    "input, webhook, tenant) VALUES (?1, ?2, 0, ?3, ?4, ?4, ?4, ?5, ?6, ?7)";
 
 /* 1: seen (outcome set), 0: new, <0: error. */
 static int idem_check(struct sj *j, struct store_job_submit *sub, int64_t now, struct thaw_err *err)
@@ -218,6 +218,7 @@ static int submit_one(struct sj *j, struct store_job_submit *sub, int64_t now, s
     sqlite3_bind_int64(st, 4, now);
     sqlite3_bind_blob64(st, 5, sub->input ? sub->input : "", sub->input_len, SQLITE_STATIC);
     bind_text(st, 6, sub->webhook);
+    sqlite3_bind_text(st, 7, sub->tenant ? sub->tenant : "", -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return db_err(j, err, "insert job");
     if (!sub->idem_key) return 0;
     if (!(st = stmt(j, SQL_IDEM_PUT, err))) return THAW_EIO;
@@ -265,7 +266,7 @@ static const char *SQL_LEASE =
     "UPDATE jobs SET state = 1, attempts = attempts + 1, run_at_ms = ?3, updated_ms = ?2 "
     "WHERE rowid IN (SELECT rowid FROM jobs WHERE deployment = ?1 AND state <= 1 "
     "AND run_at_ms <= ?2 ORDER BY run_at_ms LIMIT ?4) "
-    "RETURNING id, attempts, max_attempts, input, created_ms, webhook";
+    "RETURNING id, attempts, max_attempts, input, created_ms, webhook, tenant";
 
 static int sj_lease(struct store *s, const char *deployment, int64_t now, int64_t until,
                     struct store_job_lease *out, int max, struct thaw_err *err)
@@ -289,6 +290,8 @@ static int sj_lease(struct store *s, const char *deployment, int64_t now, int64_
         l->input = col_dup(st, 3, &l->input_len);
         l->created_ms = sqlite3_column_int64(st, 4);
         l->webhook = col_dup(st, 5, NULL);
+        if (sqlite3_column_text(st, 6))
+            str_copy(l->tenant, (const char *)sqlite3_column_text(st, 6), sizeof(l->tenant));
         n++;
     }
     if (step != SQLITE_DONE && step != SQLITE_ROW) rc = db_err(j, err, "lease jobs");
@@ -398,7 +401,7 @@ static int sj_complete(struct store *s, struct store_job_outcome *o, size_t n, s
 
 #define JOB_COLS                                                                                   \
     "id, deployment, state, attempts, max_attempts, created_ms, updated_ms, run_at_ms, "           \
-    "finished_ms, expires_ms, expired, webhook"
+    "finished_ms, expires_ms, expired, webhook, tenant"
 
 static void read_job(sqlite3_stmt *st, struct store_job *out)
 {
@@ -415,6 +418,8 @@ static void read_job(sqlite3_stmt *st, struct store_job *out)
     out->expires_ms = sqlite3_column_int64(st, 9);
     out->expired = sqlite3_column_int(st, 10) != 0;
     out->webhook = col_dup(st, 11, NULL);
+    if (sqlite3_column_text(st, 12))
+        str_copy(out->tenant, (const char *)sqlite3_column_text(st, 12), sizeof(out->tenant));
 }
 
 static const char *SQL_GET = "SELECT " JOB_COLS ", input, result FROM jobs WHERE id = ?1";
@@ -473,8 +478,8 @@ static int sj_get(struct store *s, const char *id, bool with_data, struct store_
     }
     read_job(st, out);
     if (with_data) {
-        out->input = col_dup(st, 12, &out->input_len);
-        out->result = col_dup(st, 13, &out->result_len);
+        out->input = col_dup(st, 13, &out->input_len);
+        out->result = col_dup(st, 14, &out->result_len);
         sqlite3_reset(st);
         rc = read_attempts(j, out, err);
     }
@@ -494,6 +499,10 @@ static int sj_list(struct store *s, const struct store_job_filter *f, store_job_
     if (f->deployment) buf_append_str(&sql, " AND deployment = ?1");
     if (f->state >= 0) buf_append_str(&sql, " AND state = ?2");
     if (f->after_id) buf_append_str(&sql, " AND rowid > (SELECT rowid FROM jobs WHERE id = ?3)");
+    /* In the query, not after it: a page never carries (or is cut short by)
+     * another tenant's jobs. Rows without a tenant predate it and stay
+     * visible by deployment, as they were. */
+    if (f->tenant) buf_append_str(&sql, " AND (tenant = ?5 OR tenant = '')");
     buf_append_str(&sql, " ORDER BY rowid LIMIT ?4");
     if (!sql.data) return thaw_errf(err, THAW_ENOMEM, "store: out of memory");
     pthread_mutex_lock(&j->lock);
@@ -507,6 +516,7 @@ static int sj_list(struct store *s, const struct store_job_filter *f, store_job_
     sqlite3_bind_int(st, 2, f->state);
     bind_text(st, 3, f->after_id);
     sqlite3_bind_int(st, 4, f->limit > 0 ? f->limit : 100);
+    bind_text(st, 5, f->tenant);
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         struct store_job job;
@@ -555,9 +565,10 @@ static int sj_cancel(struct store *s, const char *id, int64_t now, int64_t expir
 }
 
 /* Runs a one-off statement binding ?1 id (text or NULL), ?2 deployment, ?3
- * now; for SELECTs calls row for each row. */
-static int run_sql(struct sj *j, const char *sql, const char *id, const char *dep, int64_t now,
-                   void (*row)(void *ctx, sqlite3_stmt *st), void *ctx, struct thaw_err *err)
+ * now, ?4 tenant; for SELECTs calls row for each row. */
+static int run_sql(struct sj *j, const char *sql, const char *id, const char *dep,
+                   const char *tenant, int64_t now, void (*row)(void *ctx, sqlite3_stmt *st),
+                   void *ctx, struct thaw_err *err)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -566,6 +577,7 @@ static int run_sql(struct sj *j, const char *sql, const char *id, const char *de
     if (np >= 1) bind_text(st, 1, id);
     if (np >= 2) bind_text(st, 2, dep);
     if (np >= 3) sqlite3_bind_int64(st, 3, now);
+    if (np >= 4) bind_text(st, 4, tenant);
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         if (row) row(ctx, st);
@@ -573,7 +585,9 @@ static int run_sql(struct sj *j, const char *sql, const char *id, const char *de
     return step == SQLITE_DONE ? 0 : db_err(j, err, "update jobs");
 }
 
-#define DEAD_MATCH "state = 4 AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR deployment = ?2)"
+#define DEAD_MATCH                                                                                 \
+    "state = 4 AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR deployment = ?2) AND "               \
+    "(?4 IS NULL OR tenant = ?4 OR tenant = '')"
 
 struct replay_ctx {
     void (*cb)(void *ctx, const char *deployment);
@@ -588,8 +602,8 @@ static void replay_row(void *arg, sqlite3_stmt *st)
     if (r->cb) r->cb(r->ctx, (const char *)sqlite3_column_text(st, 0));
 }
 
-static int sj_replay(struct store *s, const char *id, const char *dep, int64_t now,
-                     void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
+static int sj_replay(struct store *s, const char *id, const char *dep, const char *tenant,
+                     int64_t now, void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
                      struct thaw_err *err)
 {
     struct sj *j = SJ(s);
@@ -599,7 +613,7 @@ static int sj_replay(struct store *s, const char *id, const char *dep, int64_t n
     rc = run_sql(j,
                  "UPDATE jobs SET state = 0, attempts = 0, run_at_ms = ?3, updated_ms = ?3, "
                  "finished_ms = 0, expires_ms = 0 WHERE " DEAD_MATCH " RETURNING deployment",
-                 id, dep, now, replay_row, &r, err);
+                 id, dep, tenant, now, replay_row, &r, err);
     if (!rc && id && r.n == 0)
         rc = thaw_errf(err, THAW_ENOTFOUND, "job '%s' is not in the dead-letter queue", id);
     *n = r.n;
@@ -611,7 +625,8 @@ static void count_row(void *arg, sqlite3_stmt *st)
     (*(int *)arg)++;
 }
 
-static int sj_purge(struct store *s, const char *id, const char *dep, int *n, struct thaw_err *err)
+static int sj_purge(struct store *s, const char *id, const char *dep, const char *tenant, int *n,
+                    struct thaw_err *err)
 {
     struct sj *j = SJ(s);
     int rc = begin(j, err);
@@ -619,10 +634,10 @@ static int sj_purge(struct store *s, const char *id, const char *dep, int *n, st
     *n = 0;
     rc = run_sql(
         j, "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE " DEAD_MATCH ")",
-        id, dep, 0, NULL, NULL, err);
+        id, dep, tenant, 0, NULL, NULL, err);
     if (!rc)
-        rc = run_sql(j, "DELETE FROM jobs WHERE " DEAD_MATCH " RETURNING id", id, dep, 0, count_row,
-                     n, err);
+        rc = run_sql(j, "DELETE FROM jobs WHERE " DEAD_MATCH " RETURNING id", id, dep, tenant, 0,
+                     count_row, n, err);
     if (!rc && id && *n == 0)
         rc = thaw_errf(err, THAW_ENOTFOUND, "job '%s' is not in the dead-letter queue", id);
     return end(j, rc, err);
@@ -638,7 +653,7 @@ static int sj_recover(struct store *s, int64_t now, struct thaw_err *err)
     rc = run_sql(j,
                  "UPDATE jobs SET state = 0, attempts = MAX(attempts - 1, 0), run_at_ms = ?3, "
                  "updated_ms = ?3 WHERE state = 1 AND (?1 IS NULL) AND (?2 IS NULL) RETURNING id",
-                 NULL, NULL, now, count_row, &n, err);
+                 NULL, NULL, NULL, now, count_row, &n, err);
     rc = end(j, rc, err);
     return rc ? rc : n;
 }
@@ -663,7 +678,7 @@ static int sj_active_counts(struct store *s, void (*cb)(void *, const char *, in
     int rc = run_sql(j,
                      "SELECT deployment, COUNT(*) FROM jobs WHERE state <= 1 AND (?1 IS NULL) "
                      "GROUP BY deployment",
-                     NULL, NULL, 0, counts_row, &c, err);
+                     NULL, NULL, NULL, 0, counts_row, &c, err);
     pthread_mutex_unlock(&j->lock);
     return rc;
 }
@@ -679,21 +694,21 @@ static int sj_expire(struct store *s, int64_t now, int64_t tomb, struct thaw_err
                  "UPDATE jobs SET input = NULL, result = NULL, expired = 1 WHERE expires_ms > 0 "
                  "AND expires_ms <= ?3 AND expired = 0 AND (?1 IS NULL) AND (?2 IS NULL) "
                  "RETURNING id",
-                 NULL, NULL, now, count_row, &n, err);
+                 NULL, NULL, NULL, now, count_row, &n, err);
     snprintf(sql, sizeof(sql),
              "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE expired = 1 "
              "AND expires_ms <= %lld)",
              (long long)(now - tomb));
-    if (!rc) rc = run_sql(j, sql, NULL, NULL, 0, NULL, NULL, err);
+    if (!rc) rc = run_sql(j, sql, NULL, NULL, NULL, 0, NULL, NULL, err);
     snprintf(sql, sizeof(sql), "DELETE FROM jobs WHERE expired = 1 AND expires_ms <= %lld",
              (long long)(now - tomb));
-    if (!rc) rc = run_sql(j, sql, NULL, NULL, 0, NULL, NULL, err);
+    if (!rc) rc = run_sql(j, sql, NULL, NULL, NULL, 0, NULL, NULL, err);
     snprintf(sql, sizeof(sql), "DELETE FROM job_idempotency WHERE expires_ms <= %lld",
              (long long)now);
-    if (!rc) rc = run_sql(j, sql, NULL, NULL, 0, NULL, NULL, err);
+    if (!rc) rc = run_sql(j, sql, NULL, NULL, NULL, 0, NULL, NULL, err);
     snprintf(sql, sizeof(sql), "DELETE FROM webhooks WHERE state = 1 AND created_ms <= %lld",
              (long long)(now - tomb));
-    if (!rc) rc = run_sql(j, sql, NULL, NULL, 0, NULL, NULL, err);
+    if (!rc) rc = run_sql(j, sql, NULL, NULL, NULL, 0, NULL, NULL, err);
     rc = end(j, rc, err);
     return rc ? rc : n;
 }
@@ -905,6 +920,24 @@ static int add_attempt_version(struct sj *j, struct thaw_err *err)
                       err);
 }
 
+/* Jobs record the tenant that submitted them (added for issue 3; files
+ * from before get the column, "" for their old rows, which stay visible by
+ * deployment as they were). */
+static int add_job_tenant(struct sj *j, struct thaw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    bool has = false;
+    if (sqlite3_prepare_v2(j->db, "PRAGMA table_info(jobs)", -1, &st, NULL) != SQLITE_OK)
+        return db_err(j, err, "read jobs columns");
+    while (sqlite3_step(st) == SQLITE_ROW)
+        has |= strcmp((const char *)sqlite3_column_text(st, 1), "tenant") == 0;
+    sqlite3_finalize(st);
+    int rc = has ? 0 : exec(j, "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''", err);
+    /* A tenant's listing walks its own jobs, not everyone's. */
+    if (!rc) rc = exec(j, "CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, state)", err);
+    return rc;
+}
+
 int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err)
 {
     struct sj *j = calloc(1, sizeof(*j));
@@ -923,6 +956,7 @@ int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err)
     }
     if (!rc) rc = exec(j, schema, err);
     if (!rc) rc = add_attempt_version(j, err);
+    if (!rc) rc = add_job_tenant(j, err);
     if (rc) {
         sqlite_jobs_detach(s);
         return rc;

@@ -58,7 +58,8 @@ struct store_job_submit {
     bool group_start;
     char id[STORE_JOB_ID_MAX + 1];
     const char *deployment;
-    const char *input; /* sealed bytes, not copied */
+    const char *tenant; /* who submitted it: only that tenant may see it; NULL = "" */
+    const char *input;  /* sealed bytes, not copied */
     size_t input_len;
     const char *webhook; /* NULL = none */
     int max_attempts;
@@ -85,6 +86,7 @@ struct store_job_lease {
     size_t input_len;
     int64_t created_ms;
     char *webhook; /* NULL = none; the caller's to free() */
+    char tenant[64]; /* the submitter's; "" for jobs from before tenants were kept */
 };
 
 /* Leases up to max jobs of deployment that are due (queued with run_at <=
@@ -141,6 +143,7 @@ struct store_job_attempt {
 struct store_job {
     char id[STORE_JOB_ID_MAX + 1];
     char deployment[64];
+    char tenant[64]; /* the submitter's; "" for jobs from before tenants were kept */
     int state;
     int attempts, max_attempts;
     int64_t created_ms, updated_ms, run_at_ms, finished_ms, expires_ms;
@@ -164,6 +167,9 @@ struct store_job_filter {
     int state;              /* -1 = any */
     const char *after_id;   /* cursor: jobs created after this one; NULL = from the start */
     int limit;
+    /* NULL = any; else only this tenant's jobs and those with no tenant
+     * (kept before tenants were, visible by deployment as they were). */
+    const char *tenant;
 };
 /* Calls cb with each matching job (no data) oldest first; a non-zero return
  * stops the walk and is returned. */
@@ -177,13 +183,15 @@ int store_job_cancel(struct store *s, const char *id, int64_t now_ms, int64_t ex
                      int *prev_state, struct thaw_err *err);
 /* Dead-letter queue: dead jobs back to queued with fresh attempts (id, or
  * every dead job of deployment when id is NULL; deployment NULL = all), or
- * deleted. *n is how many. THAW_ENOTFOUND for an id that is not dead.
- * replay calls cb (may be NULL) with each replayed job's deployment. */
-int store_job_replay(struct store *s, const char *id, const char *deployment, int64_t now_ms,
-                     void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
-                     struct thaw_err *err);
-int store_job_purge(struct store *s, const char *id, const char *deployment, int *n,
-                    struct thaw_err *err);
+ * deleted. tenant, when not NULL, limits both to that tenant's jobs and
+ * those with no tenant (as the list filter does). *n is how many.
+ * THAW_ENOTFOUND for an id that is not dead. replay calls cb (may be NULL)
+ * with each replayed job's deployment. */
+int store_job_replay(struct store *s, const char *id, const char *deployment, const char *tenant,
+                     int64_t now_ms, void (*cb)(void *ctx, const char *deployment), void *ctx,
+                     int *n, struct thaw_err *err);
+int store_job_purge(struct store *s, const char *id, const char *deployment, const char *tenant,
+                    int *n, struct thaw_err *err);
 /* After a restart of the only node: every running job back to queued.
  * Returns how many, or a negative error. */
 int store_job_recover(struct store *s, int64_t now_ms, struct thaw_err *err);

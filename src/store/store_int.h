@@ -58,11 +58,11 @@ struct store_jobs_ops {
                 struct thaw_err *err);
     int (*cancel)(struct store *s, const char *id, int64_t now_ms, int64_t expires_ms,
                   int *prev_state, struct thaw_err *err);
-    int (*replay)(struct store *s, const char *id, const char *deployment, int64_t now_ms,
-                  void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
+    int (*replay)(struct store *s, const char *id, const char *deployment, const char *tenant,
+                  int64_t now_ms, void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
                   struct thaw_err *err);
-    int (*purge)(struct store *s, const char *id, const char *deployment, int *n,
-                 struct thaw_err *err);
+    int (*purge)(struct store *s, const char *id, const char *deployment, const char *tenant,
+                 int *n, struct thaw_err *err);
     int (*recover)(struct store *s, int64_t now_ms, struct thaw_err *err);
     int (*active_counts)(struct store *s, void (*cb)(void *ctx, const char *deployment, int n),
                          void *ctx, struct thaw_err *err);

@@ -79,19 +79,19 @@ int store_job_cancel(struct store *s, const char *id, int64_t now_ms, int64_t ex
     return s->jobs_ops->cancel(s, id, now_ms, expires_ms, prev_state, err);
 }
 
-int store_job_replay(struct store *s, const char *id, const char *deployment, int64_t now_ms,
-                     void (*cb)(void *ctx, const char *deployment), void *ctx, int *n,
-                     struct thaw_err *err)
+int store_job_replay(struct store *s, const char *id, const char *deployment, const char *tenant,
+                     int64_t now_ms, void (*cb)(void *ctx, const char *deployment), void *ctx,
+                     int *n, struct thaw_err *err)
 {
     JOBS_OPS(s, err);
-    return s->jobs_ops->replay(s, id, deployment, now_ms, cb, ctx, n, err);
+    return s->jobs_ops->replay(s, id, deployment, tenant, now_ms, cb, ctx, n, err);
 }
 
-int store_job_purge(struct store *s, const char *id, const char *deployment, int *n,
-                    struct thaw_err *err)
+int store_job_purge(struct store *s, const char *id, const char *deployment, const char *tenant,
+                    int *n, struct thaw_err *err)
 {
     JOBS_OPS(s, err);
-    return s->jobs_ops->purge(s, id, deployment, n, err);
+    return s->jobs_ops->purge(s, id, deployment, tenant, n, err);
 }
 
 int store_job_recover(struct store *s, int64_t now_ms, struct thaw_err *err)

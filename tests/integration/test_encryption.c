@@ -1,5 +1,5 @@
 /* Encryption at rest: job inputs, results and function error messages are
- * sealed under the owning tenant's data key, so a marker sent through every
+ * sealed under the submitting tenant's data key, so a marker sent through every
  * path that persists request content appears nowhere in the data dir (the
  * SQLite file and its WAL included) nor in the log; the API still returns
  * the plaintext; rotating the data key keeps old results readable, and so

@@ -1,8 +1,9 @@
 /* Access control through the real binary: keys on every route (401), scopes
  * (403), tenants isolated from each other (404, never the data), grants,
- * revoked and expired keys refused at once, rate limits with their headers,
- * the audit trail whose tampering `thaw audit verify` detects, and a node
- * with security: off (benchmarks) serving without keys on loopback only.
+ * jobs seen only by their submitting tenant, revoked and expired keys
+ * refused at once, rate limits with their headers, the audit trail whose
+ * tampering `thaw audit verify` detects, and a node with security: off
+ * (benchmarks) serving without keys on loopback only.
  * `test_security --rate-seconds N` runs only the rate-limit check, over N
  * seconds (the 10 s run is in the `long` label). */
 #include "harness.h"
@@ -258,6 +259,101 @@ static void test_instances_serve_one_tenant(void)
     ASSERT_EQ(s1, s2);
 }
 
+/* A job is its submitter's (issue 3): acme owns the deployment and grants
+ * beta and delta; beta's job is sealed under beta's key and seen only by
+ * beta and the platform admin. The owner and the other grantee get 404 for
+ * it everywhere (get, long-poll, cancel, dead letters) and never see it in a
+ * list, whose query filters by tenant. */
+#define JOB_MARKER "beta-job-marker-4417"
+
+static void test_jobs_are_the_submitters(void)
+{
+    char key_d[128], path[256], id[64] = "";
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"delta\"}"), 201);
+    ASSERT_EQ(make_key("delta", "[\"deploy\",\"invoke\",\"read\"]", NULL, key_d), 0);
+    char m[1024];
+    snprintf(m, sizeof(m), "{\"name\":\"jobs-fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+             testfn_path());
+    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments", m), 201);
+    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments/jobs-fn/grants", "{\"tenant\":\"beta\"}"),
+              201);
+    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments/jobs-fn/grants", "{\"tenant\":\"delta\"}"),
+              201);
+    struct resp r;
+    ASSERT_EQ(call_as(key_b, "POST", "/v1/deployments/jobs-fn/jobs",
+                      "{\"input\":{\"secret\":\"" JOB_MARKER "\"}}", &r),
+              202);
+    json_t *j = resp_json(&r);
+    resp_free(&r);
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    ASSERT(id[0]);
+
+    /* beta waits for its result; it ran and was stored as beta's. */
+    snprintf(path, sizeof(path), "/v1/jobs/%s?wait=30", id);
+    ASSERT_EQ(call_as(key_b, "GET", path, NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, "\"succeeded\"");
+    ASSERT_CONTAINS(r.body, JOB_MARKER);
+    resp_free(&r);
+
+    /* The owner (acme) and the other grantee (delta): 404 and no data. */
+    const char *others[] = {key_a_read, key_d};
+    snprintf(path, sizeof(path), "/v1/jobs/%s", id);
+    char waitp[256], dlqp[256];
+    snprintf(waitp, sizeof(waitp), "/v1/jobs/%s?wait=1", id);
+    snprintf(dlqp, sizeof(dlqp), "/v1/dlq/%s", id);
+    for (size_t i = 0; i < 2; i++) {
+        const char *k = others[i];
+        ASSERT_EQ(call_as(k, "GET", path, NULL, &r), 404);
+        ASSERT(strstr(r.body, JOB_MARKER) == NULL);
+        resp_free(&r);
+        ASSERT_EQ(call_as(k, "GET", waitp, NULL, &r), 404);
+        ASSERT(strstr(r.body, JOB_MARKER) == NULL);
+        resp_free(&r);
+        ASSERT_EQ(call_as(k, "GET", "/v1/jobs?deployment=jobs-fn", NULL, &r), 200);
+        ASSERT(strstr(r.body, id) == NULL);
+        ASSERT(strstr(r.body, JOB_MARKER) == NULL);
+        resp_free(&r);
+    }
+    ASSERT_EQ(status_as(key_a, "DELETE", path, NULL), 404);
+    ASSERT_EQ(status_as(key_d, "DELETE", path, NULL), 404);
+    ASSERT_EQ(status_as(key_d, "GET", dlqp, NULL), 404);
+    ASSERT_EQ(status_as(key_a, "GET", dlqp, NULL), 404);
+
+    /* beta and the platform admin see it; beta's cancel reaches it (ended). */
+    ASSERT_EQ(call_as(key_b, "GET", "/v1/jobs?deployment=jobs-fn", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, id);
+    resp_free(&r);
+    ASSERT_EQ(status_as(key_b, "DELETE", path, NULL), 409);
+    ASSERT_EQ(call_as(TEST_ADMIN_KEY, "GET", path, NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, JOB_MARKER);
+    resp_free(&r);
+    ASSERT_EQ(call_as(TEST_ADMIN_KEY, "GET", "/v1/jobs?deployment=jobs-fn", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, id);
+    resp_free(&r);
+
+    /* At rest: the row names beta, and its input is sealed under beta's
+     * key (a sealed blob starts with its tenant's name). */
+    char db[400];
+    snprintf(db, sizeof(db), "%s/thaw.db", N.data);
+    sqlite3 *s;
+    sqlite3_stmt *st;
+    ASSERT_EQ(sqlite3_open(db, &s), SQLITE_OK);
+    ASSERT_EQ(sqlite3_prepare_v2(s, "SELECT tenant, input, result FROM jobs WHERE id = ?1", -1, &st,
+                                 NULL),
+              SQLITE_OK);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    ASSERT_STR_EQ((const char *)sqlite3_column_text(st, 0), "beta");
+    for (int c = 1; c <= 2; c++) {
+        const unsigned char *b = sqlite3_column_blob(st, c);
+        ASSERT(b && sqlite3_column_bytes(st, c) > 5);
+        ASSERT(b[0] == 4 && memcmp(b + 1, "beta", 4) == 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+}
+
 static void test_revoked_and_expired_keys(void)
 {
     char k[128], rotated[128];
@@ -424,6 +520,7 @@ int main(int argc, char **argv)
     RUN(test_grants);
     RUN(test_usage_is_per_tenant);
     RUN(test_instances_serve_one_tenant);
+    RUN(test_jobs_are_the_submitters);
     RUN(test_revoked_and_expired_keys);
     RUN(test_rate_limit);
     RUN(test_audit_trail);

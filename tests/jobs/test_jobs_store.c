@@ -2,10 +2,13 @@
  * idempotency keys (same hash, other hash, a conflicting request rolled back
  * whole), leases with attempt tokens so a stale runner cannot record a
  * result, retries that wait for their time, cancel, the dead-letter queue,
- * recovery after a restart, result expiry and webhook deliveries. */
+ * recovery after a restart, result expiry, webhook deliveries, and the
+ * submitting tenant kept with each job (listing and dead letters filtered by
+ * it in the query; a file from before tenants gains the column). */
 #include "store/store.h"
 #include "test.h"
 
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -201,10 +204,10 @@ static void test_dead_cancel_recover(void)
     ASSERT_EQ(active, 1); /* j8 */
     /* Replay brings it back with fresh attempts; purge needs a dead job. */
     int n = 0;
-    ASSERT_EQ(store_job_replay(s, "j1", NULL, 9000, NULL, NULL, &n, &err), 0);
+    ASSERT_EQ(store_job_replay(s, "j1", NULL, NULL, 9000, NULL, NULL, &n, &err), 0);
     ASSERT_EQ(n, 1);
-    ASSERT_EQ(store_job_replay(s, "j1", NULL, 9000, NULL, NULL, &n, &err), THAW_ENOTFOUND);
-    ASSERT_EQ(store_job_purge(s, "j1", NULL, &n, &err), THAW_ENOTFOUND);
+    ASSERT_EQ(store_job_replay(s, "j1", NULL, NULL, 9000, NULL, NULL, &n, &err), THAW_ENOTFOUND);
+    ASSERT_EQ(store_job_purge(s, "j1", NULL, NULL, &n, &err), THAW_ENOTFOUND);
     struct store_job job;
     ASSERT_EQ(store_job_get(s, "j1", false, &job, &err), 0);
     ASSERT_EQ(job.state, STORE_JOB_QUEUED);
@@ -238,15 +241,15 @@ static void test_list_expire(void)
     struct store *s = open_store();
     struct thaw_err err = {0};
     int n = 0;
-    struct store_job_filter all = {NULL, -1, NULL, 100};
+    struct store_job_filter all = {NULL, -1, NULL, 100, NULL};
     ASSERT_EQ(store_job_list(s, &all, list_cb, &n, &err), 0);
     ASSERT_EQ(n, 4); /* j1 j2 j3 j8, nothing that was rolled back */
     n = 0;
-    struct store_job_filter dq = {"d", STORE_JOB_QUEUED, NULL, 100};
+    struct store_job_filter dq = {"d", STORE_JOB_QUEUED, NULL, 100, NULL};
     ASSERT_EQ(store_job_list(s, &dq, list_cb, &n, &err), 0);
     ASSERT_EQ(n, 1); /* j8 */
     n = 0;
-    struct store_job_filter after = {NULL, -1, "j2", 100};
+    struct store_job_filter after = {NULL, -1, "j2", 100, NULL};
     ASSERT_EQ(store_job_list(s, &after, list_cb, &n, &err), 0);
     ASSERT_EQ(n, 2); /* j3, j8 */
     /* j2's result (expires 50000) goes; the tombstone says so until later. */
@@ -304,6 +307,85 @@ static void test_webhooks(void)
     store_close(s);
 }
 
+static int id_cb(void *ctx, const struct store_job *j)
+{
+    strcat(ctx, j->id);
+    strcat(ctx, j->tenant[0] ? "@" : "@-");
+    strcat(ctx, j->tenant);
+    strcat(ctx, " ");
+    return 0;
+}
+
+/* A jobs table as files written before tenants were kept had it: the store
+ * adds the column, the old row gets tenant "" and stays in every tenant's
+ * listing of its deployment; new rows are filtered by tenant. */
+static void test_tenant_and_old_files(void)
+{
+    char old[160];
+    snprintf(old, sizeof(old), "%s/old.db", dir);
+    sqlite3 *db;
+    ASSERT_EQ(sqlite3_open(old, &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE jobs (id TEXT PRIMARY KEY, deployment TEXT NOT NULL, "
+                           "state INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+                           "max_attempts INTEGER NOT NULL, created_ms INTEGER NOT NULL, "
+                           "updated_ms INTEGER NOT NULL, run_at_ms INTEGER NOT NULL, "
+                           "finished_ms INTEGER NOT NULL DEFAULT 0, expires_ms INTEGER NOT NULL "
+                           "DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0, input BLOB, result "
+                           "BLOB, webhook TEXT);"
+                           "INSERT INTO jobs(id, deployment, state, max_attempts, created_ms, "
+                           "updated_ms, run_at_ms, input) VALUES ('old1', 'd', 4, 3, 1, 1, 1, 'x')",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    sqlite3_close(db);
+    struct store *s = NULL;
+    struct thaw_err err = {0};
+    ASSERT_EQ(store_open_sqlite(old, &s, &err), 0);
+    struct store_job_submit a[3] = {sub("n1", "d", "1", NULL, 1), sub("n2", "d", "2", NULL, 2),
+                                    sub("n3", "d", "3", NULL, 3)};
+    a[0].tenant = "ta";
+    a[1].tenant = "tb";
+    a[2].tenant = "tb";
+    ASSERT_EQ(store_job_submit(s, a, 3, 1000, &err), 0);
+    char ids[256] = "";
+    struct store_job_filter fa = {"d", -1, NULL, 100, "ta"};
+    ASSERT_EQ(store_job_list(s, &fa, id_cb, ids, &err), 0);
+    ASSERT_STR_EQ(ids, "old1@- n1@ta ");
+    ids[0] = 0;
+    /* The limit counts only the tenant's rows: no page cut short by others'. */
+    struct store_job_filter fb = {"d", -1, "old1", 1, "tb"};
+    ASSERT_EQ(store_job_list(s, &fb, id_cb, ids, &err), 0);
+    ASSERT_STR_EQ(ids, "n2@tb ");
+    ids[0] = 0;
+    struct store_job_filter any = {"d", -1, NULL, 100, NULL};
+    ASSERT_EQ(store_job_list(s, &any, id_cb, ids, &err), 0);
+    ASSERT_STR_EQ(ids, "old1@- n1@ta n2@tb n3@tb ");
+    struct store_job job;
+    ASSERT_EQ(store_job_get(s, "n2", false, &job, &err), 0);
+    ASSERT_STR_EQ(job.tenant, "tb");
+    store_job_clear(&job);
+    /* Leases carry the tenant, so the run gets that tenant's instances. */
+    struct store_job_lease l[4];
+    ASSERT_EQ(store_job_lease(s, "d", 2000, 9000, l, 4, &err), 3);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_STR_EQ(l[i].tenant, strcmp(l[i].id, "n1") == 0 ? "ta" : "tb");
+        free(l[i].input);
+        free(l[i].webhook);
+    }
+    /* Dead letters: a row without a tenant is still purged by whoever may
+     * use its deployment, as before. */
+    int n = 0;
+    ASSERT_EQ(store_job_purge(s, "old1", NULL, "ta", &n, &err), 0);
+    ASSERT_EQ(n, 1);
+    store_close(s);
+    /* Reopening a migrated file is a no-op. */
+    ASSERT_EQ(store_open_sqlite(old, &s, &err), 0);
+    ASSERT_EQ(store_job_get(s, "n1", false, &job, &err), 0);
+    ASSERT_STR_EQ(job.tenant, "ta");
+    store_job_clear(&job);
+    store_close(s);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/thaw-jobs-store-XXXXXX");
@@ -314,6 +396,7 @@ int main(void)
     RUN(test_dead_cancel_recover);
     RUN(test_list_expire);
     RUN(test_webhooks);
+    RUN(test_tenant_and_old_files);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "cleanup failed\n");
