@@ -102,13 +102,21 @@ security_onoff() {
   wrk -t1 -c64 -d2s -s "$OLDPWD/bench/platform/post.lua" "$url_off" >/dev/null
   echo
   echo "security on vs. off: warm POST invoke, trivial function, wrk -t1 -c64 -d${secs}s x $rounds rounds each, alternating, --threads $threads"
-  local out on_rps="" off_rps="" on_p50="" off_p50="" on_p99="" off_p99=""
+  local out on_rps="" off_rps="" on_p50="" off_p50="" on_p99="" off_p99="" on_cpu="" off_cpu="" t0
+  # The node's own CPU time per request (user + system, from /proc): what
+  # the checks cost, whatever else the machine is doing.
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  cpu_us() { awk -v d="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}'; }
   for _ in $(seq "$rounds"); do
+    t0=$(ticks $pid_on)
     out=$(wrk -t1 -c64 -d${secs}s --latency -H "Authorization: Bearer $key" -s "$OLDPWD/bench/platform/post.lua" "$url_on")
+    on_cpu="$on_cpu $(cpu_us $(( $(ticks $pid_on) - t0 )) "$(echo "$out" | awk '/requests in/ {print $1}')")"
     on_rps="$on_rps $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     on_p50="$on_p50 $(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")"
     on_p99="$on_p99 $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+    t0=$(ticks $pid_off)
     out=$(wrk -t1 -c64 -d${secs}s --latency -s "$OLDPWD/bench/platform/post.lua" "$url_off")
+    off_cpu="$off_cpu $(cpu_us $(( $(ticks $pid_off) - t0 )) "$(echo "$out" | awk '/requests in/ {print $1}')")"
     off_rps="$off_rps $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     off_p50="$off_p50 $(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")"
     off_p99="$off_p99 $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
@@ -117,9 +125,11 @@ security_onoff() {
   med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
   local r_on r_off
   r_on=$(echo "$on_rps" | med); r_off=$(echo "$off_rps" | med)
-  printf "  security off (baseline)   %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   (runs:%s)\n" "$r_off" "$(echo "$off_p50" | med)" "$(echo "$off_p99" | med)" "$off_rps"
-  printf "  security on               %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   (runs:%s)\n" "$r_on" "$(echo "$on_p50" | med)" "$(echo "$on_p99" | med)" "$on_rps"
-  awk -v a="$r_on" -v b="$r_off" 'BEGIN {printf "  on/off throughput %.3fx: %.1f%% loss (target < 5%%)\n", a / b, (1 - a / b) * 100}'
+  local c_on c_off
+  c_on=$(echo "$on_cpu" | med); c_off=$(echo "$off_cpu" | med)
+  printf "  security off (baseline)   %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   node CPU %6.1f us/req   (req/s runs:%s)\n" "$r_off" "$(echo "$off_p50" | med)" "$(echo "$off_p99" | med)" "$c_off" "$off_rps"
+  printf "  security on               %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   node CPU %6.1f us/req   (req/s runs:%s)\n" "$r_on" "$(echo "$on_p50" | med)" "$(echo "$on_p99" | med)" "$c_on" "$on_rps"
+  awk -v a="$r_on" -v b="$r_off" -v ca="$c_on" -v cb="$c_off" 'BEGIN {printf "  on/off throughput %.3fx: %.1f%% loss (target < 5%%); node CPU per request %.3fx (+%.1f us)\n", a / b, (1 - a / b) * 100, ca / cb, ca - cb}'
   kill -TERM $pid_on $pid_off; wait $pid_on $pid_off || true
   rm -rf "$data_on" "$data_off"
 }
