@@ -3,8 +3,9 @@
  * in-process over loopback, with a real SQLite store and access control.
  * Input: byte 0 picks whether the harness adds a valid admin Authorization
  * header after the request line (so routes behind the key are reached); the
- * rest is sent as is, then the write side is shut. The scale is a stub that
- * fails every invocation (no process is ever started), and jobs are off.
+ * rest is sent as is, then the write side is shut. The scale is a stub (the
+ * scale_* functions the gateway calls) that fails every invocation, so no
+ * process is ever started; jobs are off.
  * State (tenants, deployments) accumulates across inputs like a live node. */
 #include "access/access.h"
 #include "gateway/gateway.h"
@@ -32,10 +33,28 @@ void scale_submit(struct scale *s, struct invocation *inv)
     inv->on_event(inv, INV_FAIL, 503, "no_instances", strdup("fuzz: no instances"));
 }
 
-void scale_apply(struct scale *s, struct deploy_spec *spec)
+void scale_apply_version(struct scale *s, struct deploy_spec *spec, int version)
 {
     (void)s;
+    (void)version;
     registry_spec_free(spec);
+}
+
+void scale_set_traffic(struct scale *s, const char *name, const struct registry_traffic *t,
+                       int64_t rev)
+{
+    (void)s;
+    (void)name;
+    (void)t;
+    (void)rev;
+}
+
+json_t *scale_version_stats(struct scale *s, const char *name, int64_t window_ms)
+{
+    (void)s;
+    (void)name;
+    (void)window_ms;
+    return json_object();
 }
 
 void scale_remove(struct scale *s, const char *name)
