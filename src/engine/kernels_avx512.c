@@ -348,8 +348,9 @@ KX_TGT static void k4z_q4_K(const uint8_t *row, const uint8_t *const *xp, int n,
 }
 
 /* kx_drive with tiles of K4Z_T tokens: a row is unpacked once for eight. */
-static void k4z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps, int n_tok,
-                      float *y, int ys, int r0, int r1)
+/* kx_drive with tiles of K4Z_T tokens: a row is unpacked once for eight. */
+static void kk_drive(kx_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
+                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
 {
     for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
         int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
@@ -362,12 +363,121 @@ static void k4z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, s
                 float out[K4Z_T];
                 for (int i = 0; i < nt; i++)
                     xp[i] = prep + (size_t)(t0 + i) * ps;
-                k4z_q4_K(row, xp, n, out, nt);
+                fn(row, xp, n, out, nt);
                 for (int i = 0; i < nt; i++)
                     y[(size_t)(t0 + i) * (size_t)ys + (size_t)r] = out[i];
             }
         }
     }
+}
+
+static void k4z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps, int n_tok,
+                      float *y, int ys, int r0, int r1)
+{
+    kk_drive(k4z_q4_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
+/* ---- 512-bit Q6_K -------------------------------------------------------
+ * Per 128-element half: one 64-byte load of the low 4 bits (bytes 0-31 give
+ * elements 0-31 and 64-95, bytes 32-63 elements 32-63 and 96-127) and the
+ * 32 bytes of high 2 bits, broadcast to both 256-bit halves and shifted per
+ * half by a variable word shift, give two vectors of 64 consecutive 6-bit
+ * values, plain memory operands for the inputs. Values stay unsigned
+ * (0..63, maddubs pair sums at most 2*63*127); the -32 offset is taken off
+ * once per block through the per-16 input sums, as in the AVX2 kernel. */
+KX_INLINE void k6z_tile(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
+                        const int T)
+{
+    __m512 acc[K4Z_T];
+    KX_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    /* word shifts of the high bits: elements 0-31 / 32-63 of a half take qh
+     * bits 0-1 / 2-3, elements 64-95 / 96-127 bits 4-5 / 6-7 */
+    const __m512i s01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i s23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    /* scale vector k: words 0-7, 8-15, 16-23, 24-31 take scales 4k .. 4k+3 */
+    __m512i sidx[4];
+    KX_UNROLL
+    for (int k = 0; k < 4; k++)
+        sidx[k] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(4 * k + 1)),
+                                                    _mm_set1_epi16((short)(4 * k)))),
+            _mm256_set_m128i(_mm_set1_epi16((short)(4 * k + 3)),
+                             _mm_set1_epi16((short)(4 * k + 2))),
+            1);
+    const int nb = n / KQ_K;
+    for (int b = 0; b < nb; b++, row += KB_Q6_K) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 192)));
+        __m512i sc5 = _mm512_castsi256_si512(sc16);
+        __m512i scv[4], v[4];
+        KX_UNROLL
+        for (int k = 0; k < 4; k++)
+            scv[k] = _mm512_permutexvar_epi16(sidx[k], sc5);
+        KX_UNROLL
+        for (int h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512((const void *)(row + 64 * h));
+            __m512i hb = _mm512_broadcast_i64x4(kx_load(row + 128 + 32 * h));
+            __m512i h01 = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(hb, s01), 4), m30);
+            __m512i h23 = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(hb, s23), 4), m30);
+            v[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
+            v[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), h23);
+        }
+        float d = kx_h2f(row + 208);
+        KX_UNROLL
+        for (int t = 0; t < T; t++) {
+            const uint8_t *x = xp[t] + (size_t)KQ_K * b;
+            __m512i s0 = _mm512_dpwssd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_maddubs_epi16(v[0], _mm512_loadu_si512((const void *)x)), scv[0]);
+            __m512i s1 = _mm512_dpwssd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_maddubs_epi16(v[1], _mm512_loadu_si512((const void *)(x + 64))), scv[1]);
+            s0 = _mm512_dpwssd_epi32(
+                s0, _mm512_maddubs_epi16(v[2], _mm512_loadu_si512((const void *)(x + 128))),
+                scv[2]);
+            s1 = _mm512_dpwssd_epi32(
+                s1, _mm512_maddubs_epi16(v[3], _mm512_loadu_si512((const void *)(x + 192))),
+                scv[3]);
+            /* the -32 offset of every value: -32 * sum_g sc[g] * bs[g] */
+            __m256i corr =
+                _mm256_slli_epi32(_mm256_madd_epi16(kx_load(KX_XBS(xp[t], n) + 16 * b), sc16), 5);
+            __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
+            float dx = KX_XD(xp[t], n)[b];
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * dx), acc[t]);
+        }
+    }
+    KX_UNROLL
+    for (int t = 0; t < T; t++)
+        out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+#define K6Z_CASE(T)                                                                                \
+    case T:                                                                                        \
+        k6z_tile(row, xp, n, out, T);                                                              \
+        break;
+
+KX_TGT static void k6z_q6_K(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt)
+{
+    switch (nt) {
+        K6Z_CASE(1)
+        K6Z_CASE(2)
+        K6Z_CASE(3)
+        K6Z_CASE(4)
+        K6Z_CASE(5)
+        K6Z_CASE(6)
+        K6Z_CASE(7)
+    default:
+        k6z_tile(row, xp, n, out, 8);
+        break;
+    }
+}
+
+static void k6z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps, int n_tok,
+                      float *y, int ys, int r0, int r1)
+{
+    kk_drive(k6z_q6_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
 void kern_ops_avx512(struct kern_ops *ops)
@@ -378,6 +488,7 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->mm[GGML_TYPE_Q4_0] = kz_q4_0_mm;
     ops->mm[GGML_TYPE_Q5_0] = kz_q5_0_mm;
     ops->mm[GGML_TYPE_Q4_K] = k4z_drive;
+    ops->mm[GGML_TYPE_Q6_K] = k6z_drive;
 }
 
 #else
