@@ -195,15 +195,17 @@ static void test_min_instances_stay_warm(void)
 
 static void test_held_then_503(void)
 {
-    /* One instance, one request at a time, at most one held for 400 ms. */
+    /* One instance, one request at a time, at most one held for 2 s: room
+     * for a slow start on a loaded machine (a spawn has taken 0.8 s under
+     * sanitizers), while b, held behind a's 4 s request, still times out. */
     ASSERT_EQ(
         deployf("{\"name\":\"q\",\"runtime\":\"exec\",\"command\":[\"%s\",\"--init-ms\",\"200\"],"
                 "\"concurrency\":1,\"scale\":{\"max_instances\":1,\"queue_limit\":1,"
-                "\"queue_timeout\":\"400ms\",\"standby_timeout\":0}}",
+                "\"queue_timeout\":\"2s\",\"standby_timeout\":0}}",
                 testfn_path()),
         201);
     pthread_t t1, t2;
-    struct load a = {"q", "{\"op\":\"sleep\",\"ms\":1200}", 0, 0};
+    struct load a = {"q", "{\"op\":\"sleep\",\"ms\":4000}", 0, 0};
     struct load b = {"q", "{\"op\":\"pid\"}", 0, 0};
     pthread_create(&t1, NULL, one_call, &a); /* held during init, then runs */
     sleep_ms(400);
