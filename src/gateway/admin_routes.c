@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int status_for(int rc)
+int gw_status_for(int rc)
 {
     switch (rc) {
     case THAW_EINVAL:
@@ -25,7 +25,7 @@ static int status_for(int rc)
     }
 }
 
-static const char *code_for(int rc)
+const char *gw_code_for(int rc)
 {
     switch (rc) {
     case THAW_EINVAL:
@@ -46,7 +46,7 @@ static const char *code_for(int rc)
 
 static void reply_rc(struct evhttp_request *req, int rc, const struct thaw_err *err)
 {
-    gw_reply_error(req, status_for(rc), code_for(rc), "%s", err->msg);
+    gw_reply_error(req, gw_status_for(rc), gw_code_for(rc), "%s", err->msg);
 }
 
 json_t *gw_json_body(struct evhttp_request *req)

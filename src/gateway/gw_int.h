@@ -115,6 +115,12 @@ struct gw_call {
     uint64_t prompt_tokens, completion_tokens; /* from the answer's usage, for metering */
 };
 
+/* The HTTP status and error code for a thaw status code (THAW_EINVAL ->
+ * 400 "invalid_request", ENOTFOUND -> 404, EEXIST/ECONFLICT/ESTATE -> 409,
+ * EDENIED -> 403, anything else 500 "internal"). */
+int gw_status_for(int rc);
+const char *gw_code_for(int rc);
+
 /* Responses. Each sends exactly one reply and ends the request. */
 void gw_reply_json(struct evhttp_request *req, int status, const char *body, size_t len);
 void gw_reply_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)

@@ -340,37 +340,6 @@ static int edit_canary_stop(struct gateway *gw, const char *name, json_t *body,
     return 0;
 }
 
-static int status_for(int rc)
-{
-    switch (rc) {
-    case THAW_EINVAL:
-        return 400;
-    case THAW_ENOTFOUND:
-        return 404;
-    case THAW_ESTATE:
-    case THAW_ECONFLICT:
-        return 409;
-    default:
-        return 500;
-    }
-}
-
-static const char *code_for(int rc)
-{
-    switch (rc) {
-    case THAW_EINVAL:
-        return "invalid_request";
-    case THAW_ENOTFOUND:
-        return "not_found";
-    case THAW_ESTATE:
-        return "conflict";
-    case THAW_ECONFLICT:
-        return "conflict";
-    default:
-        return "store_failed";
-    }
-}
-
 static void change_traffic(struct gateway *gw, struct evhttp_request *req, const char *name,
                            const char *action, const char *reason, traffic_edit_fn edit,
                            bool has_body)
@@ -405,8 +374,8 @@ static void change_traffic(struct gateway *gw, struct evhttp_request *req, const
     }
     json_decref(body);
     if (rc) {
-        access_audit(gw->access, who, action, name, code_for(rc), NULL);
-        gw_reply_error(req, status_for(rc), code_for(rc), "%s", err.msg);
+        access_audit(gw->access, who, action, name, gw_code_for(rc), NULL);
+        gw_reply_error(req, gw_status_for(rc), gw_code_for(rc), "%s", err.msg);
         return;
     }
     gw_reply_jsonv(req, 200,
@@ -444,7 +413,7 @@ bool gw_route_versions(struct gw_worker *w, struct evhttp_request *req, const ch
         struct thaw_err err = {0};
         int rc = registry_traffic_load(gw->store, name, &t, &rev, &err);
         if (rc)
-            gw_reply_error(req, status_for(rc), code_for(rc), "%s", err.msg);
+            gw_reply_error(req, gw_status_for(rc), gw_code_for(rc), "%s", err.msg);
         else
             gw_reply_jsonv(req, 200,
                            json_pack("{s:s, s:o, s:I}", "deployment", name, "traffic",
