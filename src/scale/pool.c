@@ -187,10 +187,12 @@ static void on_message(struct inst *in, struct exec_msg *msg)
         }
         break;
     case EXEC_MSG_ERROR:
-        if (inv) /* the message may end up in job records and logs */
-            inv->on_event(inv, INV_FAIL, msg->status ? msg->status : 500,
-                          msg->code ? msg->code : "function_error",
-                          redact(in->pool->scale, msg->payload, strlen(msg->payload)));
+        if (!inv) break;
+        inv->function_error = true;
+        /* the message may end up in job records and logs */
+        inv->on_event(inv, INV_FAIL, msg->status ? msg->status : 500,
+                      msg->code ? msg->code : "function_error",
+                      redact(in->pool->scale, msg->payload, strlen(msg->payload)));
         break;
     default:
         break;
@@ -199,10 +201,8 @@ static void on_message(struct inst *in, struct exec_msg *msg)
     inst_after_release(in);
 }
 
-static void inst_read_cb(struct bufferevent *bev, void *arg)
+static void inst_read(struct inst *in, struct evbuffer *input)
 {
-    struct inst *in = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
     size_t max_line = in->pool->scale->cfg.max_line_bytes;
     for (;;) {
         size_t len;
@@ -227,18 +227,31 @@ static void inst_read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/* libevent calls these on the scale thread but outside the scale lock,
+ * which status readers on gateway threads take: each takes it. The scale
+ * pointer is saved first: the instance may be freed inside. */
+static void inst_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct inst *in = arg;
+    struct scale *s = in->pool->scale;
+    pthread_mutex_lock(&s->lock);
+    inst_read(in, bufferevent_get_input(bev));
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void inst_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct inst *in = arg;
+    struct scale *s = in->pool->scale;
+    pthread_mutex_lock(&s->lock);
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) pool_inst_died(in, NULL);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Function stderr goes to the log, redacted, tagged and cut to a bounded
  * length. */
-static void err_read_cb(struct bufferevent *bev, void *arg)
+static void err_read(struct inst *in, struct evbuffer *input)
 {
-    struct inst *in = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
     for (;;) {
         size_t len;
         char *line = evbuffer_readln(input, &len, EVBUFFER_EOL_LF);
@@ -262,13 +275,25 @@ static void err_read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+static void err_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct inst *in = arg;
+    struct scale *s = in->pool->scale;
+    pthread_mutex_lock(&s->lock);
+    err_read(in, bufferevent_get_input(bev));
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void err_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct inst *in = arg;
+    struct scale *s = in->pool->scale;
+    pthread_mutex_lock(&s->lock);
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         bufferevent_free(in->err_bev);
         in->err_bev = NULL;
     }
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void inst_free(struct inst *in)

@@ -33,7 +33,7 @@ struct scale_config {
     void (*on_canary)(void *ctx, const char *deployment, const struct registry_traffic *t,
                       int64_t base_rev, const char *decision, const char *details);
     void *canary_ctx;
-    bool no_redact;            /* security: off: function stderr and errors go out as written */
+    bool no_redact; /* security: off: function stderr and errors go out as written */
 };
 
 enum inv_event_kind {
@@ -69,6 +69,9 @@ struct invocation {
     /* Set by scale before the first event. */
     const char *start_state; /* "warm", "standby" or "cold" */
     int retry_after_s;       /* for 503s */
+    /* The failure is the function's own error line, not the platform's
+     * refusal: a function that answers 503 is failing, not overloaded. */
+    bool function_error;
 
     /* Private to scale. */
     struct invocation *next_held;

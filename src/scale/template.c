@@ -172,10 +172,14 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Like ctl_cb, the stderr callbacks take the scale lock: status readers
+ * on other threads read last_stderr. */
 static void tmpl_err_cb(struct bufferevent *bev, void *arg)
 {
     struct pool *p = arg;
+    struct scale *s = p->scale;
     struct evbuffer *input = bufferevent_get_input(bev);
+    pthread_mutex_lock(&s->lock);
     for (;;) {
         size_t len;
         char *line = evbuffer_readln(input, &len, EVBUFFER_EOL_LF);
@@ -190,15 +194,19 @@ static void tmpl_err_cb(struct bufferevent *bev, void *arg)
                 LOG_S("line", line));
         free(line);
     }
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void tmpl_err_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct pool *p = arg;
+    struct scale *s = p->scale;
+    pthread_mutex_lock(&s->lock);
     if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && p->tmpl && p->tmpl->err_bev == bev) {
         bufferevent_free(bev);
         p->tmpl->err_bev = NULL;
     }
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* The deployment's spec as the template reads it: canonical JSON with the
