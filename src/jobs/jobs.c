@@ -27,10 +27,14 @@ uint64_t jobs_random(struct jobs *j)
 
 /* ---- policy ---- */
 
-enum jobs_verdict jobs_classify(int status, const char *code, int attempt, int max_attempts)
+enum jobs_verdict jobs_classify(int status, const char *code, bool by_function, int attempt,
+                                int max_attempts)
 {
     if (status >= 200 && status < 300) return JOBS_SUCCEED;
-    if (status == 503 || status == 429) return JOBS_RELEASE;
+    if (status == 503 || status == 429) {
+        if (!by_function) return JOBS_RELEASE;
+        return attempt < max_attempts ? JOBS_RETRY : JOBS_DEAD;
+    }
     if (status >= 400 && status < 500) return JOBS_FAIL;
     return attempt < max_attempts ? JOBS_RETRY : JOBS_DEAD;
 }

@@ -139,8 +139,11 @@ enum jobs_verdict {
     JOBS_DEAD,    /* out of attempts: to the dead-letter queue */
     JOBS_RELEASE, /* not the job's fault (overloaded, shutting down): again, attempt refunded */
 };
-/* What to do after attempt (1-based) of max_attempts ended with status/code. */
-enum jobs_verdict jobs_classify(int status, const char *code, int attempt, int max_attempts);
+/* What to do after attempt (1-based) of max_attempts ended with status/code;
+ * by_function: the function itself answered the error (its 429 or 503
+ * spends an attempt, or it could keep a job cycling for ever). */
+enum jobs_verdict jobs_classify(int status, const char *code, bool by_function, int attempt,
+                                int max_attempts);
 /* Full-jitter backoff after failed attempt n (1-based): uniform in
  * [0, min(cap, base * 2^(n-1))], drawn from rnd. */
 int64_t jobs_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t rnd);

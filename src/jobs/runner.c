@@ -117,7 +117,8 @@ static void build_outcome(struct jobs *j, struct pending_outcome *p, int64_t now
 {
     struct jrun *r = p->run;
     struct settings s = dep_settings(j, r->inv.deployment);
-    enum jobs_verdict v = jobs_classify(r->status, r->code, r->attempt, r->max_attempts);
+    enum jobs_verdict v =
+        jobs_classify(r->status, r->code, r->inv.function_error, r->attempt, r->max_attempts);
     p->verdict = v;
     struct store_job_outcome *o = &p->o;
     memset(o, 0, sizeof(*o));

@@ -435,6 +435,29 @@ static void test_cancel_and_4xx(void)
     json_decref(j);
 }
 
+/* A function that itself answers 503 or 429 is failing, not overloaded: its
+ * attempts are spent like any other error's (a refunded attempt would keep
+ * the job cycling for ever). */
+static void test_function_busy_spends_attempts(void)
+{
+    ASSERT_EQ(deployf("{\"name\":\"busy\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+                      "\"jobs\":{\"max_attempts\":2,\"backoff_base\":\"100ms\","
+                      "\"backoff_cap\":\"200ms\"}}",
+                      testfn_path()),
+              201);
+    char id[64];
+    ASSERT_EQ(submit("busy",
+                     "{\"input\":{\"op\":\"error\",\"message\":\"busy\",\"status\":503,"
+                     "\"code\":\"overloaded\"}}",
+                     NULL, id, sizeof(id)),
+              202);
+    json_t *j = wait_end(id, 30);
+    ASSERT_STR_EQ(state_of(j), "dead");
+    ASSERT_EQ(json_integer_value(json_object_get(j, "attempts")), 2);
+    ASSERT_EQ(json_integer_value(json_object_get(json_object_get(j, "error"), "status")), 503);
+    json_decref(j);
+}
+
 static void test_result_ttl(void)
 {
     ASSERT_EQ(deployf("{\"name\":\"ttl\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
@@ -647,6 +670,7 @@ int main(void)
     RUN(test_poison_and_backoff);
     RUN(test_dlq);
     RUN(test_cancel_and_4xx);
+    RUN(test_function_busy_spends_attempts);
     RUN(test_result_ttl);
 #ifdef TEST_ADMIN_KEY
     RUN(test_tenants);

@@ -10,19 +10,23 @@
 
 static void test_classify(void)
 {
-    ASSERT_EQ(jobs_classify(200, NULL, 1, 3), JOBS_SUCCEED);
+    ASSERT_EQ(jobs_classify(200, NULL, false, 1, 3), JOBS_SUCCEED);
     /* 5xx: timeouts, crashes, function errors retry until the last attempt. */
-    ASSERT_EQ(jobs_classify(504, "timeout", 1, 3), JOBS_RETRY);
-    ASSERT_EQ(jobs_classify(502, "instance_crashed", 2, 3), JOBS_RETRY);
-    ASSERT_EQ(jobs_classify(500, "function_error", 3, 3), JOBS_DEAD);
-    ASSERT_EQ(jobs_classify(502, "instance_crashed", 1, 1), JOBS_DEAD);
+    ASSERT_EQ(jobs_classify(504, "timeout", false, 1, 3), JOBS_RETRY);
+    ASSERT_EQ(jobs_classify(502, "instance_crashed", false, 2, 3), JOBS_RETRY);
+    ASSERT_EQ(jobs_classify(500, "function_error", false, 3, 3), JOBS_DEAD);
+    ASSERT_EQ(jobs_classify(502, "instance_crashed", false, 1, 1), JOBS_DEAD);
     /* 4xx never retry. */
-    ASSERT_EQ(jobs_classify(404, "not_found", 1, 3), JOBS_FAIL);
-    ASSERT_EQ(jobs_classify(400, "invalid", 1, 3), JOBS_FAIL);
+    ASSERT_EQ(jobs_classify(404, "not_found", false, 1, 3), JOBS_FAIL);
+    ASSERT_EQ(jobs_classify(400, "invalid", false, 1, 3), JOBS_FAIL);
     /* Overload and shutdown are not the job's fault. */
-    ASSERT_EQ(jobs_classify(503, "overloaded", 3, 3), JOBS_RELEASE);
-    ASSERT_EQ(jobs_classify(503, "shutting_down", 1, 3), JOBS_RELEASE);
-    ASSERT_EQ(jobs_classify(429, "rate_limited", 1, 3), JOBS_RELEASE);
+    ASSERT_EQ(jobs_classify(503, "overloaded", false, 3, 3), JOBS_RELEASE);
+    ASSERT_EQ(jobs_classify(503, "shutting_down", false, 1, 3), JOBS_RELEASE);
+    ASSERT_EQ(jobs_classify(429, "rate_limited", false, 1, 3), JOBS_RELEASE);
+    /* The same statuses from the function itself spend attempts. */
+    ASSERT_EQ(jobs_classify(503, "overloaded", true, 1, 3), JOBS_RETRY);
+    ASSERT_EQ(jobs_classify(429, "slow_down", true, 3, 3), JOBS_DEAD);
+    ASSERT_EQ(jobs_classify(500, "function_error", true, 1, 3), JOBS_RETRY);
 }
 
 static void test_backoff_bounds(void)
