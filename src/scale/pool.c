@@ -201,8 +201,10 @@ static void on_message(struct inst *in, struct exec_msg *msg)
     inst_after_release(in);
 }
 
-static void inst_read(struct inst *in, struct evbuffer *input)
+static void inst_read(struct inst *in, struct bufferevent *bev, short what)
 {
+    (void)what;
+    struct evbuffer *input = bufferevent_get_input(bev);
     size_t max_line = in->pool->scale->cfg.max_line_bytes;
     for (;;) {
         size_t len;
@@ -227,31 +229,12 @@ static void inst_read(struct inst *in, struct evbuffer *input)
     }
 }
 
-/* libevent calls these on the scale thread but outside the scale lock,
- * which status readers on gateway threads take: each takes it. The scale
- * pointer is saved first: the instance may be freed inside. */
-static void inst_read_cb(struct bufferevent *bev, void *arg)
-{
-    struct inst *in = arg;
-    struct scale *s = in->pool->scale;
-    pthread_mutex_lock(&s->lock);
-    inst_read(in, bufferevent_get_input(bev));
-    pthread_mutex_unlock(&s->lock);
-}
-
-static void inst_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct inst *in = arg;
-    struct scale *s = in->pool->scale;
-    pthread_mutex_lock(&s->lock);
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) pool_inst_died(in, NULL);
-    pthread_mutex_unlock(&s->lock);
-}
-
 /* Function stderr goes to the log, redacted, tagged and cut to a bounded
  * length. */
-static void err_read(struct inst *in, struct evbuffer *input)
+static void err_read(struct inst *in, struct bufferevent *bev, short what)
 {
+    (void)what;
+    struct evbuffer *input = bufferevent_get_input(bev);
     for (;;) {
         size_t len;
         char *line = evbuffer_readln(input, &len, EVBUFFER_EOL_LF);
@@ -275,25 +258,49 @@ static void err_read(struct inst *in, struct evbuffer *input)
     }
 }
 
-static void err_read_cb(struct bufferevent *bev, void *arg)
+static void inst_gone(struct inst *in, struct bufferevent *bev, short what)
 {
-    struct inst *in = arg;
-    struct scale *s = in->pool->scale;
-    pthread_mutex_lock(&s->lock);
-    err_read(in, bufferevent_get_input(bev));
-    pthread_mutex_unlock(&s->lock);
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) pool_inst_died(in, NULL);
 }
 
-static void err_event_cb(struct bufferevent *bev, short what, void *arg)
+static void err_gone(struct inst *in, struct bufferevent *bev, short what)
 {
-    struct inst *in = arg;
-    struct scale *s = in->pool->scale;
-    pthread_mutex_lock(&s->lock);
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         bufferevent_free(in->err_bev);
         in->err_bev = NULL;
     }
+}
+
+/* libevent calls these on the scale thread but outside the scale lock,
+ * which status readers on gateway threads take: each takes it. The scale
+ * pointer is saved first: the instance may be freed inside. */
+static void locked(struct inst *in, struct bufferevent *bev, short what,
+                   void (*fn)(struct inst *, struct bufferevent *, short))
+{
+    struct scale *s = in->pool->scale;
+    pthread_mutex_lock(&s->lock);
+    fn(in, bev, what);
     pthread_mutex_unlock(&s->lock);
+}
+
+static void inst_read_cb(struct bufferevent *bev, void *arg)
+{
+    locked(arg, bev, 0, inst_read);
+}
+
+static void inst_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    locked(arg, bev, what, inst_gone);
+}
+
+static void err_read_cb(struct bufferevent *bev, void *arg)
+{
+    locked(arg, bev, 0, err_read);
+}
+
+static void err_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    locked(arg, bev, what, err_gone);
 }
 
 static void inst_free(struct inst *in)
