@@ -136,6 +136,12 @@ int access_seal(struct access *a, const char *tenant, const char *purpose, const
                 size_t len, struct buf *out, struct thaw_err *err);
 int access_unseal(struct access *a, const char *purpose, const void *blob, size_t len,
                   struct buf *out, struct thaw_err *err);
+/* The same with the handle as void *ctx, for hooks that take one (the
+ * registry's sealer of deployment env values). */
+int access_seal_hook(void *access, const char *tenant, const char *purpose, const void *pt,
+                     size_t len, struct buf *out, struct thaw_err *err);
+int access_unseal_hook(void *access, const char *purpose, const void *blob, size_t len,
+                       struct buf *out, struct thaw_err *err);
 /* New data key version for tenant: new data uses it at once, old data keeps
  * opening with the version that sealed it. Audited. */
 int access_rotate_data_key(struct access *a, const struct access_principal *actor,

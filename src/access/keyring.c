@@ -130,6 +130,18 @@ int access_unseal(struct access *a, const char *purpose, const void *blob, size_
     return security_keyset_open(ks, purpose, "", p + 1 + p[0], len - 1 - p[0], out, err);
 }
 
+int access_seal_hook(void *access, const char *tenant, const char *purpose, const void *pt,
+                     size_t len, struct buf *out, struct thaw_err *err)
+{
+    return access_seal(access, tenant, purpose, pt, len, out, err);
+}
+
+int access_unseal_hook(void *access, const char *purpose, const void *blob, size_t len,
+                       struct buf *out, struct thaw_err *err)
+{
+    return access_unseal(access, purpose, blob, len, out, err);
+}
+
 int access_rotate_data_key(struct access *a, const struct access_principal *actor,
                            const char *tenant, uint32_t *version, struct thaw_err *err)
 {

@@ -339,6 +339,7 @@ struct gateway *gw_new(const struct gateway_config *cfg, struct store *store, st
     gw->store = store;
     gw->scale = scale;
     gw->access = access;
+    gw->sealer = (struct registry_sealer){access, access_seal_hook, access_unseal_hook};
     pthread_rwlock_init(&gw->deps_lock, NULL);
     pthread_mutex_init(&gw->tls_lock, NULL);
     if (gw_tls_load(gw, err)) goto fail;

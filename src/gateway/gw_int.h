@@ -74,6 +74,7 @@ struct gateway {
     struct store *store;
     struct scale *scale;
     struct access *access;
+    struct registry_sealer sealer; /* deployment env values, under access's data keys */
     int port;
     int n_workers;
     struct gw_worker *workers;

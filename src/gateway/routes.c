@@ -70,10 +70,19 @@ static void handle_metrics(struct evhttp_request *req)
     buf_free(&out);
 }
 
-static json_t *deployment_view(struct gateway *gw, const char *name, const char *spec_json)
+/* A stored spec as its reader may see it: env values opened for the owner
+ * and the platform admin, "(hidden)" for tenants that use it by a grant. */
+static json_t *deployment_view(struct gateway *gw, const char *name, const char *spec_json,
+                               const char *owner)
 {
     json_t *spec = json_loads(spec_json, 0, NULL);
     if (!spec) return NULL;
+    const struct access_principal *who = gw_principal();
+    bool reveal = who && (who->platform_admin || !strcmp(who->tenant, owner));
+    struct thaw_err err = {0};
+    if (registry_env_open(&gw->sealer, spec, reveal, &err)) /* then all "(hidden)" */
+        OBS_LOG(LOG_ERROR, "deployment_env_open_failed", LOG_S("deployment", name),
+                LOG_S("error", err.msg));
     json_t *status = scale_status(gw->scale, name);
     json_object_set_new(spec, "status", status ? status : json_null());
     return spec;
@@ -137,7 +146,7 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
     /* One transaction: the version (new, or the one with the same digest),
      * the deployment row and the traffic move. */
     struct registry_deploy_result dr;
-    if (registry_deploy(gw->store, spec, owner, who->key_id, pct, &dr, &err)) {
+    if (registry_deploy(gw->store, &gw->sealer, spec, owner, who->key_id, pct, &dr, &err)) {
         gw_reply_error(req, 500, "store_failed", "%s", err.msg);
         registry_spec_free(spec);
         return;
@@ -211,15 +220,16 @@ static void handle_usage(struct gateway *gw, struct evhttp_request *req)
 
 struct list_ctx {
     struct gateway *gw;
-    json_t *arr;
+    json_t *rows; /* [[name, spec, owner], ...] */
 };
 
+/* Only collects: opening env values may read a data key from the store,
+ * which holds its lock during its own listing. */
 static int list_cb(void *arg, const char *name, const char *spec_json, const char *owner)
 {
     struct list_ctx *c = arg;
     if (!access_can_use(c->gw->access, gw_principal(), name, owner)) return 0;
-    json_t *v = deployment_view(c->gw, name, spec_json);
-    if (v) json_array_append_new(c->arr, v);
+    json_array_append_new(c->rows, json_pack("[s, s, s]", name, spec_json, owner ? owner : ""));
     return 0;
 }
 
@@ -228,12 +238,23 @@ static void list_deployments(struct gateway *gw, struct evhttp_request *req)
     if (!gw_require_scope(req, SECURITY_SCOPE_READ)) return;
     struct list_ctx c = {gw, json_array()};
     struct thaw_err err = {0};
-    if (store_deployment_list(gw->store, list_cb, &c, &err)) {
-        json_decref(c.arr);
-        gw_reply_error(req, 500, "store_failed", "%s", err.msg);
+    if (!c.rows || store_deployment_list(gw->store, list_cb, &c, &err)) {
+        json_decref(c.rows);
+        gw_reply_error(req, 500, "store_failed", "%s", c.rows ? err.msg : "out of memory");
         return;
     }
-    gw_reply_jsonv(req, 200, json_pack("{s:o}", "deployments", c.arr));
+    json_t *arr = json_array();
+    size_t i;
+    json_t *row;
+    json_array_foreach(c.rows, i, row)
+    {
+        json_t *v = deployment_view(gw, json_string_value(json_array_get(row, 0)),
+                                    json_string_value(json_array_get(row, 1)),
+                                    json_string_value(json_array_get(row, 2)));
+        if (v) json_array_append_new(arr, v);
+    }
+    json_decref(c.rows);
+    gw_reply_jsonv(req, 200, json_pack("{s:o}", "deployments", arr));
 }
 
 static void get_deployment(struct gateway *gw, struct evhttp_request *req, const char *name)
@@ -252,7 +273,7 @@ static void get_deployment(struct gateway *gw, struct evhttp_request *req, const
         gw_reply_error(req, 500, "store_failed", "%s", err.msg);
         return;
     }
-    json_t *v = deployment_view(gw, name, spec);
+    json_t *v = deployment_view(gw, name, spec, dep.owner);
     free(spec);
     if (v) {
         json_object_set_new(v, "owner", json_string(dep.owner));

@@ -34,6 +34,7 @@ struct node {
     struct gateway *gw;
     struct jobs *jobs;
     struct jobs_codec jobs_codec;
+    struct registry_sealer sealer; /* deployment env values, under access's data keys */
     struct artifact_store *artifacts;
     struct event *sigterm_ev, *sigint_ev, *sighup_ev, *drain_ev;
     uint64_t drain_deadline_ms;
@@ -127,14 +128,17 @@ static void restore_one(struct node *n, const char *name, const char *spec_json,
     struct deploy_spec *spec = NULL;
     struct thaw_err err = {0};
     json_t *j = json_loads(spec_json, 0, NULL);
-    int rc = j ? registry_spec_from_json(j, &spec, &err) : THAW_EINVAL;
+    /* Instances get the plain env values; the store has them sealed. */
+    int rc = j ? registry_env_open(&n->sealer, j, true, &err)
+               : thaw_errf(&err, THAW_EFORMAT, "stored spec is not JSON");
+    if (!rc) rc = registry_spec_from_json(j, &spec, &err);
     json_decref(j);
     struct registry_traffic t;
     int64_t rev = 0;
     if (!rc) rc = registry_traffic_load(n->store, name, &t, &rev, &err);
     if (!rc && t.n == 0) {
         struct registry_deploy_result dr;
-        rc = registry_deploy(n->store, spec, owner, "node", 100, &dr, &err);
+        rc = registry_deploy(n->store, &n->sealer, spec, owner, "node", 100, &dr, &err);
         if (!rc) {
             t = dr.traffic;
             rev = dr.rev;
@@ -143,7 +147,9 @@ static void restore_one(struct node *n, const char *name, const char *spec_json,
         }
     }
     int bad = 0;
-    if (!rc) rc = registry_versions_load(n->store, name, apply_version_cb, n->scale, &bad, &err);
+    if (!rc)
+        rc = registry_versions_load(n->store, &n->sealer, name, apply_version_cb, n->scale, &bad,
+                                    &err);
     if (rc) {
         OBS_LOG(LOG_ERROR, "deployment_restore_failed", LOG_S("deployment", name),
                 LOG_S("error", err.msg));
@@ -235,6 +241,7 @@ static int open_access(struct node *n, struct thaw_err *err)
     bool was_generated = false;
     int rc = node_load_kek(n->cfg, kek, err);
     if (!rc) rc = access_open(n->store, kek, &n->access, err);
+    if (!rc) n->sealer = (struct registry_sealer){n->access, access_seal_hook, access_unseal_hook};
     sodium_memzero(kek, sizeof(kek));
     if (!rc) rc = node_load_admin_key(n->cfg, admin, sizeof(admin), err);
     if (!rc) rc = access_bootstrap(n->access, admin[0] ? admin : NULL, generated, &was_generated, err);

@@ -605,6 +605,18 @@ int registry_spec_parse(const char *body, size_t len, const char *content_type,
     }
     int rc = registry_spec_from_json(doc, out, err);
     json_decref(doc);
+    /* A value that looks sealed would be taken for one when read back. */
+    for (char **e = rc ? NULL : (*out)->env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq && registry_env_value_sealed(eq + 1)) {
+            rc = thaw_errf(err, THAW_EINVAL,
+                           "field 'env.%.*s' may not start with '" REGISTRY_SEALED_PREFIX "'",
+                           (int)(eq - *e), *e);
+            registry_spec_free(*out);
+            *out = NULL;
+            break;
+        }
+    }
     return rc;
 }
 

@@ -78,11 +78,11 @@ struct deploy_spec {
     /* Requests in flight per instance; for llm and embed the manifest's
      * `parallel` (sequences decoded together). */
     int concurrency;
-    int64_t timeout_ms; /* per request; default 30 s (exec), 5 min (llm, embed) */
+    int64_t timeout_ms;   /* per request; default 30 s (exec), 5 min (llm, embed) */
     json_t *input_schema; /* JSON Schema (supported subset) the input must match; NULL = any */
     bool sandbox;         /* seccomp, Landlock and namespaces for instances (default on) */
     bool network;         /* instances may open network sockets (default off) */
-    bool shared; /* an instance may serve several tenants (default: one tenant each) */
+    bool shared;          /* an instance may serve several tenants (default: one tenant each) */
     struct deploy_scale scale;
     struct deploy_limits limits;
     struct deploy_jobs jobs;
@@ -95,7 +95,9 @@ bool registry_runtime_is_model(const struct deploy_spec *spec);
 /* Parses a manifest. content_type selects YAML ("yaml" anywhere in it) or
  * JSON; NULL sniffs: a body starting with '{' is JSON. On success *out is the
  * caller's (registry_spec_free). On error returns THAW_EINVAL and err says
- * which field is wrong and why. */
+ * which field is wrong and why. Env values may not start with
+ * REGISTRY_SEALED_PREFIX (the store's form of a sealed value); stored specs
+ * go through registry_spec_from_json, which lets them pass. */
 int registry_spec_parse(const char *body, size_t len, const char *content_type,
                         struct deploy_spec **out, struct thaw_err *err);
 /* Validates an already parsed JSON object (the same rules). */
@@ -315,12 +317,42 @@ int registry_traffic_full(const struct registry_traffic *t);
 /* Parses "v3" or "3" into 3; returns 0 when malformed. */
 int registry_version_parse(const char *s);
 
+/* ---- sealed env values (envseal.c) ----
+ * Manifests carry secrets in env, so the store keeps each env value of a
+ * spec sealed: REGISTRY_SEALED_PREFIX + base64 of what the sealer made of
+ * it (the owning tenant's data key, bound to the deployment and variable).
+ * A manifest may not use the prefix itself (registry_spec_parse refuses). */
+#define REGISTRY_SEALED_PREFIX "thaw:sealed:v1:"
+struct registry_sealer {
+    void *ctx;
+    /* Appends the sealed form of pt to out. */
+    int (*seal)(void *ctx, const char *owner, const char *purpose, const void *pt, size_t len,
+                struct buf *out, struct thaw_err *err);
+    /* Appends the plaintext of blob to out. */
+    int (*open)(void *ctx, const char *purpose, const void *blob, size_t len, struct buf *out,
+                struct thaw_err *err);
+};
+bool registry_env_value_sealed(const char *v);
+/* Seals every env value of spec (canonical JSON, changed in place) under
+ * owner. A NULL sealer leaves the values plain (tests without keys). */
+int registry_env_seal(const struct registry_sealer *s, const char *owner, json_t *spec,
+                      struct thaw_err *err);
+/* Opens the sealed env values of spec in place (reveal), or shows each as
+ * "(hidden)" (a reader that may use the deployment but not read its
+ * secrets). Plain values (stored before sealing) stay as they are. On error
+ * every value is "(hidden)", never half-opened. */
+int registry_env_open(const struct registry_sealer *s, json_t *spec, bool reveal,
+                      struct thaw_err *err);
+
 /* The version document of a spec ({"artifacts":[...],"spec":{...}}) as
- * canonical JSON, and its digest ("sha256:<hex>"). Caller frees *doc. */
+ * canonical JSON, and its digest ("sha256:<hex>"), always of the plain
+ * spec. Caller frees *doc. */
 int registry_version_doc(const struct deploy_spec *spec, char **doc,
                          char digest[ARTIFACT_DIGEST_SIZE], struct thaw_err *err);
-/* The spec inside a stored version document. */
-int registry_version_spec(const char *doc, struct deploy_spec **out, struct thaw_err *err);
+/* The spec inside a stored version document, its env values opened with
+ * sealer. */
+int registry_version_spec(const char *doc, const struct registry_sealer *sealer,
+                          struct deploy_spec **out, struct thaw_err *err);
 
 struct registry_deploy_result {
     int version;
@@ -332,18 +364,20 @@ struct registry_deploy_result {
 /* Records spec as a version of its deployment (a new number unless the
  * same document exists) and moves traffic: traffic_pct 100 (or -1) gives
  * it all, 0..99 gives it that share and scales the others over the rest;
- * a deployment's first version always gets 100%. One store transaction. */
-int registry_deploy(struct store *st, const struct deploy_spec *spec, const char *owner,
-                    const char *actor, int traffic_pct, struct registry_deploy_result *out,
-                    struct thaw_err *err);
+ * a deployment's first version always gets 100%. One store transaction.
+ * What is stored has its env values sealed under owner by sealer. */
+int registry_deploy(struct store *st, const struct registry_sealer *sealer,
+                    const struct deploy_spec *spec, const char *owner, const char *actor,
+                    int traffic_pct, struct registry_deploy_result *out, struct thaw_err *err);
 /* The target of a rollback: the version that most recently had 100% and
  * does not have it now; 0 with err when there is none. */
 int registry_rollback_target(struct store *st, const char *name, const struct registry_traffic *cur,
                              struct thaw_err *err);
 /* Calls cb with the spec of each stored version of name, in number order
- * (cb owns spec). Versions whose document no longer parses are skipped and
- * counted in *bad (may be NULL). */
-int registry_versions_load(struct store *st, const char *name,
+ * (cb owns spec), its env values opened with sealer. Versions whose
+ * document no longer parses or opens are skipped and counted in *bad (may
+ * be NULL). */
+int registry_versions_load(struct store *st, const struct registry_sealer *sealer, const char *name,
                            void (*cb)(void *ctx, int version, struct deploy_spec *spec), void *ctx,
                            int *bad, struct thaw_err *err);
 /* The stored traffic of name, parsed. */

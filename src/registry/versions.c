@@ -215,10 +215,13 @@ static int sha256_hex(const char *data, size_t len, char out[ARTIFACT_DIGEST_SIZ
     return 0;
 }
 
-int registry_version_doc(const struct deploy_spec *spec, char **doc,
-                         char digest[ARTIFACT_DIGEST_SIZE], struct thaw_err *err)
+/* The version document as JSON (*obj) and as canonical text (*doc), and
+ * the digest of that text. */
+static int version_doc(const struct deploy_spec *spec, json_t **obj, char **doc,
+                       char digest[ARTIFACT_DIGEST_SIZE], struct thaw_err *err)
 {
     *doc = NULL;
+    *obj = NULL;
     json_t *canon = registry_spec_to_json(spec);
     struct artifact_refs refs = {0};
     if (!canon || artifact_refs_scan_json(&refs, canon)) {
@@ -235,21 +238,33 @@ int registry_version_doc(const struct deploy_spec *spec, char **doc,
     artifact_refs_free(&refs);
     json_t *o = json_pack("{s:o, s:o}", "artifacts", arts, "spec", canon);
     *doc = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
-    json_decref(o);
     if (!*doc || sha256_hex(*doc, strlen(*doc), digest)) {
+        json_decref(o);
         free(*doc);
         *doc = NULL;
         return thaw_errf(err, THAW_ENOMEM, "cannot digest the version");
     }
+    *obj = o;
     return 0;
 }
 
-int registry_version_spec(const char *doc, struct deploy_spec **out, struct thaw_err *err)
+int registry_version_doc(const struct deploy_spec *spec, char **doc,
+                         char digest[ARTIFACT_DIGEST_SIZE], struct thaw_err *err)
+{
+    json_t *o = NULL;
+    int rc = version_doc(spec, &o, doc, digest, err);
+    json_decref(o);
+    return rc;
+}
+
+int registry_version_spec(const char *doc, const struct registry_sealer *sealer,
+                          struct deploy_spec **out, struct thaw_err *err)
 {
     json_t *o = json_loads(doc, 0, NULL);
     json_t *spec = json_object_get(o, "spec");
-    int rc = spec ? registry_spec_from_json(spec, out, err)
+    int rc = spec ? registry_env_open(sealer, spec, true, err)
                   : thaw_errf(err, THAW_EFORMAT, "stored version is not a version document");
+    if (!rc) rc = registry_spec_from_json(spec, out, err);
     json_decref(o);
     return rc;
 }
@@ -288,21 +303,30 @@ static char *deploy_traffic(void *arg, int version, bool created, const char *cu
     return registry_traffic_dump(t);
 }
 
-int registry_deploy(struct store *st, const struct deploy_spec *spec, const char *owner,
-                    const char *actor, int traffic_pct, struct registry_deploy_result *out,
-                    struct thaw_err *err)
+int registry_deploy(struct store *st, const struct registry_sealer *sealer,
+                    const struct deploy_spec *spec, const char *owner, const char *actor,
+                    int traffic_pct, struct registry_deploy_result *out, struct thaw_err *err)
 {
     memset(out, 0, sizeof(*out));
-    char *doc = NULL;
-    int rc = registry_version_doc(spec, &doc, out->digest, err);
+    char *plain = NULL;
+    json_t *o = NULL;
+    int rc = version_doc(spec, &o, &plain, out->digest, err);
     if (rc) return rc;
-    json_t *canon = registry_spec_to_json(spec);
+    free(plain);
+    /* The digest is of the plain spec (the same manifest is the same
+     * version); only what is written is sealed. The deployment row keeps the
+     * same spec as the version document. */
+    json_t *canon = json_object_get(o, "spec");
+    rc = registry_env_seal(sealer, owner, canon, err);
+    char *doc = rc ? NULL : json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
     char *spec_json =
-        canon ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) : NULL;
-    json_decref(canon);
-    if (!spec_json) {
+        rc ? NULL : json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
+    json_decref(o);
+    if (!rc && (!doc || !spec_json)) rc = thaw_errf(err, THAW_ENOMEM, "out of memory");
+    if (rc) {
         free(doc);
-        return thaw_errf(err, THAW_ENOMEM, "out of memory");
+        free(spec_json);
+        return rc;
     }
     struct deploy_ctx c = {.pct = traffic_pct, .t = &out->traffic};
     struct store_deploy_result r;
@@ -384,7 +408,7 @@ static int collect_cb(void *arg, const char *deployment, const struct store_vers
     return 0;
 }
 
-int registry_versions_load(struct store *st, const char *name,
+int registry_versions_load(struct store *st, const struct registry_sealer *sealer, const char *name,
                            void (*cb)(void *ctx, int version, struct deploy_spec *spec), void *ctx,
                            int *bad, struct thaw_err *err)
 {
@@ -399,7 +423,7 @@ int registry_versions_load(struct store *st, const char *name,
         if (rc) break;
         struct deploy_spec *spec = NULL;
         struct thaw_err perr = {0};
-        if (registry_version_spec(json_string_value(json_array_get(e, 1)), &spec, &perr)) {
+        if (registry_version_spec(json_string_value(json_array_get(e, 1)), sealer, &spec, &perr)) {
             if (bad) (*bad)++;
             continue;
         }

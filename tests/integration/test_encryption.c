@@ -1,9 +1,11 @@
 /* Encryption at rest: job inputs, results and function error messages are
- * sealed under the submitting tenant's data key, so a marker sent through every
+ * sealed under the submitting tenant's data key, and the env values of
+ * deployment manifests under the owner's, so a marker sent through every
  * path that persists request content appears nowhere in the data dir (the
  * SQLite file and its WAL included) nor in the log; the API still returns
- * the plaintext; rotating the data key keeps old results readable, and so
- * does rotating the KEK (`thaw keys rewrap`), after which the old KEK is
+ * the plaintext and instances still get plain env values, also after a
+ * restart; rotating the data key keeps old results readable, and so does
+ * rotating the KEK (`thaw keys rewrap`), after which the old KEK is
  * refused. */
 #include "harness.h"
 #include "test.h"
@@ -55,6 +57,79 @@ static int grep_count(const char *dir_or_file)
     if (p && fscanf(p, "%d", &n) != 1) n = -1;
     if (p) pclose(p);
     return n;
+}
+
+/* The function of "envfn" answers with its TESTFN_TAG: what the instance
+ * got in its environment. */
+#define ENV_SECRET "env-" MARKER
+static void expect_plain_env(void)
+{
+    struct resp r;
+    ASSERT_EQ(invoke(&N, "envfn", "{}", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    json_t *j = resp_json(&r);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "tag")), ENV_SECRET);
+    json_decref(j);
+    resp_free(&r);
+}
+
+static char *envfn_manifest(void)
+{
+    static char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"envfn\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+             "\"env\":{\"TESTFN_TAG\":\"" ENV_SECRET "\",\"EMPTY\":\"\"}}",
+             testfn_path());
+    return m;
+}
+
+/* Env values: sealed in the store, plain for the instance and for the
+ * owner's reads; the same manifest twice is still the same version (the
+ * digest is of the plain spec), and the versions listing works. */
+static void test_env_sealed(void)
+{
+    struct resp r;
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments", envfn_manifest(), NULL, &r), 0);
+    ASSERT_EQ(r.status, 201);
+    json_t *j = resp_json(&r);
+    char digest[128];
+    snprintf(digest, sizeof(digest), "%s", json_string_value(json_object_get(j, "digest")));
+    json_decref(j);
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments", envfn_manifest(), NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    j = resp_json(&r);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "digest")), digest);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "version")), "v1");
+    ASSERT(json_is_false(json_object_get(j, "new_version")));
+    json_decref(j);
+    resp_free(&r);
+    expect_plain_env();
+    ASSERT_EQ(http(&N, "GET", "/v1/deployments/envfn", NULL, NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "\"TESTFN_TAG\":\"" ENV_SECRET "\"");
+    ASSERT_CONTAINS(r.body, "\"EMPTY\":\"\"");
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "GET", "/v1/deployments", NULL, NULL, &r), 0);
+    ASSERT_CONTAINS(r.body, "\"TESTFN_TAG\":\"" ENV_SECRET "\"");
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "GET", "/v1/deployments/envfn/versions", NULL, NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, digest);
+    ASSERT(strstr(r.body, "thaw:sealed:") == NULL);
+    resp_free(&r);
+    /* A manifest may not pose as sealed. */
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"envfn2\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+             "\"env\":{\"X\":\"thaw:sealed:v1:abc\"}}",
+             testfn_path());
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments", m, NULL, &r), 0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "env.X");
+    resp_free(&r);
+    sleep_ms(300);
+    ASSERT_EQ(grep_count(N.data), 0);
 }
 
 static void test_markers_never_at_rest(void)
@@ -116,6 +191,14 @@ static void test_rotation_keeps_old_data(void)
     ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")),
                   "before-rotation");
     json_decref(j);
+    /* Env values sealed before the rotation open after the restart; the
+     * same manifest is still the same version. */
+    expect_plain_env();
+    struct resp r;
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments", envfn_manifest(), NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "\"new_version\":false");
+    resp_free(&r);
     free(before);
     free(after);
 }
@@ -175,6 +258,7 @@ static void test_kek_rewrap(void)
      * audit chain (rewrap recorded) verifies. */
     const char *with_new[] = {"--kek-file", new_kek, NULL};
     ASSERT_EQ(node_start(&N, with_new), 0);
+    expect_plain_env();
     j = wait_job(before);
     ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "result"), "v")),
                   "before-rewrap");
@@ -217,6 +301,7 @@ int main(void)
         fprintf(stderr, "cannot start node\n");
         return 1;
     }
+    RUN(test_env_sealed);
     RUN(test_markers_never_at_rest);
     RUN(test_rotation_keeps_old_data);
     RUN(test_kek_rewrap);

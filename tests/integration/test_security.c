@@ -68,7 +68,9 @@ static void test_setup_tenants(void)
     ASSERT_EQ(make_key("beta", "[\"admin\"]", NULL, key_b), 0);
     ASSERT_EQ(make_key("gamma", "[\"read\"]", NULL, key_g), 0);
     char m[1024];
-    snprintf(m, sizeof(m), "{\"name\":\"a-fn\",\"runtime\":\"exec\",\"command\":[\"%s\"]}",
+    snprintf(m, sizeof(m),
+             "{\"name\":\"a-fn\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+             "\"env\":{\"API_TOKEN\":\"acme-secret-token\"}}",
              testfn_path());
     struct resp r;
     ASSERT_EQ(call_as(key_a, "POST", "/v1/deployments", m, &r), 201);
@@ -177,6 +179,29 @@ static void test_grants(void)
     ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments/a-fn/grants", "{\"tenant\":\"beta\"}"),
               201);
     ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/invoke", "{\"via\":\"grant\"}"), 200);
+    /* A grantee uses the deployment but does not read its env values; the
+     * owner's keys and the platform admin do (the store has them sealed). */
+    struct resp r;
+    ASSERT_EQ(call_as(key_b, "GET", "/v1/deployments/a-fn", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, "\"API_TOKEN\":\"(hidden)\"");
+    ASSERT(strstr(r.body, "acme-secret-token") == NULL);
+    resp_free(&r);
+    ASSERT_EQ(call_as(key_b, "GET", "/v1/deployments", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, "\"API_TOKEN\":\"(hidden)\"");
+    ASSERT(strstr(r.body, "acme-secret-token") == NULL);
+    resp_free(&r);
+    ASSERT_EQ(call_as(key_a_read, "GET", "/v1/deployments/a-fn", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, "\"API_TOKEN\":\"acme-secret-token\"");
+    resp_free(&r);
+    ASSERT_EQ(call_as(key_a_read, "GET", "/v1/deployments", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, "\"API_TOKEN\":\"acme-secret-token\"");
+    resp_free(&r);
+    ASSERT_EQ(call_as(TEST_ADMIN_KEY, "GET", "/v1/deployments/a-fn", NULL, &r), 200);
+    ASSERT_CONTAINS(r.body, "\"API_TOKEN\":\"acme-secret-token\"");
+    resp_free(&r);
+    ASSERT_EQ(call_as(key_b, "GET", "/v1/deployments/a-fn/versions", NULL, &r), 200);
+    ASSERT(strstr(r.body, "acme-secret-token") == NULL);
+    resp_free(&r);
     ASSERT_EQ(status_as(key_b, "DELETE", "/v1/deployments/a-fn", NULL), 403); /* use, not own */
     ASSERT_EQ(status_as(key_a, "DELETE", "/v1/deployments/a-fn/grants/beta", NULL), 200);
     ASSERT_EQ(status_as(key_b, "POST", "/v1/deployments/a-fn/invoke", "{}"), 404);

@@ -30,7 +30,7 @@ static int deploy(const char *tag, int pct, struct registry_deploy_result *r)
 {
     struct deploy_spec *s = spec_with_tag(tag);
     struct thaw_err err = {0};
-    int rc = s ? registry_deploy(S, s, "root", "key1", pct, r, &err) : -1;
+    int rc = s ? registry_deploy(S, NULL, s, "root", "key1", pct, r, &err) : -1;
     registry_spec_free(s);
     return rc;
 }
@@ -64,7 +64,7 @@ static void test_digest_decides_number(void)
     ASSERT_STR_EQ(meta.digest, d1);
     ASSERT(strstr(doc, "\"artifacts\":[\"sha256:0000") != NULL);
     struct deploy_spec *back = NULL;
-    ASSERT_EQ(registry_version_spec(doc, &back, &err), 0);
+    ASSERT_EQ(registry_version_spec(doc, NULL, &back, &err), 0);
     ASSERT_STR_EQ(back->name, "svc");
     registry_spec_free(back);
     free(doc);
@@ -132,6 +132,110 @@ static void test_delete_takes_versions(void)
     ASSERT_EQ(deploy("z", -1, &r), 0);
     ASSERT_EQ(r.version, 1); /* a new deployment of the name starts over */
     ASSERT(!r.existed);
+}
+
+/* A toy sealer: "<owner>|<purpose>|" + the bytes reversed; opening checks
+ * the purpose, as the AEAD's associated data would. */
+static int toy_seal(void *ctx, const char *owner, const char *purpose, const void *pt, size_t len,
+                    struct buf *out, struct thaw_err *err)
+{
+    (void)ctx;
+    (void)err;
+    if (buf_printf(out, "%s|%s|", owner, purpose)) return THAW_ENOMEM;
+    for (size_t i = len; i > 0; i--)
+        if (buf_append(out, (const char *)pt + i - 1, 1)) return THAW_ENOMEM;
+    return 0;
+}
+
+static int toy_open(void *ctx, const char *purpose, const void *blob, size_t len, struct buf *out,
+                    struct thaw_err *err)
+{
+    (void)ctx;
+    const char *b = blob, *p1 = memchr(b, '|', len);
+    size_t pl = strlen(purpose);
+    if (!p1 || (size_t)(b + len - p1) < pl + 2 || memcmp(p1 + 1, purpose, pl) || p1[1 + pl] != '|')
+        return thaw_errf(err, THAW_EDENIED, "does not open");
+    const char *pt = p1 + pl + 2;
+    for (const char *q = b + len; q > pt; q--)
+        if (buf_append(out, q - 1, 1)) return THAW_ENOMEM;
+    return 0;
+}
+
+static const struct registry_sealer TOY = {NULL, toy_seal, toy_open};
+
+static void spec_loaded(void *ctx, int version, struct deploy_spec *spec)
+{
+    (void)version;
+    char *seen = ctx;
+    for (char **e = spec->env; e && *e; e++)
+        if (!strncmp(*e, "TAG=", 4)) snprintf(seen, 64, "%s", *e + 4);
+    registry_spec_free(spec);
+}
+
+/* Env values are stored sealed, the digest is still the plain spec's, and
+ * loading opens them; a reader without reveal sees "(hidden)"; artifacts
+ * named in env still count for GC through the version document. */
+static void test_sealed_env(void)
+{
+    struct deploy_spec *s = spec_with_tag("secret-tag-77");
+    struct thaw_err err = {0};
+    char plain_digest[ARTIFACT_DIGEST_SIZE];
+    char *plain = NULL;
+    ASSERT_EQ(registry_version_doc(s, &plain, plain_digest, &err), 0);
+    free(plain);
+    struct registry_deploy_result r, r2;
+    ASSERT_EQ(registry_deploy(S, &TOY, s, "acme", "key1", -1, &r, &err), 0);
+    ASSERT_STR_EQ(r.digest, plain_digest);
+    ASSERT_EQ(registry_deploy(S, &TOY, s, "acme", "key1", -1, &r2, &err), 0);
+    ASSERT_EQ(r2.version, r.version);
+    ASSERT(!r2.created);
+    registry_spec_free(s);
+    char *doc = NULL, *row = NULL;
+    ASSERT_EQ(store_version_get(S, "svc", r.version, NULL, &doc, &err), 0);
+    ASSERT_EQ(store_deployment_get(S, "svc", &row, &err), 0);
+    ASSERT(strstr(doc, "secret-tag-77") == NULL && strstr(row, "secret-tag-77") == NULL);
+    ASSERT(strstr(doc, REGISTRY_SEALED_PREFIX) != NULL);
+    ASSERT(strstr(row, REGISTRY_SEALED_PREFIX) != NULL);
+    struct deploy_spec *back = NULL;
+    ASSERT_EQ(registry_version_spec(doc, &TOY, &back, &err), 0);
+    bool found = false;
+    for (char **e = back->env; e && *e; e++)
+        found |= !strcmp(*e, "TAG=secret-tag-77");
+    ASSERT(found);
+    registry_spec_free(back);
+    /* Without a sealer a sealed value does not pass as plain. */
+    ASSERT_EQ(registry_version_spec(doc, NULL, &back, &err), THAW_ESTATE);
+    json_t *j = json_loads(row, 0, NULL);
+    ASSERT_EQ(registry_env_open(&TOY, j, false, &err), 0);
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "env"), "TAG")), "(hidden)");
+    json_decref(j);
+    /* Moved to another variable it no longer opens, and nothing half-opened
+     * is left behind. */
+    j = json_loads(row, 0, NULL);
+    json_t *env = json_object_get(j, "env");
+    json_object_set(env, "MODEL", json_object_get(env, "TAG"));
+    ASSERT_EQ(registry_env_open(&TOY, j, true, &err), THAW_EDENIED);
+    ASSERT_STR_EQ(json_string_value(json_object_get(env, "TAG")), "(hidden)");
+    json_decref(j);
+    free(doc);
+    free(row);
+    char seen[64] = "";
+    int bad = 0;
+    ASSERT_EQ(registry_versions_load(S, &TOY, "svc", spec_loaded, seen, &bad, &err), 0);
+    ASSERT_EQ(bad, 0);
+    ASSERT_STR_EQ(seen, "secret-tag-77"); /* the last version is the sealed one */
+    struct artifact_refs refs = {0};
+    ASSERT_EQ(registry_version_refs(S, &refs, &err), 0);
+    char want[80];
+    snprintf(want, sizeof(want), "sha256:%064d", 7);
+    ASSERT(artifact_refs_has(&refs, want));
+    artifact_refs_free(&refs);
+    /* A manifest may not carry the prefix itself. */
+    const char *m = "{\"name\":\"x\",\"runtime\":\"exec\",\"command\":[\"/bin/true\"],"
+                    "\"env\":{\"A\":\"ok\",\"B\":\"" REGISTRY_SEALED_PREFIX "zz\"}}";
+    ASSERT_EQ(registry_spec_parse(m, strlen(m), NULL, &back, &err), THAW_EINVAL);
+    ASSERT(back == NULL);
+    ASSERT_CONTAINS(err.msg, "env.B");
 }
 
 static void test_traffic_arithmetic(void)
@@ -210,6 +314,7 @@ int main(void)
     RUN(test_traffic_compare_and_set);
     RUN(test_rollback_target);
     RUN(test_delete_takes_versions);
+    RUN(test_sealed_env);
     RUN(test_traffic_arithmetic);
     RUN(test_sticky_hashing);
     store_close(S);
