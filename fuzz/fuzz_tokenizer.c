@@ -133,6 +133,25 @@ static void round_trip(const struct engine_tokenizer *t, const char *s, size_t n
     free(ids);
 }
 
+/* The middle third as users' text inside markup: control tokens only
+ * outside it, and (lossless vocabularies) the bytes come back whatever
+ * matched where. */
+static void spans(const struct engine_tokenizer *t, const char *s, size_t n)
+{
+    struct text_span plain = {n / 3, n / 3};
+    int32_t *ids = NULL;
+    size_t nid = 0;
+    struct buf whole = {0};
+    if (tokenizer_encode_spans(t, s, n, &plain, 1, false, &ids, &nid, NULL) != 0) abort();
+    for (size_t i = 0; i < nid; i++)
+        if (ids[i] < 0 || ids[i] >= tokenizer_n_tokens(t)) abort();
+    if (tokenizer_decode(t, ids, nid, TOKENIZER_DECODE_SPECIAL, &whole, NULL) != 0) abort();
+    if (tokenizer_kind(t) == TOKENIZER_BPE && (whole.len != n || (n && memcmp(whole.data, s, n))))
+        abort();
+    buf_free(&whole);
+    free(ids);
+}
+
 /* The bytes as little-endian int16 ids, so some are out of range. */
 static void decode_ids(const struct engine_tokenizer *t, const uint8_t *data, size_t size)
 {
@@ -175,9 +194,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = (const char *)data;
     round_trip(spm, s, size, false);
     round_trip(spm, s, size, true);
+    spans(spm, s, size);
     for (int i = 0; i < N_BPE; i++) {
         round_trip(bpe[i], s, size, false);
         round_trip(bpe[i], s, size, true);
+        spans(bpe[i], s, size);
     }
     decode_ids(spm, data, size);
     decode_ids(bpe[0], data, size);

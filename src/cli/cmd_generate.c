@@ -10,12 +10,15 @@
 
 static const char gen_usage_text[] =
     "usage: thaw generate -m FILE.gguf -p TEXT [-n N] [--temp T] [--seed S] [--threads N]\n"
-    "                     [--top-k K] [--top-p P] [--min-p P] [--ctx N]\n"
-    "  -n: tokens to generate (default 128); --temp 0 is greedy (default 0.8)\n";
+    "                     [--top-k K] [--top-p P] [--min-p P] [--ctx N] [--special]\n"
+    "  -n: tokens to generate (default 128); --temp 0 is greedy (default 0.8)\n"
+    "  --special: control tokens spelled in TEXT (\"<|im_start|>\") become those tokens;\n"
+    "             by default TEXT is plain text, as an llm deployment reads a prompt\n";
 
 struct gen_opts {
     const char *model, *prompt;
     int32_t n_predict, threads, n_ctx;
+    bool special;
     struct engine_sampling_params sp;
 };
 
@@ -25,6 +28,10 @@ static int parse_opts(int argc, char **argv, struct gen_opts *o)
     sampler_params_default(&o->sp);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--special")) {
+            o->special = true;
+            continue;
+        }
         if (!v) return -1;
         char *end = NULL;
         i++;
@@ -120,8 +127,8 @@ int cli_cmd_generate(int argc, char **argv)
     int rc = engine_model_load(o.model, &r.m, &err);
     if (!rc) rc = tokenizer_from_gguf(engine_model_gguf(r.m), &r.tok, &err);
     if (!rc)
-        rc = tokenizer_encode(r.tok, o.prompt, strlen(o.prompt), tokenizer_wants_bos(r.tok), true,
-                              &ids, &n_ids, &err);
+        rc = tokenizer_encode(r.tok, o.prompt, strlen(o.prompt), tokenizer_wants_bos(r.tok),
+                              o.special, &ids, &n_ids, &err);
     if (!rc && n_ids == 0) rc = thaw_errf(&err, THAW_EINVAL, "the prompt is empty");
     const struct engine_model_info *hp = r.m ? engine_model_info(r.m) : NULL;
     struct engine_ctx_params cp = {

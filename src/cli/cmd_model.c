@@ -12,12 +12,14 @@
 
 static const char model_usage[] =
     "usage: thaw model info FILE.gguf\n"
-    "       thaw model tokenize FILE.gguf TEXT [--bos]\n"
+    "       thaw model tokenize FILE.gguf TEXT [--bos] [--special]\n"
     "       thaw model gen [--preset NAME] [--type T] [--seed N] -o FILE.gguf\n"
     "                      [--arch llama|mistral|qwen2] [--vocab N] [--dim N] [--layers N]\n"
     "                      [--heads N] [--kv-heads N] [--ffn N] [--ctx N] [--tied|--untied]\n"
     "                      [--output-type T] [--pooling mean|cls|last]\n"
     "presets: smollm2-135m, tinyllama-1.1b, tiny, tiny-gqa, tiny-qwen2 (default tiny)\n"
+    "tokenize: TEXT is plain text, as the engine feeds a prompt; --special parses control\n"
+    "       tokens in it (\"<|im_start|>\"), as a chat template's markup is\n"
     "types: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q6_K, and Q4_K_M (Q4_K with a Q6_K\n"
     "       output and embedding)\n";
 
@@ -83,10 +85,12 @@ static int model_info(const char *path)
 static int model_tokenize(int argc, char **argv)
 {
     const char *path = NULL, *text = NULL;
-    bool bos = false;
+    bool bos = false, special = false;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--bos"))
             bos = true;
+        else if (!strcmp(argv[i], "--special"))
+            special = true;
         else if (!path)
             path = argv[i];
         else if (!text)
@@ -105,7 +109,7 @@ static int model_tokenize(int argc, char **argv)
     size_t n = 0;
     int rc = gguf_open(path, &g, &err);
     if (!rc) rc = tokenizer_from_gguf(g, &tok, &err);
-    if (!rc) rc = tokenizer_encode(tok, text, strlen(text), bos, true, &ids, &n, &err);
+    if (!rc) rc = tokenizer_encode(tok, text, strlen(text), bos, special, &ids, &n, &err);
     if (rc) fprintf(stderr, "thaw model tokenize: %s\n", err.msg);
     for (size_t i = 0; i < n; i++)
         printf(i ? " %d" : "%d", ids[i]);

@@ -125,9 +125,23 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Appends s, trimmed of surrounding whitespace when trim (as the templates
- * that use Jinja's |trim do). */
-static int put(struct buf *b, const char *s, bool trim)
+/* The prompt being written, and the ranges of it that are users' text. */
+struct fmt {
+    struct buf b;
+    struct text_span *spans;
+    size_t n, cap;
+};
+
+/* Appends the template's own markup. */
+static int lit(struct fmt *f, const char *s)
+{
+    return buf_append_str(&f->b, s);
+}
+
+/* Appends a message's content, trimmed of surrounding whitespace when trim
+ * (as the templates that use Jinja's |trim do), and records where it went so
+ * it is encoded as plain text. */
+static int put(struct fmt *f, const char *s, bool trim)
 {
     size_t n = strlen(s), i = 0;
     if (trim) {
@@ -136,7 +150,16 @@ static int put(struct buf *b, const char *s, bool trim)
         while (n > i && is_space(s[n - 1]))
             n--;
     }
-    return buf_append(b, s + i, n - i);
+    if (n == i) return 0;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 8;
+        struct text_span *sp = realloc(f->spans, cap * sizeof(*sp));
+        if (!sp) return THAW_ENOMEM;
+        f->spans = sp;
+        f->cap = cap;
+    }
+    f->spans[f->n++] = (struct text_span){f->b.len, n - i};
+    return buf_append(&f->b, s + i, n - i);
 }
 
 /* Formats with a per-role prefix and suffix around the content. */
@@ -179,56 +202,58 @@ static const struct turns turn_tables[] = {
 };
 
 static int format_turns(const struct turns *t, const struct chat_message *m, const enum role *roles,
-                        size_t n, bool gen, struct buf *b)
+                        size_t n, bool gen, struct fmt *b)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = buf_append_str(b, t->pre[roles[i]]);
+        rc = lit(b, t->pre[roles[i]]);
         if (rc == 0) rc = put(b, m[i].content, t->trim);
-        if (rc == 0) rc = buf_append_str(b, t->post[roles[i]]);
+        if (rc == 0) rc = lit(b, t->post[roles[i]]);
     }
-    if (rc == 0 && gen) rc = buf_append_str(b, t->gen);
+    if (rc == 0 && gen) rc = lit(b, t->gen);
     return rc;
 }
 
 /* DeepSeek's templates put the system prompt first, whatever its position. */
 static int format_deepseek(const struct turns *t, const struct chat_message *m, const enum role *r,
-                           size_t n, bool gen, struct buf *b)
+                           size_t n, bool gen, struct fmt *b)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (r[i] == ROLE_SYSTEM) rc = put(b, m[i].content, false);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (r[i] == ROLE_SYSTEM) continue;
-        rc = buf_append_str(b, t->pre[r[i]]);
+        rc = lit(b, t->pre[r[i]]);
         if (rc == 0) rc = put(b, m[i].content, false);
-        if (rc == 0) rc = buf_append_str(b, t->post[r[i]]);
+        if (rc == 0) rc = lit(b, t->post[r[i]]);
     }
-    if (rc == 0 && gen) rc = buf_append_str(b, t->gen);
+    if (rc == 0 && gen) rc = lit(b, t->gen);
     return rc;
 }
 
 /* Llama 2: [INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] U2 [/INST] */
-static int format_llama2(const struct chat_message *m, const enum role *r, size_t n, struct buf *b)
+static int format_llama2(const struct chat_message *m, const enum role *r, size_t n, struct fmt *b)
 {
     int rc = 0;
     bool open = false; /* inside an [INST] */
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (r[i] != ROLE_ASSISTANT && !open) {
-            rc = buf_append_str(b, b->len == 0 ? "[INST] " : "<s>[INST] ");
+            rc = lit(b, b->b.len == 0 ? "[INST] " : "<s>[INST] ");
             open = true;
         }
         if (rc) break;
         if (r[i] == ROLE_SYSTEM) {
-            rc = buf_printf(b, "<<SYS>>\n%s\n<</SYS>>\n\n", m[i].content);
+            rc = lit(b, "<<SYS>>\n");
+            if (rc == 0) rc = put(b, m[i].content, false);
+            if (rc == 0) rc = lit(b, "\n<</SYS>>\n\n");
         } else if (r[i] == ROLE_USER) {
             rc = put(b, m[i].content, true);
-            if (rc == 0) rc = buf_append_str(b, " [/INST]");
+            if (rc == 0) rc = lit(b, " [/INST]");
             open = false;
         } else {
-            rc = buf_append_str(b, " ");
+            rc = lit(b, " ");
             if (rc == 0) rc = put(b, m[i].content, true);
-            if (rc == 0) rc = buf_append_str(b, " </s>");
+            if (rc == 0) rc = lit(b, " </s>");
         }
     }
     return rc;
@@ -238,7 +263,7 @@ static int format_llama2(const struct chat_message *m, const enum role *r, size_
  * first user turn; v3-tekken: "[INST]U[/INST]A</s>", the system prompt
  * joining the last user turn. */
 static int format_mistral(bool tekken, const struct chat_message *m, const enum role *r, size_t n,
-                          struct buf *b)
+                          struct fmt *b)
 {
     const char *sys = NULL;
     size_t first_user = n, last_user = n;
@@ -251,12 +276,15 @@ static int format_mistral(bool tekken, const struct chat_message *m, const enum 
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (r[i] == ROLE_SYSTEM) continue;
         if (r[i] == ROLE_USER) {
-            rc = buf_append_str(b, tekken ? "[INST]" : " [INST] ");
-            if (rc == 0 && sys && i == sys_at) rc = buf_printf(b, "%s\n\n", sys);
-            if (rc == 0) rc = buf_append_str(b, m[i].content);
-            if (rc == 0) rc = buf_append_str(b, tekken ? "[/INST]" : " [/INST]");
+            rc = lit(b, tekken ? "[INST]" : " [INST] ");
+            if (rc == 0 && sys && i == sys_at) rc = put(b, sys, false);
+            if (rc == 0 && sys && i == sys_at) rc = lit(b, "\n\n");
+            if (rc == 0) rc = put(b, m[i].content, false);
+            if (rc == 0) rc = lit(b, tekken ? "[/INST]" : " [/INST]");
         } else {
-            rc = buf_printf(b, "%s%s</s>", tekken ? "" : " ", m[i].content);
+            rc = lit(b, tekken ? "" : " ");
+            if (rc == 0) rc = put(b, m[i].content, false);
+            if (rc == 0) rc = lit(b, "</s>");
         }
     }
     return rc;
@@ -264,7 +292,7 @@ static int format_mistral(bool tekken, const struct chat_message *m, const enum 
 
 /* Gemma: no system role; the system prompt opens the first user turn. */
 static int format_gemma(const struct chat_message *m, const enum role *r, size_t n, bool gen,
-                        struct buf *b)
+                        struct fmt *b)
 {
     const char *sys = NULL;
     bool sys_done = false;
@@ -273,26 +301,28 @@ static int format_gemma(const struct chat_message *m, const enum role *r, size_t
         if (r[i] == ROLE_SYSTEM && !sys) sys = m[i].content;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (r[i] == ROLE_SYSTEM) continue;
-        rc = buf_append_str(b,
-                            r[i] == ROLE_USER ? "<start_of_turn>user\n" : "<start_of_turn>model\n");
+        rc = lit(b, r[i] == ROLE_USER ? "<start_of_turn>user\n" : "<start_of_turn>model\n");
         if (rc == 0 && r[i] == ROLE_USER && sys && !sys_done) {
             rc = put(b, sys, true);
-            if (rc == 0) rc = buf_append_str(b, "\n\n");
+            if (rc == 0) rc = lit(b, "\n\n");
             sys_done = true;
         }
         if (rc == 0) rc = put(b, m[i].content, true);
-        if (rc == 0) rc = buf_append_str(b, "<end_of_turn>\n");
+        if (rc == 0) rc = lit(b, "<end_of_turn>\n");
     }
-    if (rc == 0 && gen) rc = buf_append_str(b, "<start_of_turn>model\n");
+    if (rc == 0 && gen) rc = lit(b, "<start_of_turn>model\n");
     return rc;
 }
 
-int chat_format(enum chat_family f, const struct chat_message *msgs, size_t n,
-                bool add_generation_prompt, struct buf *out, struct thaw_err *err)
+int chat_format_spans(enum chat_family f, const struct chat_message *msgs, size_t n,
+                      bool add_generation_prompt, struct buf *out, struct text_span **spans,
+                      size_t *n_spans, struct thaw_err *err)
 {
     enum role stack_roles[64], *roles = n <= 64 ? stack_roles : malloc(n * sizeof(*roles));
-    struct buf b = {0};
+    struct fmt b = {0};
     int rc = 0;
+    if (spans) *spans = NULL;
+    if (n_spans) *n_spans = 0;
     if (!roles) return thaw_errf(err, THAW_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         if (role_of(msgs[i].role, &roles[i]) != 0 || !msgs[i].content) {
@@ -327,10 +357,25 @@ int chat_format(enum chat_family f, const struct chat_message *msgs, size_t n,
         rc = thaw_errf(err, THAW_EINVAL, "no chat template chosen");
         goto out_free;
     }
-    if (rc == 0) rc = buf_append(out, b.data ? b.data : "", b.len);
+    size_t base = out->len;
+    if (rc == 0) rc = buf_append(out, b.b.data ? b.b.data : "", b.b.len);
     if (rc) thaw_errf(err, rc, "out of memory formatting the chat");
+    if (rc == 0 && spans) {
+        for (size_t i = 0; i < b.n; i++)
+            b.spans[i].off += base;
+        *spans = b.spans;
+        *n_spans = b.n;
+        b.spans = NULL;
+    }
 out_free:
-    buf_free(&b);
+    buf_free(&b.b);
+    free(b.spans);
     if (roles != stack_roles) free(roles);
     return rc;
+}
+
+int chat_format(enum chat_family f, const struct chat_message *msgs, size_t n,
+                bool add_generation_prompt, struct buf *out, struct thaw_err *err)
+{
+    return chat_format_spans(f, msgs, n, add_generation_prompt, out, NULL, NULL, err);
 }

@@ -99,13 +99,35 @@ int32_t tokenizer_find(const struct engine_tokenizer *tok, const char *text, siz
 /* Encodes len bytes of text. add_bos prepends the BOS id (when the vocabulary
  * has one; whether the model wants it is tokenizer_wants_bos). With
  * parse_special, text equal to a control token's text (e.g. "<|im_start|>")
- * becomes that token; user-defined tokens always match. Any bytes are
+ * becomes that token; user-defined tokens always match, except those that
+ * look like chat markup ("<|...|>", "<｜...｜>"), which count as control
+ * tokens (older converters left some of them user-defined). Text from users
+ * must be encoded without parse_special (or as plain spans, below). Any bytes are
  * accepted: invalid UTF-8 is encoded byte by byte (byte-fallback tokens for
  * SPM, byte-level symbols for BPE), so nothing is lost. On success *ids is a
  * malloc'd array of *n ids (the caller frees it; non-NULL even when *n is 0).
  * Returns 0 or THAW_ENOMEM. */
 int tokenizer_encode(const struct engine_tokenizer *tok, const char *text, size_t len, bool add_bos,
                      bool parse_special, int32_t **ids, size_t *n, struct thaw_err *err);
+
+/* A byte range of a text. */
+struct text_span {
+    size_t off, len;
+};
+
+/* Encodes a prompt whose markup may hold control tokens but whose n_plain
+ * plain spans (sorted, not overlapping: the users' text inside a chat
+ * template) may not: a control token is recognised only where it lies wholly
+ * outside them, so text a user sends is encoded as its literal characters
+ * however it is spelled. The rest is as tokenizer_encode, which is this with
+ * no plain span (parse_special) or one over the whole text (without); text
+ * between special tokens is encoded as one fragment across span edges, so a
+ * prompt whose plain text spells no control token gets the same ids either
+ * way. Returns 0, THAW_EINVAL (spans out of order or past the text) or
+ * THAW_ENOMEM. */
+int tokenizer_encode_spans(const struct engine_tokenizer *tok, const char *text, size_t len,
+                           const struct text_span *plain, size_t n_plain, bool add_bos,
+                           int32_t **ids, size_t *n, struct thaw_err *err);
 
 enum tokenizer_decode_flags {
     TOKENIZER_DECODE_SPECIAL = 1, /* render control tokens' text (default: nothing) */
@@ -181,13 +203,22 @@ int chat_family_detect(const char *tmpl, size_t len, enum chat_family *out, stru
 
 /* Appends the prompt for messages to out, with the assistant header at the end
  * when add_generation_prompt. The leading BOS is NOT written: encode with
- * add_bos = tokenizer_wants_bos() and parse_special = true. Roles other than
+ * add_bos = tokenizer_wants_bos() and, since the contents are the users'
+ * text, with chat_format_spans' plain spans (tokenizer_encode_spans), never
+ * with parse_special over the whole prompt. Roles other than
  * system/user/assistant are refused (THAW_EINVAL), as are families that
  * cannot express a message (a gemma system message is folded into the first
  * user turn, as Gemma's own template asks). Returns 0, THAW_EINVAL or
  * THAW_ENOMEM. */
 int chat_format(enum chat_family f, const struct chat_message *msgs, size_t n,
                 bool add_generation_prompt, struct buf *out, struct thaw_err *err);
+/* The same, also returning where the messages' contents landed in out: *spans
+ * (malloc'd, the caller frees; NULL when *n_spans is 0) holds the byte ranges
+ * of out, in order, that came from a content rather than from the template's
+ * markup, for tokenizer_encode_spans. */
+int chat_format_spans(enum chat_family f, const struct chat_message *msgs, size_t n,
+                      bool add_generation_prompt, struct buf *out, struct text_span **spans,
+                      size_t *n_spans, struct thaw_err *err);
 
 /* ------------------------------------------------------------------ sampler */
 

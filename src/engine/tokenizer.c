@@ -144,6 +144,18 @@ static int spec_cmp(const void *a, const void *b, void *arg)
     return x < y ? -1 : x > y;
 }
 
+/* "<|...|>" or DeepSeek's "<｜...｜>": the markup of chat formats. Converters
+ * older than llama.cpp's does_token_look_special left some of these
+ * user-defined rather than control; user text must not be able to spell them
+ * either. */
+static bool looks_control(const char *s, size_t n)
+{
+    static const char bar[] = "\xef\xbd\x9c"; /* U+FF5C */
+    if (n >= 4 && s[0] == '<' && s[1] == '|' && s[n - 2] == '|' && s[n - 1] == '>') return true;
+    return n >= 8 && s[0] == '<' && memcmp(s + 1, bar, 3) == 0 && memcmp(s + n - 4, bar, 3) == 0 &&
+           s[n - 1] == '>';
+}
+
 static int build_specials(struct engine_tokenizer *tok, struct thaw_err *err)
 {
     size_t n = 0;
@@ -156,6 +168,9 @@ static int build_specials(struct engine_tokenizer *tok, struct thaw_err *err)
             tok_len(tok, id) > 0) {
             tok->spec[n++] = id;
             tok->flags[id] |= TOK_F_SPECIAL;
+            if (t != TOKENIZER_TYPE_USER_DEFINED ||
+                looks_control(tok->text + tok->off[id], tok_len(tok, id)))
+                tok->flags[id] |= TOK_F_CONTROL;
         }
     }
     qsort_r(tok->spec, n, sizeof(*tok->spec), spec_cmp, tok);
@@ -301,16 +316,17 @@ int32_t tokenizer_find(const struct engine_tokenizer *tok, const char *text, siz
 
 /* ------------------------------------------------------------------ encode */
 
-/* The longest special token at s[0..n) that may match, or -1. */
+/* The longest special token at s[0..n) that may match, or -1. A control
+ * token must also fit in the first ctl bytes (where markup may be). */
 static int32_t match_special(const struct engine_tokenizer *tok, const char *s, size_t n,
-                             bool parse_special)
+                             size_t ctl)
 {
     uint8_t b = (uint8_t)s[0];
     for (uint32_t k = tok->spec_start[b]; k < tok->spec_start[b + 1]; k++) {
         int32_t id = tok->spec[k];
         size_t len = tok_len(tok, id);
-        if (!parse_special && tok->type[id] != TOKENIZER_TYPE_USER_DEFINED) continue;
-        if (len <= n && memcmp(tok->text + tok->off[id], s, len) == 0) return id;
+        if (len > ((tok->flags[id] & TOK_F_CONTROL) ? ctl : n)) continue;
+        if (memcmp(tok->text + tok->off[id], s, len) == 0) return id;
     }
     return -1;
 }
@@ -343,21 +359,36 @@ static int encode_raw(const struct engine_tokenizer *tok, const char *s, size_t 
     return rc;
 }
 
-int tokenizer_encode(const struct engine_tokenizer *tok, const char *text, size_t len, bool add_bos,
-                     bool parse_special, int32_t **ids, size_t *n, struct thaw_err *err)
+int tokenizer_encode_spans(const struct engine_tokenizer *tok, const char *text, size_t len,
+                           const struct text_span *plain, size_t n_plain, bool add_bos,
+                           int32_t **ids, size_t *n, struct thaw_err *err)
 {
-    struct tok_ids out = {0};
-    int rc = tokenizer_ids_push(&out, 0); /* so *ids is never NULL */
-    size_t raw = 0;
     *ids = NULL;
     *n = 0;
+    for (size_t k = 0; k < n_plain; k++) {
+        size_t prev_end = k ? plain[k - 1].off + plain[k - 1].len : 0;
+        if (plain[k].off < prev_end || plain[k].off > len || plain[k].len > len - plain[k].off)
+            return thaw_errf(err, THAW_EINVAL,
+                             "tokenizer: plain span %zu (%zu+%zu) is out of order or past the "
+                             "%zu-byte text",
+                             k, plain[k].off, plain[k].len, len);
+    }
+    struct tok_ids out = {0};
+    int rc = tokenizer_ids_push(&out, 0); /* so *ids is never NULL */
+    size_t raw = 0, k = 0;
     out.n = 0;
     if (rc == 0 && add_bos && tok->bos >= 0) rc = tokenizer_ids_push(&out, tok->bos);
-    /* Every raw fragment opens the text or follows a special token, so SPM
-     * gives each one its space prefix (llama.cpp does the same). */
+    /* Special tokens split the text; what lies between them is encoded as one
+     * fragment, across the edges of plain spans, so a prompt whose plain text
+     * spells no control token encodes as it would with parse_special. Every
+     * raw fragment opens the text or follows a special token, so SPM gives
+     * each one its space prefix (llama.cpp does the same). */
     for (size_t i = 0; rc == 0 && i < len;) {
-        int32_t id =
-            tok->spec_start[256] ? match_special(tok, text + i, len - i, parse_special) : -1;
+        while (k < n_plain && plain[k].off + plain[k].len <= i)
+            k++;
+        /* bytes from i on where a control token may lie: up to the next plain span */
+        size_t ctl = k == n_plain ? len - i : plain[k].off > i ? plain[k].off - i : 0;
+        int32_t id = tok->spec_start[256] ? match_special(tok, text + i, len - i, ctl) : -1;
         if (id < 0) {
             i++;
             continue;
@@ -377,6 +408,14 @@ int tokenizer_encode(const struct engine_tokenizer *tok, const char *text, size_
     *ids = out.v;
     *n = out.n;
     return 0;
+}
+
+int tokenizer_encode(const struct engine_tokenizer *tok, const char *text, size_t len, bool add_bos,
+                     bool parse_special, int32_t **ids, size_t *n, struct thaw_err *err)
+{
+    struct text_span all = {0, len};
+    return tokenizer_encode_spans(tok, text, len, &all, parse_special ? 0 : 1, add_bos, ids, n,
+                                  err);
 }
 
 /* ------------------------------------------------------------------ decode */

@@ -10,6 +10,10 @@ enum {
     TOK_F_EOG = 1,     /* ends generation */
     TOK_F_BYTE = 2,    /* SPM <0xXX>: renders as the byte in tok->byte_val */
     TOK_F_SPECIAL = 4, /* matched in text by the special-token partition */
+    /* Matched only where control tokens may be (parse_special, or outside the
+     * plain spans of tokenizer_encode_spans): control and unknown tokens, and
+     * user-defined ones that look like control markup (see build_specials). */
+    TOK_F_CONTROL = 8,
 };
 
 struct tok_merge {

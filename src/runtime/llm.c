@@ -275,9 +275,12 @@ static const char *maybe_redact(const struct rt_model *m, const char *text, size
     return *owned ? *owned : "";
 }
 
-/* The prompt's tokens for op complete or chat. */
+/* The prompt's text for op complete or chat, and the spans of it that are
+ * the caller's own text: those are encoded as plain characters, so a prompt
+ * or message cannot spell the template's control tokens (a "<|im_start|>"
+ * in a message must not open a turn of its own). */
 static int prompt_of(const struct rt_model *m, const char *op, const json_t *in, struct buf *text,
-                     struct bad *b)
+                     struct text_span **spans, size_t *n_spans, struct bad *b)
 {
     struct thaw_err err = {0};
     if (strcmp(op, "complete") == 0) {
@@ -287,8 +290,12 @@ static int prompt_of(const struct rt_model *m, const char *op, const json_t *in,
         size_t len = json_string_length(p);
         char *owned;
         const char *s = maybe_redact(m, json_string_value(p), &len, &owned);
-        buf_append(text, s, len);
+        int rc = buf_append(text, s, len);
         free(owned);
+        *spans = rc ? NULL : malloc(sizeof(**spans));
+        if (!*spans) return bad_req(b, 500, "internal_error", "out of memory");
+        **spans = (struct text_span){0, len};
+        *n_spans = 1;
         return 0;
     }
     json_t *msgs = json_object_get(in, "messages");
@@ -312,7 +319,7 @@ static int prompt_of(const struct rt_model *m, const char *op, const json_t *in,
         const char *s = maybe_redact(m, json_string_value(content), &len, &owned[i]);
         cm[i] = (struct chat_message){json_string_value(role), s};
     }
-    if (!rc && chat_format(m->family, cm, n, true, text, &err))
+    if (!rc && chat_format_spans(m->family, cm, n, true, text, spans, n_spans, &err))
         rc = bad_req(b, 400, "invalid_request", "%s", err.msg);
     for (size_t i = 0; owned && i < n; i++)
         free(owned[i]);
@@ -343,17 +350,21 @@ static struct req *req_new(struct srv *s, uint64_t id, bool stream, const json_t
     int lp = sampling_of(&m->spec->model, in, &sp, &max_tokens, b);
     if (lp < -1 || (lp == -1 && b->status) || stops_of(in, stops, &n_stops, b)) return NULL;
     struct buf text = {0};
-    if (prompt_of(m, op, in, &text, b)) {
+    struct text_span *spans = NULL;
+    size_t n_spans = 0;
+    if (prompt_of(m, op, in, &text, &spans, &n_spans, b)) {
         buf_free(&text);
+        free(spans);
         return NULL;
     }
     struct req *r = calloc(1, sizeof(*r));
     struct thaw_err err = {0};
     int rc = r ? 0 : THAW_ENOMEM;
     if (!rc)
-        rc = tokenizer_encode(m->tok, text.data ? text.data : "", text.len,
-                              tokenizer_wants_bos(m->tok), true, &r->prompt, &r->n_prompt, &err);
+        rc = tokenizer_encode_spans(m->tok, text.data ? text.data : "", text.len, spans, n_spans,
+                                    tokenizer_wants_bos(m->tok), &r->prompt, &r->n_prompt, &err);
     buf_free(&text);
+    free(spans);
     if (!rc) rc = sampler_new(&sp, &r->smp, &err);
     if (!rc) rc = tokenizer_detok_new(m->tok, 0, &r->dt);
     if (!rc) rc = sampler_stop_new(stops, n_stops, &r->stop);

@@ -168,6 +168,14 @@ static void test_cli(void)
     ASSERT_EQ(sh(cmd, &out2), 0);
     ASSERT(!strncmp(out2.data, "1 ", 2));
     ASSERT_STR_EQ(out2.data + 2, out.data);
+    /* TEXT is plain text, as a deployment reads a prompt; --special parses
+     * control tokens (</s> is id 2 in a generated vocabulary) */
+    snprintf(cmd, sizeof cmd, "%s model tokenize %s 'ab</s>'", bin, path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    ASSERT(strstr(out.data, " 2\n") == NULL && strncmp(out.data, "2 ", 2) != 0);
+    snprintf(cmd, sizeof cmd, "%s model tokenize %s 'ab</s>' --special", bin, path);
+    ASSERT_EQ(sh(cmd, &out2), 0);
+    ASSERT(strstr(out2.data, " 2\n") != NULL);
     snprintf(cmd, sizeof cmd, "%s generate -m %s -p 'the cat' -n 6 --temp 0 2>/dev/null", bin,
              path);
     ASSERT_EQ(sh(cmd, &out), 0);
