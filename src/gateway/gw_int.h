@@ -114,6 +114,12 @@ struct gw_call {
     bool include_usage, base64; /* see gw_call_opts */
     int64_t created;            /* OpenAI "created", unix seconds */
     uint64_t prompt_tokens, completion_tokens; /* from the answer's usage, for metering */
+    /* The client closed the connection: the scale was asked to cancel, and
+     * the answers still to come are metered and dropped. req stays ours to
+     * end (libevent detached it) unless it went with the connection (NULL). */
+    bool closed;
+    bool cancel_asked;      /* scale_cancel was called */
+    struct event *close_ev; /* EV_CLOSED on the socket while the answer is awaited */
 };
 
 /* The HTTP status and error code for a thaw status code (THAW_EINVAL ->

@@ -3,11 +3,13 @@
  * Server-Sent Events on the worker that owns the connection. */
 #include "gateway/gw_int.h"
 
+#include <event2/bufferevent.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void call_free(struct gw_call *c)
 {
+    if (c->close_ev) event_free(c->close_ev);
     free(c->inv.input);
     free(c);
 }
@@ -88,6 +90,66 @@ static void error_body(struct buf *b, const char *code, const char *msg)
     buf_append_str(b, "}}");
 }
 
+static void cancel_call(struct gw_call *c)
+{
+    if (c->cancel_asked) return;
+    c->cancel_asked = true;
+    scale_cancel(c->worker->gw->scale, &c->inv);
+}
+
+/* libevent calls this when the connection of a call in flight goes away (a
+ * write of the stream failed, or the server frees it). Generating on for
+ * nobody would hold a sequence, and an instance, for as long as the answer
+ * takes: cancel it. */
+static void on_client_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct gw_call *c = arg;
+    if (c->closed) return;
+    c->closed = true;
+    /* On EOF libevent detaches a request still being answered, which we
+     * must then end; one still attached is freed with the connection. */
+    if (evhttp_request_get_connection(c->req) == evcon) c->req = NULL;
+    if (c->close_ev) event_del(c->close_ev); /* its socket is about to be closed */
+    cancel_call(c);
+}
+
+/* The peer closed its end while the answer is awaited. libevent's HTTP layer
+ * reads nothing while answering (so it would only notice at the next write,
+ * and a held or non-streamed request has none), but the socket reports the
+ * FIN at once. The request is answered as usual afterwards (a 499, or what
+ * the runtime got done, metered), into a socket that may be gone. */
+static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cancel_call(arg);
+}
+
+/* Watches the call's connection from now until its final answer. */
+static void watch_close(struct gw_call *c)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(c->req);
+    if (!evcon) return;
+    evhttp_connection_set_closecb(evcon, on_client_close, c);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    /* One-shot: a closed socket stays readable-for-close, so it must not
+     * fire again. Without EV_CLOSED (no epoll) only writes notice. */
+    if (fd >= 0 && (event_base_get_features(c->worker->base) & EV_FEATURE_EARLY_CLOSE))
+        c->close_ev = event_new(c->worker->base, fd, EV_CLOSED, on_peer_closed, c);
+    if (c->close_ev) event_add(c->close_ev, NULL);
+}
+
+/* Before the final answer is sent: the connection may be closed (and its
+ * close callback run) as part of sending it, after the call is gone. */
+static void unwatch_close(struct gw_call *c)
+{
+    struct evhttp_connection *evcon = c->req ? evhttp_request_get_connection(c->req) : NULL;
+    if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (c->close_ev) event_free(c->close_ev);
+    c->close_ev = NULL;
+}
+
 static void deliver(struct gw_msg *m)
 {
     struct gw_call *c = m->call;
@@ -95,6 +157,19 @@ static void deliver(struct gw_msg *m)
         json_t *out = json_loads(m->payload, 0, NULL);
         gw_meter_tokens(c, out);
         json_decref(out);
+    }
+    if (m->kind != INV_CHUNK) unwatch_close(c);
+    if (c->closed || c->cancel_asked) {
+        /* Nobody to answer (or a client that half-closed and gets an empty
+         * 499): the tokens were metered above; end the request (libevent
+         * may have left it to us) and log the call as the client's doing. */
+        if (m->kind == INV_CHUNK) return;
+        if (c->req && c->stream_started)
+            evhttp_send_reply_end(c->req);
+        else if (c->req)
+            evhttp_send_reply(c->req, 499, "Client Closed Request", NULL);
+        gw_call_finish(c, 499);
+        return;
     }
     if (c->api != GW_API_NATIVE) {
         gw_openai_deliver(m);
@@ -314,5 +389,8 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
     c->created = time_wall_ms() / 1000;
     atomic_fetch_add(&w->gw->inflight, 1);
     scale_submit(w->gw->scale, &c->inv);
+    /* Answers come back on this thread, after this returns: nothing can
+     * have ended the call yet. */
+    watch_close(c);
     return true;
 }

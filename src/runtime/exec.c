@@ -37,10 +37,19 @@ static int parse_id(json_t *v, uint64_t *id)
 const char *runtime_error_code(const char *code)
 {
     static const char *const known[] = {
-        "invalid_request",      "invalid_input",   "context_length_exceeded",
-        "max_tokens_too_large", "input_too_large", "unprocessable_entity",
-        "rate_limited",         "overloaded",      "model_error",
-        "internal_error",       "function_error",  "not_found",
+        "invalid_request",
+        "invalid_input",
+        "context_length_exceeded",
+        "max_tokens_too_large",
+        "input_too_large",
+        "unprocessable_entity",
+        "rate_limited",
+        "overloaded",
+        "model_error",
+        "internal_error",
+        "function_error",
+        "not_found",
+        "cancelled",
     };
     for (size_t i = 0; code && i < ARRAY_LEN(known); i++)
         if (strcmp(code, known[i]) == 0) return known[i];

@@ -485,9 +485,14 @@ static void enqueue(struct srv *s, struct req *r)
     s->queue_tail = r;
 }
 
-/* The node gave up on a request (its timeout): stop it, answer at once. An
- * id already answered (or an embed request, answered synchronously) is
- * ignored. */
+/* The node gave up on a request (its timeout, or its client went away):
+ * stop it and answer at once, which frees its sequence. A request still
+ * queued gets a 499 error; a running one its final answer as far as it got
+ * (finish_reason "cancelled", with usage: the node meters the tokens spent
+ * on it even though nobody reads them). An id already answered (or an embed
+ * request, answered synchronously) is ignored. */
+static void finish(struct srv *s, struct req *r, const char *reason, bool stopped);
+
 static void cancel(struct srv *s, uint64_t id)
 {
     for (struct req **pp = &s->queue_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
@@ -496,7 +501,7 @@ static void cancel(struct srv *s, uint64_t id)
         *pp = r->next;
         if (s->queue_tail == r) s->queue_tail = prev;
         req_free(r);
-        send_error(s, id, 504, "function_error", "cancelled by the node before it started");
+        send_error(s, id, 499, "cancelled", "cancelled by the node before it started");
         return;
     }
     for (int i = 0; i < s->n_seq; i++) {
@@ -504,10 +509,7 @@ static void cancel(struct srv *s, uint64_t id)
         if (!r || r->id != id) continue;
         fprintf(stderr, "thaw runtime: request %llu cancelled after %d generated tokens\n",
                 (unsigned long long)id, (int)r->n_gen);
-        send_error(s, id, 504, "function_error", "cancelled by the node");
-        engine_seq_clear(s->c, i);
-        s->seqs[i] = NULL;
-        req_free(r);
+        finish(s, r, "cancelled", true);
         return;
     }
 }

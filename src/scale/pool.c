@@ -735,6 +735,54 @@ void pool_submit(struct pool *p, struct invocation *inv)
     scale_for_demand(p);
 }
 
+/* ---- cancels, from scale_cancel ---- */
+
+static void log_cancel(struct pool *p, const struct invocation *inv, const char *where)
+{
+    OBS_LOG(LOG_INFO, "invocation_cancelled", LOG_S("deployment", p->spec->name),
+            LOG_S("version", p->vlabel), LOG_S("request_id", inv->request_id),
+            LOG_S("where", where), LOG_S("reason", "the client closed the connection"));
+}
+
+bool pool_cancel(struct pool *p, const struct invocation *target, uint64_t serial)
+{
+    for (struct invocation *prev = NULL, *it = p->held_head; it; prev = it, it = it->next_held) {
+        if (it != target || it->serial != serial) continue;
+        log_cancel(p, it, "held");
+        fail_inv(unhold(p, prev, it), 499, "client_closed",
+                 "the client closed the connection before an instance took the request");
+        return true;
+    }
+    for (struct inst *in = p->insts; in; in = in->next) {
+        for (int i = 0; i < in->n_slots; i++) {
+            struct slot *sl = &in->slots[i];
+            if (!sl->id || sl->abandoned || sl->inv != target || sl->inv->serial != serial)
+                continue;
+            if (registry_runtime_is_model(p->spec) && in->bev) {
+                /* The runtime frees the sequence and answers at once with what
+                 * it spent, which still reaches the caller to be metered. */
+                if (!sl->cancel_sent) {
+                    char line[64];
+                    int n = snprintf(line, sizeof(line), "{\"id\":%llu,\"cancel\":true}\n",
+                                     (unsigned long long)sl->id);
+                    log_cancel(p, sl->inv, "instance");
+                    sl->cancel_sent = true;
+                    write_line(in, line, (size_t)n);
+                }
+                return true;
+            }
+            /* A function knows no cancel: it runs on and its answer is
+             * dropped, as after a timeout. */
+            log_cancel(p, sl->inv, "function");
+            fail_inv(sl->inv, 499, "client_closed", "the client closed the connection");
+            sl->abandoned = true;
+            sl->inv = NULL;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* ---- timeouts, called from the tick ---- */
 
 static void expire_held(struct pool *p, uint64_t now)

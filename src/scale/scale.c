@@ -618,6 +618,10 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
         case MSG_SHUTDOWN:
             do_shutdown(s, m->done, m->done_arg);
             break;
+        case MSG_CANCEL:
+            for (struct pool *p = s->pools; p; p = p->next)
+                if (pool_cancel(p, m->inv, m->serial)) break;
+            break;
         }
         free(m);
         m = next;
@@ -641,6 +645,7 @@ void scale_submit(struct scale *s, struct invocation *inv)
 {
     /* The message is embedded-free: one allocation per request is the price
      * of a clean hand-over; it is freed on the scale thread. */
+    inv->serial = atomic_fetch_add(&s->next_serial, 1) + 1;
     struct inbox_msg *m = calloc(1, sizeof(*m));
     if (!m) {
         inv->start_state = "warm";
@@ -649,6 +654,19 @@ void scale_submit(struct scale *s, struct invocation *inv)
     }
     m->type = MSG_SUBMIT;
     m->inv = inv;
+    post(s, m);
+}
+
+void scale_cancel(struct scale *s, struct invocation *inv)
+{
+    /* The caller may free inv as soon as its final event arrives, possibly
+     * before this message is read, and a new invocation may take its
+     * address: the serial tells them apart. */
+    struct inbox_msg *m = calloc(1, sizeof(*m));
+    if (!m) return; /* the request then runs to its end, as it would have */
+    m->type = MSG_CANCEL;
+    m->inv = inv;
+    m->serial = inv->serial;
     post(s, m);
 }
 

@@ -74,6 +74,8 @@ struct invocation {
     bool function_error;
 
     /* Private to scale. */
+    uint64_t serial; /* set by scale_submit: tells this invocation from a later one at the same
+                        address */
     struct invocation *next_held;
     uint64_t held_deadline_ms;
     void (*user_on_event)(struct invocation *, enum inv_event_kind, int, const char *, char *);
@@ -91,6 +93,17 @@ void scale_free(struct scale *s);
 
 /* Thread-safe. Queues inv for the scale thread. */
 void scale_submit(struct scale *s, struct invocation *inv);
+/* Thread-safe. The caller of a submitted inv went away (its client closed
+ * the connection): stop spending on it. A held request fails at once; one
+ * on an llm/embed instance is cancelled there ({"id":N,"cancel":true}), and
+ * the runtime's prompt answer (as far as it got, with usage, or a 499) is
+ * the final event, so its sequence is free again and its tokens are still
+ * counted; one on a function, which knows no cancel, fails at once and its
+ * late answer is discarded. Failures are 499 "client_closed". The final
+ * event still comes, exactly once; a cancel that arrives after it (or for
+ * an invocation never submitted) does nothing. Only the thread that
+ * submitted inv may call this, while it still owns inv. */
+void scale_cancel(struct scale *s, struct invocation *inv);
 /* Thread-safe. Makes version `version` of spec->name known (a pool that
  * starts no instance until traffic, a pin or a shadow copy reaches it);
  * takes ownership of spec. Versions are immutable: a version already known

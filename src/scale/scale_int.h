@@ -10,6 +10,7 @@
 #include "security/security.h"
 
 #include <event2/bufferevent.h>
+#include <stdatomic.h>
 #include <event2/event.h>
 #include <pthread.h>
 
@@ -27,6 +28,7 @@ struct slot {
     struct invocation *inv;
     uint64_t deadline_ms;
     bool abandoned;    /* answered 504 already; waiting for the late answer */
+    bool cancel_sent;  /* llm/embed: told to stop for a client that left; its answer still counts */
     struct buf chunks; /* chunks of a non-streaming request, as a JSON array body */
 };
 
@@ -135,8 +137,9 @@ struct route {
 
 struct inbox_msg {
     struct inbox_msg *next;
-    enum { MSG_SUBMIT, MSG_APPLY, MSG_REMOVE, MSG_SHUTDOWN, MSG_TRAFFIC } type;
-    struct invocation *inv;
+    enum { MSG_SUBMIT, MSG_APPLY, MSG_REMOVE, MSG_SHUTDOWN, MSG_TRAFFIC, MSG_CANCEL } type;
+    struct invocation *inv; /* MSG_CANCEL: only compared, never followed, until found live */
+    uint64_t serial;
     struct deploy_spec *spec;
     int version;
     struct registry_traffic traffic;
@@ -159,6 +162,7 @@ struct scale {
 
     pthread_mutex_t inbox_lock;
     struct inbox_msg *inbox_head, *inbox_tail;
+    _Atomic uint64_t next_serial; /* invocations submitted, for scale_cancel */
 
     bool shutting_down;
     void (*shutdown_done)(void *);

@@ -8,8 +8,12 @@
 #include "security/security.h"
 #include "test.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -293,6 +297,197 @@ static void test_user_text_is_plain(void)
     free(want);
     free(want_free);
     ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/zep", NULL, NULL, &r), 0);
+    resp_free(&r);
+}
+
+/* ---- clients that leave mid-answer ---- */
+
+/* Opens a connection and sends a POST with the admin key; -1 on failure. */
+static int post_open(const char *path, const char *body, bool stream)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)N.port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a))) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    char req[2048];
+    int n = snprintf(req, sizeof(req),
+                     "POST %s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n%s"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     path, TEST_ADMIN_KEY, stream ? "Accept: text/event-stream\r\n" : "",
+                     strlen(body), body);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads from fd until needle shows up (true) or the peer closes or 60 s
+ * pass (false). */
+static bool read_until(int fd, const char *needle)
+{
+    char buf[16384];
+    size_t got = 0;
+    long deadline = now_ms() + 60000;
+    while (got + 1 < sizeof(buf) && now_ms() < deadline) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        ssize_t r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (r <= 0) break;
+        got += (size_t)r;
+        buf[got] = 0;
+        if (strstr(buf, needle)) return true;
+    }
+    fprintf(stderr, "  no '%s' in: %.300s\n", needle, got ? buf : "(nothing)");
+    return false;
+}
+
+/* Waits (bounded, generously: this is no timing assert) until the node's
+ * log has at least want lines holding needle. */
+static bool wait_log(const char *needle, int want)
+{
+    for (int i = 0; i < 1200; i++) {
+        if (node_log_count(&N, needle) >= want) return true;
+        sleep_ms(50);
+    }
+    fprintf(stderr, "  the log has %d lines with %s, wanted %d\n", node_log_count(&N, needle),
+            needle, want);
+    return false;
+}
+
+static int status_int(const char *name, const char *key)
+{
+    json_t *st = status_of(&N, name);
+    int v = (int)json_integer_value(json_object_get(st, key));
+    json_decref(st);
+    return v;
+}
+
+static bool wait_idle(const char *name)
+{
+    for (int i = 0; i < 1200; i++) {
+        if (status_int(name, "in_flight") == 0 && status_int(name, "held") == 0) return true;
+        sleep_ms(50);
+    }
+    return false;
+}
+
+/* A client that closes the connection mid-stream cancels its generation:
+ * the instance's only sequence (parallel 1) is free again long before the
+ * generation would have ended (greedy "Hello" runs ~1300 tokens on this
+ * model), the tokens it spent are still metered, and the call is logged as
+ * 499. Natively, through the OpenAI route, and while held in the queue. */
+static void test_client_close_cancels(void)
+{
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"long\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":1,"
+             "\"context\":2048,\"max_output_tokens\":2000,\"chat_template\":\"zephyr\","
+             "\"sampling\":{\"temperature\":0},"
+             "\"scale\":{\"max_instances\":1,\"queue_timeout\":\"5m\"}}",
+             tiny);
+    ASSERT_EQ(deploy(&N, m), 201);
+    long st;
+    char start[32];
+    json_t *j =
+        call("long", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":1}", &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    const char *body = "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":2000}";
+    /* native SSE: close after the first chunk */
+    int fd = post_open("/v1/deployments/long/invoke", body, true);
+    ASSERT(fd >= 0);
+    ASSERT(read_until(fd, "event: chunk"));
+    close(fd);
+    ASSERT(wait_log("invocation_cancelled", 1));
+    ASSERT(wait_log("cancelled after", 1)); /* the runtime stopped generating */
+    ASSERT(wait_idle("long"));
+    /* the one sequence serves the next request on the same instance */
+    j = call("long", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":3}", &st, start,
+             sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "warm");
+    ASSERT_EQ(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")),
+              3);
+    json_decref(j);
+    ASSERT(wait_log("\"status\":499", 1));
+    /* OpenAI chat stream */
+    fd = post_open("/v1/chat/completions",
+                   "{\"model\":\"long\",\"stream\":true,\"max_tokens\":2000,"
+                   "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}",
+                   false);
+    ASSERT(fd >= 0);
+    ASSERT(read_until(fd, "\"content\""));
+    close(fd);
+    ASSERT(wait_log("cancelled after", 2));
+    ASSERT(wait_idle("long"));
+    /* a request held behind a running one, whose client leaves, never runs */
+    int running = post_open("/v1/deployments/long/invoke", body, true);
+    ASSERT(running >= 0);
+    ASSERT(read_until(running, "event: chunk"));
+    int held = post_open("/v1/deployments/long/invoke", body, true);
+    ASSERT(held >= 0);
+    for (int i = 0; i < 1200 && status_int("long", "held") < 1; i++)
+        sleep_ms(50);
+    ASSERT_EQ(status_int("long", "held"), 1);
+    close(held);
+    ASSERT(wait_log("\"where\":\"held\"", 1));
+    close(running);
+    ASSERT(wait_log("cancelled after", 3));
+    ASSERT(wait_idle("long"));
+    /* a non-streamed request: nothing is written until its end, yet the
+     * closed socket is seen */
+    fd = post_open("/v1/deployments/long/invoke", body, false);
+    ASSERT(fd >= 0);
+    for (int i = 0; i < 1200 && status_int("long", "in_flight") < 1; i++)
+        sleep_ms(50);
+    close(fd);
+    ASSERT(wait_log("cancelled after", 4));
+    ASSERT(wait_idle("long"));
+    /* the cancelled generations' tokens were metered: more completion tokens
+     * than the 1 + 3 of the requests that finished */
+    struct resp r;
+    ASSERT_EQ(http(&N, "GET", "/v1/usage", NULL, NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    j = resp_json(&r);
+    json_t *u = json_object_get(json_object_get(j, "deployments"), "long");
+    ASSERT_CMP(json_integer_value(json_object_get(u, "completion_tokens")), >, 4);
+    ASSERT_EQ(json_integer_value(json_object_get(u, "failed")), 5); /* the 499s */
+    json_decref(j);
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/long", NULL, NULL, &r), 0);
+    resp_free(&r);
+}
+
+/* A function knows no cancel: its caller gets 499 at once and its late
+ * answer is dropped, after which its capacity is free again. */
+static void test_client_close_function(void)
+{
+    char m[512];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"slowfn\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+             "\"concurrency\":1,\"scale\":{\"max_instances\":1}}",
+             testfn_path());
+    ASSERT_EQ(deploy(&N, m), 201);
+    int before = node_log_count(&N, "\"status\":499");
+    int fd = post_open("/v1/deployments/slowfn/invoke", "{\"op\":\"sleep\",\"ms\":1500}", false);
+    ASSERT(fd >= 0);
+    for (int i = 0; i < 1200 && status_int("slowfn", "in_flight") < 1; i++)
+        sleep_ms(50);
+    ASSERT_EQ(status_int("slowfn", "in_flight"), 1);
+    close(fd);
+    ASSERT(wait_log("\"where\":\"function\"", 1));
+    ASSERT(wait_log("\"status\":499", before + 1));
+    ASSERT(wait_idle("slowfn")); /* its answer came and was dropped */
+    long st;
+    json_t *j = call("slowfn", "{\"op\":\"pid\"}", &st, NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    struct resp r;
+    ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/slowfn", NULL, NULL, &r), 0);
     resp_free(&r);
 }
 
@@ -920,6 +1115,8 @@ int main(void)
     if (node_start(&N, NULL) != 0) return 1;
     RUN(test_complete_matches_engine);
     RUN(test_user_text_is_plain);
+    RUN(test_client_close_cancels);
+    RUN(test_client_close_function);
     RUN(test_stream_concatenates);
     RUN(test_seed_stop_and_limits);
     RUN(test_parallel_requests_batched);

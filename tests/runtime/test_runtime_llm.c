@@ -248,9 +248,66 @@ static void test_llm_bad_input_and_batching(void)
     j = json_line(s);
     ASSERT_EQ(json_integer_value(json_object_get(j, "id")), 400);
     ASSERT(strstr(json_string_value(json_object_get(j, "error")), "cancelled") != NULL);
+    ASSERT_EQ(json_integer_value(json_object_get(j, "status")), 499);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "code")), "cancelled");
     json_decref(j);
     j = json_line(s);
     ASSERT_EQ(json_integer_value(json_object_get(j, "id")), 401);
+    ASSERT(json_object_get(j, "output") != NULL);
+    json_decref(j);
+    /* a cancel for a running request: its final answer as far as it got,
+     * with usage (the node meters it). The instance is stopped while the
+     * cancel is written, so it sees it at its next step; should it have
+     * finished the request already, another one is tried. */
+    bool seen = false;
+    for (int attempt = 0; attempt < 5 && !seen; attempt++) {
+        int id = 410 + attempt;
+        snprintf(req, sizeof(req),
+                 "{\"id\":%d,\"stream\":true,\"input\":{\"op\":\"complete\",\"prompt\":"
+                 "\"Hello\",\"max_tokens\":60}}\n",
+                 id);
+        send_str(s, req);
+        j = json_line(s);
+        ASSERT_EQ(json_integer_value(json_object_get(j, "id")), id);
+        bool done = json_object_get(j, "chunk") == NULL;
+        json_decref(j);
+        if (done) { /* over in one token: try again */
+            fprintf(stderr, "  attempt %d: no chunk\n", attempt);
+            continue;
+        }
+        kill(ip, SIGSTOP);
+        snprintf(req, sizeof(req), "{\"id\":%d,\"cancel\":true}\n", id);
+        send_str(s, req);
+        kill(ip, SIGCONT);
+        for (;;) {
+            j = json_line(s);
+            ASSERT(j != NULL);
+            ASSERT_EQ(json_integer_value(json_object_get(j, "id")), id);
+            json_t *out = json_object_get(j, "output");
+            if (out) {
+                const char *fr = json_string_value(json_object_get(out, "finish_reason"));
+                json_t *u = json_object_get(out, "usage");
+                seen = fr && strcmp(fr, "cancelled") == 0;
+                if (!seen)
+                    fprintf(stderr, "  attempt %d finished (%s) before the cancel\n", attempt,
+                            fr ? fr : "?");
+                if (seen) {
+                    ASSERT_CMP(json_integer_value(json_object_get(u, "completion_tokens")), >=, 1);
+                    ASSERT_CMP(json_integer_value(json_object_get(u, "completion_tokens")), <, 60);
+                    ASSERT_CMP(json_integer_value(json_object_get(u, "prompt_tokens")), >=, 1);
+                }
+                json_decref(j);
+                break;
+            }
+            json_decref(j);
+        }
+    }
+    ASSERT(seen);
+    /* the sequence is free: a request after it is served */
+    send_str(
+        s, "{\"id\":420,\"input\":{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":2}}\n");
+    j = json_line(s);
+    ASSERT_EQ(json_integer_value(json_object_get(j, "id")), 420);
     ASSERT(json_object_get(j, "output") != NULL);
     json_decref(j);
     /* EOF: the instance exits 0 (LeakSanitizer found nothing) */
