@@ -136,7 +136,7 @@ int cli_cmd_generate(int argc, char **argv)
         .n_threads = o.threads};
     if (!rc) rc = engine_ctx_new(r.m, &cp, &r.c, &err);
     if (!rc) rc = sampler_new(&o.sp, &r.s, &err);
-    if (!rc) rc = tokenizer_detok_new(r.tok, TOKENIZER_DECODE_STRIP_SPACE, &r.dt);
+    if (!rc) rc = tokenizer_detok_new(r.tok, 0, &r.dt);
     uint64_t t1 = time_now_ns();
     if (!rc) rc = engine_feed(r.c, 0, ids, (int32_t)n_ids, &err);
     uint64_t t2 = time_now_ns();

@@ -199,6 +199,24 @@ static void test_complete_matches_engine(void)
     const char *fr = json_string_value(json_object_get(j, "finish_reason"));
     ASSERT(fr && (strcmp(fr, "length") == 0 || strcmp(fr, "stop") == 0));
     json_decref(j);
+    /* thaw generate prints the same continuation, its first token's leading
+     * space included (here it has one) */
+    ASSERT(want[0] == ' ');
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "'%s' generate -m '%s' -p 'Hello world' -n 16 --temp 0 2>/dev/null",
+             thaw_path(), tiny);
+    FILE *f = popen(cmd, "r");
+    ASSERT(f != NULL);
+    struct buf gen = {0};
+    char chunk[512];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        buf_append(&gen, chunk, got);
+    ASSERT_EQ(pclose(f), 0);
+    ASSERT(gen.len > 0 && gen.data[gen.len - 1] == '\n');
+    gen.data[--gen.len] = 0;
+    ASSERT_STR_EQ(gen.data, want);
+    buf_free(&gen);
     /* chat through the chatml override */
     char *want_chat = reference(tiny, "hi there", 8, CHAT_CHATML, NULL);
     j = call("tiny",
