@@ -145,6 +145,7 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
     if (!a) return thaw_errf(err, THAW_ENOMEM, "out of memory");
     a->store = store;
     pthread_rwlock_init(&a->lock, NULL);
+    access_keycache_init(a);
     pthread_mutex_init(&a->audit_lock, NULL);
     pthread_mutex_init(&a->keyring_lock, NULL);
     char kek_hex[65];
@@ -271,6 +272,7 @@ int access_tenant_delete(struct access *a, const struct access_principal *actor,
             k->revoked_ms = now;
             save_doc(a, COLL_KEYS, k->id, key_json(k), NULL);
         }
+        access_keycache_clear(a);
     }
     pthread_rwlock_unlock(&a->lock);
     access_audit(a, actor, "tenant.delete", name, rc ? "error" : "ok", NULL);
@@ -346,21 +348,26 @@ int access_authenticate(struct access *a, const char *authorization, struct acce
     if (strncasecmp(authorization, "Bearer ", 7) != 0)
         return thaw_errf(err, THAW_EDENIED, "the Authorization header must be 'Bearer <key>'");
     const char *key = authorization + 7;
+    size_t key_len = strlen(key);
     struct security_apikey parsed;
     struct thaw_err perr = {0};
-    if (security_apikey_parse(key, strlen(key), &parsed, &perr))
+    if (security_apikey_parse(key, key_len, &parsed, &perr))
         return thaw_errf(err, THAW_EDENIED, "malformed API key: %s", perr.msg);
     int rc = 0;
     pthread_rwlock_rdlock(&a->lock);
     struct access_key *k = access_find_key(a, parsed.id);
     int64_t now = time_wall_ms();
-    if (!k || security_apikey_verify(a->pepper, &parsed, k->hash) != 0)
+    /* A key this thread verified before skips the hash, never the checks
+     * of the live record below: revocation and expiry apply at once. */
+    bool cached = k && access_keycache_hit(a, key, key_len, k);
+    if (!k || (!cached && security_apikey_verify(a->pepper, &parsed, k->hash) != 0))
         rc = thaw_errf(err, THAW_EDENIED, "unknown API key");
     else if (k->revoked_ms)
         rc = thaw_errf(err, THAW_EDENIED, "API key %s was revoked", k->id);
     else if (k->expires_ms && now >= k->expires_ms)
         rc = thaw_errf(err, THAW_EDENIED, "API key %s expired", k->id);
     if (!rc) {
+        if (!cached) access_keycache_put(a, key, key_len, k);
         str_copy(p->key_id, k->id, sizeof(p->key_id));
         str_copy(p->tenant, k->tenant, sizeof(p->tenant));
         p->scopes = security_scopes_effective(k->scopes);
@@ -474,6 +481,7 @@ int access_key_revoke(struct access *a, const struct access_principal *actor, co
         copy.revoked_ms = time_wall_ms();
         rc = save_doc(a, COLL_KEYS, k->id, key_json(&copy), err);
         if (!rc) *k = copy;
+        access_keycache_clear(a);
     }
     pthread_rwlock_unlock(&a->lock);
     access_audit(a, actor, "key.revoke", key_id, rc ? "error" : "ok", NULL);
@@ -501,6 +509,7 @@ int access_key_rotate(struct access *a, const struct access_principal *actor, co
             k = access_find_key(a, key_id); /* the array may have moved */
             k->revoked_ms = time_wall_ms();
             rc = save_doc(a, COLL_KEYS, k->id, key_json(k), err);
+            access_keycache_clear(a);
         }
     }
     if (!rc) *info = key_info(access_find_key(a, new_id));

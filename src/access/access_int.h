@@ -7,6 +7,8 @@
 #include "store/store.h"
 
 #include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
 
 struct access_tenant {
     char name[ACCESS_NAME_MAX + 1];
@@ -33,6 +35,8 @@ struct access {
     unsigned char pepper[SECURITY_PEPPER_LEN];
     unsigned char audit_key[32];
     pthread_rwlock_t lock; /* tenants, keys, grants */
+    unsigned char keycache_key[crypto_shorthash_siphashx24_KEYBYTES]; /* keycache.c */
+    _Atomic uint64_t keycache_gen;
     struct access_tenant *tenants;
     size_t n_tenants, cap_tenants;
     struct access_key *keys;
@@ -60,6 +64,14 @@ int access_usage_init(struct access *a, struct thaw_err *err);
 void access_usage_free(struct access *a);
 
 void access_keyring_free(struct access *a);
+
+/* Keys that verified, per thread (keycache.c). A hit replaces only the hash
+ * check: the caller still checks the live record (revoked, expired). clear
+ * (revoke, rotate, tenant delete) forgets every entry of a. */
+void access_keycache_init(struct access *a);
+void access_keycache_clear(struct access *a);
+bool access_keycache_hit(struct access *a, const char *key, size_t len, const struct access_key *k);
+void access_keycache_put(struct access *a, const char *key, size_t len, const struct access_key *k);
 
 /* Grows an array of elem_size elements to hold one more. */
 int access_grow(void **arr, size_t *cap, size_t n, size_t elem_size);
