@@ -394,10 +394,11 @@ static bool wait_idle(const char *name)
 }
 
 /* A client that closes the connection mid-stream cancels its generation:
- * the instance's only sequence (parallel 1) is free again long before the
- * generation would have ended (greedy "Hello" runs ~1300 tokens on this
- * model), the tokens it spent are still metered, and the call is logged as
- * 499. Natively, through the OpenAI route, and while held in the queue. */
+ * the runtime says it stopped a request (greedy "Hello" runs ~1300 tokens on
+ * this model unless stopped), the instance's only sequence (parallel 1) is
+ * free for the next request, the tokens it spent are still metered, and the
+ * call is logged as 499. Natively, through the OpenAI route, while held in
+ * the queue, and waiting for a non-streamed answer. */
 static void test_client_close_cancels(void)
 {
     char m[1024];
@@ -414,13 +415,21 @@ static void test_client_close_cancels(void)
         call("long", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":1}", &st, NULL, 0);
     ASSERT_EQ(st, 200);
     json_decref(j);
+    /* The instance is stopped (SIGSTOP) from the first chunk until the node
+     * has sent its cancel, so the generation cannot end on its own first,
+     * however slow the machine. */
+    pid_t pids[8], tmpls[8];
+    ASSERT_EQ(spawned("long", pids, tmpls, 8), 1);
+    pid_t ip = pids[0];
     const char *body = "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":2000}";
     /* native SSE: close after the first chunk */
     int fd = post_open("/v1/deployments/long/invoke", body, true);
     ASSERT(fd >= 0);
     ASSERT(read_until(fd, "event: chunk"));
+    ASSERT_EQ(kill(ip, SIGSTOP), 0);
     close(fd);
     ASSERT(wait_log("invocation_cancelled", 1));
+    ASSERT_EQ(kill(ip, SIGCONT), 0);
     ASSERT(wait_log("cancelled after", 1)); /* the runtime stopped generating */
     ASSERT(wait_idle("long"));
     /* the one sequence serves the next request on the same instance */
@@ -439,13 +448,17 @@ static void test_client_close_cancels(void)
                    false);
     ASSERT(fd >= 0);
     ASSERT(read_until(fd, "\"content\""));
+    ASSERT_EQ(kill(ip, SIGSTOP), 0);
     close(fd);
+    ASSERT(wait_log("invocation_cancelled", 2));
+    ASSERT_EQ(kill(ip, SIGCONT), 0);
     ASSERT(wait_log("cancelled after", 2));
     ASSERT(wait_idle("long"));
     /* a request held behind a running one, whose client leaves, never runs */
     int running = post_open("/v1/deployments/long/invoke", body, true);
     ASSERT(running >= 0);
     ASSERT(read_until(running, "event: chunk"));
+    ASSERT_EQ(kill(ip, SIGSTOP), 0);
     int held = post_open("/v1/deployments/long/invoke", body, true);
     ASSERT(held >= 0);
     for (int i = 0; i < 1200 && status_int("long", "held") < 1; i++)
@@ -454,6 +467,8 @@ static void test_client_close_cancels(void)
     close(held);
     ASSERT(wait_log("\"where\":\"held\"", 1));
     close(running);
+    ASSERT(wait_log("invocation_cancelled", 4));
+    ASSERT_EQ(kill(ip, SIGCONT), 0);
     ASSERT(wait_log("cancelled after", 3));
     ASSERT(wait_idle("long"));
     /* a non-streamed request: nothing is written until its end, yet the
@@ -462,11 +477,15 @@ static void test_client_close_cancels(void)
     ASSERT(fd >= 0);
     for (int i = 0; i < 1200 && status_int("long", "in_flight") < 1; i++)
         sleep_ms(50);
+    ASSERT_EQ(kill(ip, SIGSTOP), 0);
+    ASSERT_EQ(status_int("long", "in_flight"), 1);
     close(fd);
+    ASSERT(wait_log("invocation_cancelled", 5));
+    ASSERT_EQ(kill(ip, SIGCONT), 0);
     ASSERT(wait_log("cancelled after", 4));
     ASSERT(wait_idle("long"));
     /* the cancelled generations' tokens were metered: more completion tokens
-     * than the 1 + 3 of the requests that finished */
+     * than the 1 + 3 of the requests that finished (three had streamed) */
     struct resp r;
     ASSERT_EQ(http(&N, "GET", "/v1/usage", NULL, NULL, &r), 0);
     ASSERT_EQ(r.status, 200);
