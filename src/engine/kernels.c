@@ -7,6 +7,12 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20) /* older libc headers lack it; the kernel ABI bit */
+#endif
+#endif
 
 /* ---- type table ------------------------------------------------------- */
 
@@ -467,7 +473,7 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
 
 /* ---- dispatch --------------------------------------------------------- */
 
-static struct kern_ops ops_portable, ops_avx2, ops_avx512, ops_neon;
+static struct kern_ops ops_portable, ops_avx2, ops_avx512, ops_neon, ops_neon_dot;
 static const struct kern_ops *ops_best = &ops_portable;
 static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
 static _Atomic(const struct kern_ops *) ops_forced;
@@ -492,9 +498,16 @@ static void ops_init(void)
         }
     }
 #elif defined(__aarch64__)
+    /* Advanced SIMD is part of ARMv8-A; the dot product (optional before
+     * ARMv8.4) is what the kernel reports in the auxiliary vector. */
     ops_neon = ops_portable;
     kern_ops_neon(&ops_neon);
     ops_best = &ops_neon;
+    struct kern_ops dot = ops_neon;
+    if ((getauxval(AT_HWCAP) & HWCAP_ASIMDDP) && kern_ops_neon_dot(&dot)) {
+        ops_neon_dot = dot;
+        ops_best = &ops_neon_dot;
+    }
 #endif
 }
 
@@ -538,7 +551,8 @@ void kern_use_blas(bool on)
 int kern_force_level(const char *name)
 {
     pthread_once(&ops_once, ops_init);
-    const struct kern_ops *levels[] = {&ops_portable, &ops_avx2, &ops_avx512, &ops_neon};
+    const struct kern_ops *levels[] = {&ops_portable, &ops_avx2, &ops_avx512, &ops_neon,
+                                        &ops_neon_dot};
     if (!name) {
         atomic_store(&ops_forced, NULL);
         return 0;

@@ -67,15 +67,15 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
 void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepared, int n_tok,
                  float *y, int y_stride, int r0, int r1);
 
-/* Which SIMD level the kernels use: "avx512", "avx2", "neon" or "portable".
- * kern_force_portable(true) makes every later call use the portable C path
- * (for tests comparing paths). */
+/* Which SIMD level the kernels use: "avx512", "avx2", "neon-dotprod", "neon"
+ * or "portable". kern_force_portable(true) makes every later call use the
+ * portable C path (for tests comparing paths). */
 const char *kern_simd_level(void);
 void kern_force_portable(bool on);
-/* Makes every later call use the named level ("avx512", "avx2", "neon",
- * "portable") where this CPU has it, or the best level again for NULL (for
- * tests and benchmarks). Returns 0, or -1 when the level is unknown or not
- * available here, changing nothing. */
+/* Makes every later call use the named level ("avx512", "avx2",
+ * "neon-dotprod", "neon", "portable") where this CPU has it, or the best
+ * level again for NULL (for tests and benchmarks). Returns 0, or -1 when the
+ * level is unknown or not available here, changing nothing. */
 int kern_force_level(const char *name);
 /* F32/F16/BF16 products with many tokens go through OpenBLAS sgemm (faster
  * there); kern_use_blas(false) keeps them on our kernels (for benchmarks). */

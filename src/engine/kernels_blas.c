@@ -4,6 +4,19 @@
  * on its own rows, so OpenBLAS itself runs single-threaded. */
 #include "engine/kernels_int.h"
 
+#if !defined(THAW_BLAS)
+
+/* Built without OpenBLAS (-DTHAW_BLAS=OFF, as the aarch64 cross build is):
+ * our own kernels do every product. */
+bool kern_blas_matmul(enum ggml_type t, const uint8_t *W, size_t row_bytes, int n_cols,
+                      const uint8_t *prep, size_t prep_stride, int n_tok, float *y, int y_stride,
+                      int r0, int r1)
+{
+    return false;
+}
+
+#else
+
 #include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -63,3 +76,5 @@ bool kern_blas_matmul(enum ggml_type t, const uint8_t *W, size_t row_bytes, int 
     free(wf);
     return true;
 }
+
+#endif

@@ -119,5 +119,8 @@ void kern_ops_portable(struct kern_ops *ops);
 void kern_ops_avx2(struct kern_ops *ops);
 void kern_ops_avx512(struct kern_ops *ops);
 void kern_ops_neon(struct kern_ops *ops);
+/* Returns false when this build has no dot-product kernels (clang without a
+ * global -march that has them), leaving ops alone. */
+bool kern_ops_neon_dot(struct kern_ops *ops);
 
 #endif

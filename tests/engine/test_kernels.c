@@ -627,8 +627,10 @@ static void test_matmul_portable_vs_reference(void)
 }
 
 /* The SIMD paths and the portable path compute the same per-block integers,
- * so they differ only in the order of f32 sums: compare tightly. */
-static void check_level_matches_portable(const char *level, int n_cols)
+ * so they differ only in the order of f32 sums: compare tightly. The NEON
+ * levels also keep the portable order of f32 operations, so with `exact`
+ * (and OpenBLAS off) they must give the same bits. */
+static void check_level_matches_portable(const char *level, int n_cols, bool exact)
 {
     const int n_rows = 29, ys = n_rows + 3;
     /* 16+ and 128+ tokens take the OpenBLAS path for F32 and F16/BF16 */
@@ -640,6 +642,7 @@ static void check_level_matches_portable(const char *level, int n_cols)
     fill_normal(x, 130 * n_cols, 1.0f);
     x[77] = -30.0f;
     int bad = 0;
+    if (exact) kern_use_blas(false);
     for (size_t i = 0; i < ARRAY_LEN(all_types) && !bad; i++) {
         struct mm_case c;
         if (mm_case_init(&c, all_types[i], n_rows, n_cols) != 0) bad = 1;
@@ -656,7 +659,7 @@ static void check_level_matches_portable(const char *level, int n_cols)
                     for (int j = 0; j < n_cols; j++)
                         mag += fabs((double)c.Wd[(size_t)r * n_cols + j] * x[tok * n_cols + j]);
                     float a = ysimd[tok * ys + r], b = yp[tok * ys + r];
-                    if (!(fabs(a - b) <= mag * 2e-6)) {
+                    if (exact ? memcmp(&a, &b, sizeof a) != 0 : !(fabs(a - b) <= mag * 2e-6)) {
                         fprintf(stderr, "  %s %s n_tok %d tok %d row %d: %.9g vs portable %.9g\n",
                                 level, ggml_type_name(all_types[i]), nt, tok, r, a, b);
                         bad = 1;
@@ -665,6 +668,7 @@ static void check_level_matches_portable(const char *level, int n_cols)
         }
         mm_case_free(&c);
     }
+    kern_use_blas(true);
     free(x);
     free(ysimd);
     free(yp);
@@ -673,17 +677,18 @@ static void check_level_matches_portable(const char *level, int n_cols)
 
 static void test_simd_matches_portable(void)
 {
-    static const char *levels[] = {"avx2", "avx512", "neon"};
+    static const char *levels[] = {"avx2", "avx512", "neon", "neon-dotprod"};
     int n = 0;
     fprintf(stderr, "    best level: %s\n", kern_simd_level());
     for (size_t i = 0; i < ARRAY_LEN(levels); i++) {
         if (kern_force_level(levels[i]) != 0) continue;
         kern_force_level(NULL);
-        fprintf(stderr, "    checking %s\n", levels[i]);
-        check_level_matches_portable(levels[i], 1024);
+        bool exact = strncmp(levels[i], "neon", 4) == 0;
+        fprintf(stderr, "    checking %s%s\n", levels[i], exact ? " (bit-identical)" : "");
+        check_level_matches_portable(levels[i], 1024, exact);
         if (test_cur_failed_) return;
         /* wide rows: the AVX-512 kernels switch to a layout with less input per row visit */
-        check_level_matches_portable(levels[i], 4096);
+        check_level_matches_portable(levels[i], 4096, exact);
         if (test_cur_failed_) return;
         n++;
     }
@@ -697,7 +702,7 @@ static void test_simd_matches_portable(void)
 /* Each SIMD level against the double-precision reference too. */
 static void test_matmul_levels_vs_reference(void)
 {
-    static const char *levels[] = {"avx2", "neon"};
+    static const char *levels[] = {"avx2", "neon", "neon-dotprod"};
     for (size_t i = 0; i < ARRAY_LEN(levels); i++) {
         if (kern_force_level(levels[i]) != 0) continue;
         test_matmul_vs_reference();
@@ -706,8 +711,14 @@ static void test_matmul_levels_vs_reference(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* `test_kernels --level` prints the level this CPU gets (tests/cross checks
+     * the run-time choice under emulated CPUs with it) */
+    if (argc > 1 && strcmp(argv[1], "--level") == 0) {
+        puts(kern_simd_level());
+        return 0;
+    }
     RUN(test_type_table);
     RUN(test_row_bytes_rejects_partial_blocks);
     RUN(test_fp16_known_values);
