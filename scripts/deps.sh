@@ -11,6 +11,12 @@ PKGS=(
   redis-server curl wrk openssl
 )
 
+# The engine's NEON kernels are cross-built and run under qemu-user by the
+# engine_aarch64 test (tests/cross) on x86-64 hosts.
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+  PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+fi
+
 # Real-client tests drive thaw with official client libraries from npm.
 if ! command -v npm >/dev/null 2>&1; then PKGS+=(nodejs npm); fi
 

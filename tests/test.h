@@ -66,8 +66,21 @@ static int test_passed_, test_failed_, test_cur_failed_;
             TEST_FAIL_("%s contains \"%s\" (got \"%s\")", #hay, n_, h_ ? h_ : "(null)");           \
     } while (0)
 
+/* THAW_TEST_ONLY=name,name runs only the tests named (a quick subset, e.g.
+ * under emulation in tests/cross); unset or empty runs them all. */
+static inline int test_selected_(const char *name)
+{
+    const char *only = getenv("THAW_TEST_ONLY");
+    size_t n = strlen(name);
+    if (!only || !*only) return 1;
+    for (const char *p = only; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
+
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        if (!test_selected_(#fn)) break;                                                           \
         test_cur_failed_ = 0;                                                                      \
         fprintf(stderr, "- %s\n", #fn);                                                            \
         fn();                                                                                      \
@@ -75,7 +88,9 @@ static int test_passed_, test_failed_, test_cur_failed_;
         else test_passed_++;                                                                       \
     } while (0)
 
+/* Running no test at all (a THAW_TEST_ONLY naming none) is a failure too. */
 #define TEST_REPORT()                                                                              \
-    (printf("%d passed, %d failed\n", test_passed_, test_failed_), test_failed_ ? 1 : 0)
+    (printf("%d passed, %d failed\n", test_passed_, test_failed_),                                \
+     test_failed_ || !test_passed_ ? 1 : 0)
 
 #endif

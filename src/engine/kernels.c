@@ -552,7 +552,7 @@ int kern_force_level(const char *name)
 {
     pthread_once(&ops_once, ops_init);
     const struct kern_ops *levels[] = {&ops_portable, &ops_avx2, &ops_avx512, &ops_neon,
-                                        &ops_neon_dot};
+                                       &ops_neon_dot};
     if (!name) {
         atomic_store(&ops_forced, NULL);
         return 0;

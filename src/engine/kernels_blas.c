@@ -28,7 +28,7 @@ bool kern_blas_matmul(enum ggml_type t, const uint8_t *W, size_t row_bytes, int 
 #define BLAS_MIN_TOK_F32 16
 #define BLAS_MIN_TOK_F16 128
 /* Rows converted to f32 per sgemm call for F16/BF16 weights. */
-#define BLAS_CHUNK_ROWS 128
+#define BLAS_CHUNK_ROWS  128
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 

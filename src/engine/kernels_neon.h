@@ -84,7 +84,8 @@ KN_INLINE float32x4_t kn_wf16(const uint8_t *row, int i)
 
 KN_INLINE float32x4_t kn_wbf16(const uint8_t *row, int i)
 {
-    return vreinterpretq_f32_u32(vshll_n_u16(vreinterpret_u16_u8(vld1_u8(row + 2 * (size_t)i)), 16));
+    return vreinterpretq_f32_u32(
+        vshll_n_u16(vreinterpret_u16_u8(vld1_u8(row + 2 * (size_t)i)), 16));
 }
 
 KN_INLINE float kn_sf32(const uint8_t *row, int k)
@@ -266,8 +267,8 @@ KN_INLINE void kn_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
         kn_k4_scales(row + 4, u);
         int32x4_t sc[2];
         kn_u8x8_to_s32((uint64_t)u[0] | (uint64_t)u[1] << 32, sc);
-        int16x8_t mins = vreinterpretq_s16_u16(
-            vmovl_u8(vcreate_u8((uint64_t)u[2] | (uint64_t)u[3] << 32)));
+        int16x8_t mins =
+            vreinterpretq_s16_u16(vmovl_u8(vcreate_u8((uint64_t)u[2] | (uint64_t)u[3] << 32)));
         const uint8_t *q = row + 16;
         int32x4_t p[KN_TILE][8];
         KN_UNROLL

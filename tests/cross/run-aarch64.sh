@@ -5,8 +5,11 @@
 #               and test_kernels compares portable, neon and neon-dotprod;
 #   cortex-a53  ARMv8.0: the kernels must pick "neon" (dotprod is refused).
 # Usage: run-aarch64.sh SRC_DIR BUILD_DIR quick|full SANITIZE(0|1)
-#   quick: test_kernels and test_model (the forward pass) on both CPUs;
-#   full:  every engine test on both CPUs.
+#   quick (make test, ~1 min): on max, test_kernels whole (every level against
+#         the portable path, bit for bit) and test_model's forward pass of
+#         every weight type against the reference and its batched-decoding
+#         test; on cortex-a53, only which level the kernels choose;
+#   full (make check-long): every engine test on both CPUs.
 # With SANITIZE=1 the cross build has UBSan (ASan's shadow memory does not
 # fit under qemu-user). Exits 77, which ctest reports as skipped, when the
 # cross compiler, its libc or qemu is missing.
@@ -35,31 +38,46 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S "$src" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$src/tests/cross/aarch64-linux-gnu.cmake" \
         -DTHAW_ENGINE_ONLY=ON -DTHAW_BLAS=OFF "${flags[@]}" >/dev/null
 fi
-cmake --build "$build" -j "${JOBS:-2}" >"$build/build.log" 2>&1 || {
+targets=(--target test_kernels test_model)
+[ "$mode" = full ] && targets=()
+cmake --build "$build" -j "${JOBS:-2}" "${targets[@]}" >"$build/build.log" 2>&1 || {
     tail -40 "$build/build.log"
     echo "FAIL: aarch64 build (log: $build/build.log)"
     exit 1
 }
 
-tests='^test_(kernels|model)$'
-[ "$mode" = full ] && tests='^test_'
+qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 status=0
 for cpu in max:neon-dotprod cortex-a53:neon; do
     name=${cpu%%:*} want=${cpu#*:}
-    echo "== qemu-aarch64 -cpu $name (best level must be $want)"
-    if ! QEMU_CPU=$name ctest --test-dir "$build" -R "$tests" --output-on-failure \
-        --timeout 900 -j "${JOBS:-2}" >"$build/ctest-$name.log" 2>&1; then
-        cat "$build/ctest-$name.log"
-        status=1
-        continue
-    fi
-    grep -E "tests passed|Total Test time" "$build/ctest-$name.log"
-    # run-time selection: what the kernels picked on this CPU
-    got=$(QEMU_CPU=$name qemu-aarch64 -L /usr/aarch64-linux-gnu "$build/tests/engine/test_kernels" \
-        --level 2>/dev/null || true)
+    # run-time selection: what the kernels pick on this CPU
+    got=$(QEMU_CPU=$name "${qemu[@]}" "$build/tests/engine/test_kernels" --level 2>&1 || true)
     if [ "$got" != "$want" ]; then
         echo "FAIL: on $name the kernels chose '$got', want '$want'"
         status=1
+        continue
     fi
+    echo "== -cpu $name: the kernels chose $got"
+    [ "$mode" = quick ] && [ "$name" != max ] && continue
+    # quick: test_model only the sub-tests that run the kernels; both programs
+    # at once, one per core
+    runs=("^test_:") # full: every engine test
+    if [ "$mode" = quick ]; then
+        runs=("^test_kernels\$:" "^test_model\$:test_every_type_vs_reference,test_batched_equals_sequential")
+    fi
+    pids=()
+    for i in "${!runs[@]}"; do
+        QEMU_CPU=$name THAW_TEST_ONLY=${runs[$i]#*:} ctest --test-dir "$build" -R "${runs[$i]%%:*}" \
+            --output-on-failure --timeout 900 -j "${JOBS:-2}" >"$build/ctest-$name-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        if wait "${pids[$i]}"; then
+            grep -E "Passed" "$build/ctest-$name-$i.log"
+        else
+            cat "$build/ctest-$name-$i.log"
+            status=1
+        fi
+    done
 done
 exit $status
