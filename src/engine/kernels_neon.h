@@ -270,34 +270,44 @@ KN_INLINE void kn_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
         int16x8_t mins =
             vreinterpretq_s16_u16(vmovl_u8(vcreate_u8((uint64_t)u[2] | (uint64_t)u[3] << 32)));
         const uint8_t *q = row + 16;
-        int32x4_t p[KN_TILE][8];
+        int32x4_t s[KN_TILE];
         KN_UNROLL
-        for (int j = 0; j < 4; j++) {
-            uint8x16_t r0 = vld1q_u8(q + 32 * j), r1 = vld1q_u8(q + 32 * j + 16);
-            int8x16_t lo0 = vreinterpretq_s8_u8(vandq_u8(r0, m4));
-            int8x16_t lo1 = vreinterpretq_s8_u8(vandq_u8(r1, m4));
-            int8x16_t hi0 = vreinterpretq_s8_u8(vshrq_n_u8(r0, 4));
-            int8x16_t hi1 = vreinterpretq_s8_u8(vshrq_n_u8(r1, 4));
+        for (int t = 0; t < NT; t++)
+            s[t] = vdupq_n_s32(0);
+        /* half h: sub-blocks 4h..4h+3, one per lane after kn_sum4 */
+        KN_UNROLL
+        for (int h = 0; h < 2; h++) {
+            int8x16_t w[8];
+            KN_UNROLL
+            for (int j = 0; j < 2; j++) {
+                uint8x16_t r0 = vld1q_u8(q + 64 * h + 32 * j);
+                uint8x16_t r1 = vld1q_u8(q + 64 * h + 32 * j + 16);
+                w[4 * j + 0] = vreinterpretq_s8_u8(vandq_u8(r0, m4));
+                w[4 * j + 1] = vreinterpretq_s8_u8(vandq_u8(r1, m4));
+                w[4 * j + 2] = vreinterpretq_s8_u8(vshrq_n_u8(r0, 4));
+                w[4 * j + 3] = vreinterpretq_s8_u8(vshrq_n_u8(r1, 4));
+            }
             KN_UNROLL
             for (int t = 0; t < NT; t++) {
-                const uint8_t *x = xp[t] + KQ_K * b + 64 * j;
-                p[t][2 * j] = KN_DOT(KN_DOT(vdupq_n_s32(0), lo0, kn_ld8(x)), lo1, kn_ld8(x + 16));
-                p[t][2 * j + 1] =
-                    KN_DOT(KN_DOT(vdupq_n_s32(0), hi0, kn_ld8(x + 32)), hi1, kn_ld8(x + 48));
+                const uint8_t *x = xp[t] + KQ_K * b + 128 * h;
+                int32x4_t p[4];
+                KN_UNROLL
+                for (int k = 0; k < 4; k++)
+                    p[k] = KN_DOT(KN_DOT(vdupq_n_s32(0), w[2 * k], kn_ld8(x + 32 * k)),
+                                  w[2 * k + 1], kn_ld8(x + 32 * k + 16));
+                s[t] = vmlaq_s32(s[t], kn_sum4(p[0], p[1], p[2], p[3]), sc[h]);
             }
         }
         float d = kn_h2f(row), dmin = kn_h2f(row + 2);
         KN_UNROLL
         for (int t = 0; t < NT; t++) {
-            int32x4_t s = vmulq_s32(kn_sum4(p[t][0], p[t][1], p[t][2], p[t][3]), sc[0]);
-            s = vmlaq_s32(s, kn_sum4(p[t][4], p[t][5], p[t][6], p[t][7]), sc[1]);
             /* x sums per sub-block: adjacent pairs of the per-16 sums (|.| <= 4064) */
             const uint8_t *bs = KN_XBS(xp[t], n) + 32 * (size_t)b;
             int16x8_t xs = vpaddq_s16(vreinterpretq_s16_u8(vld1q_u8(bs)),
                                       vreinterpretq_s16_u8(vld1q_u8(bs + 16)));
             int32x4_t m = vmlal_high_s16(vmull_s16(vget_low_s16(xs), vget_low_s16(mins)), xs, mins);
             float dx = KN_XD(xp[t], n)[b];
-            acc[t] += d * dx * (float)vaddvq_s32(s) - dmin * dx * (float)vaddvq_s32(m);
+            acc[t] += d * dx * (float)vaddvq_s32(s[t]) - dmin * dx * (float)vaddvq_s32(m);
         }
     }
     KN_UNROLL
