@@ -5,7 +5,7 @@
  * of the bandwidth), and matmul throughput per token count against n_tok=1,
  * with OpenBLAS sgemm as the F32 reference.
  *
- * Usage: bench_kernels [--quick] [--level avx512|avx2|portable] [--types Q8_0,Q4_K,...] */
+ * Usage: bench_kernels [--quick] [--level avx512|avx2|neon-dotprod|neon|portable] [--types Q8_0,Q4_K,...] */
 #include "engine/kernels.h"
 
 #include <math.h>
