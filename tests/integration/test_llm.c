@@ -155,8 +155,11 @@ static int spawned(const char *name, pid_t *pids, pid_t *tmpls, int max)
 
 static const char *state_of(const char *name, char *out, size_t n)
 {
+    /* "status" is null until the scale thread has taken a new deployment in:
+     * the deploy answers before that */
     json_t *st = status_of(&N, name);
-    str_copy(out, st ? json_string_value(json_object_get(st, "state")) : "?", n);
+    const char *state = json_string_value(json_object_get(st, "state"));
+    str_copy(out, state ? state : "?", n);
     json_decref(st);
     return out;
 }
@@ -844,8 +847,8 @@ static void test_scale_to_zero_and_back(void)
         "\"stable_window\":\"1s\",\"panic_window\":\"200ms\"}}",
         qwen);
     ASSERT_EQ(deploy(&N, m), 201);
-    char st_s[32], start[32];
-    ASSERT_STR_EQ(state_of("z", st_s, sizeof(st_s)), "cold");
+    char start[32];
+    ASSERT(wait_state("z", "cold", 20));
     long st;
     const char *req = "{\"op\":\"complete\",\"prompt\":\"Hi\",\"max_tokens\":4}";
     json_t *j = call("z", req, &st, start, sizeof(start));
