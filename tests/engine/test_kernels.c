@@ -707,6 +707,72 @@ static void test_simd_matches_portable(void)
     kern_force_level(NULL);
 }
 
+/* Blocks at the edges of the integer ranges, which quantised weights never
+ * reach but a file may hold: every byte of a row set to one pattern (q8_0
+ * weights all -128 with 0x80, nibbles all 15 with 0xff, q6_K scales -128...),
+ * the f16 scales then set to 1, against inputs of one magnitude (quantised to
+ * +-127). The largest intermediate sums (e.g. int16 pair sums of 2*128*127)
+ * must not overflow on any level. */
+static void test_simd_extreme_blocks(void)
+{
+    static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q5_0,
+                                           GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    static const uint8_t patterns[] = {0x00, 0x80, 0xff, 0x7f, 0x55};
+    static const char *levels[] = {"avx2", "avx512", "neon", "neon-dotprod"};
+    enum { N = 512, NT = 5 };
+    static float x[NT * N], wd[N], yp[NT], ys[NT];
+    static uint8_t row[N * 2];
+    for (int sign = 0; sign < 3; sign++) {
+        for (int i = 0; i < NT * N; i++)
+            x[i] = sign == 0 ? 1.0f : sign == 1 ? -1.0f : (i & 1) ? 1.0f : -1.0f;
+        for (size_t ti = 0; ti < ARRAY_LEN(types); ti++) {
+            enum ggml_type t = types[ti];
+            size_t bb = ggml_type_block_bytes(t), rb = ggml_row_bytes(t, N);
+            for (size_t pi = 0; pi < ARRAY_LEN(patterns); pi++) {
+                memset(row, patterns[pi], rb);
+                for (size_t b = 0; b < rb / bb; b++) {
+                    uint8_t *blk = row + b * bb;
+                    if (t == GGML_TYPE_Q6_K) {
+                        put16(blk + 208, 0x3c00);
+                    } else {
+                        put16(blk, 0x3c00);
+                        if (t == GGML_TYPE_Q4_K) put16(blk + 2, 0x3c00);
+                    }
+                }
+                kern_dequantize(t, row, wd, N);
+                size_t pb = kern_input_bytes(t, NT, N);
+                void *prep = aligned_alloc(64, (pb + 63) / 64 * 64);
+                ASSERT(prep);
+                kern_input_prepare(t, x, NT, N, prep);
+                kern_force_portable(true);
+                kern_matmul(t, row, N, prep, NT, yp, 1, 0, 1);
+                for (size_t li = 0; li < ARRAY_LEN(levels); li++) {
+                    if (kern_force_level(levels[li]) != 0) continue;
+                    kern_matmul(t, row, N, prep, NT, ys, 1, 0, 1);
+                    bool exact = strncmp(levels[li], "neon", 4) == 0;
+                    for (int tok = 0; tok < NT; tok++) {
+                        double mag = 0;
+                        for (int j = 0; j < N; j++)
+                            mag += fabs((double)wd[j] * x[tok * N + j]);
+                        bool ok = exact ? memcmp(&ys[tok], &yp[tok], sizeof ys[tok]) == 0
+                                        : fabs(ys[tok] - yp[tok]) <= mag * 2e-6;
+                        if (!ok) {
+                            kern_force_level(NULL);
+                            free(prep);
+                            TEST_FAIL_("%s %s pattern 0x%02x inputs %d tok %d: %.9g vs portable "
+                                       "%.9g",
+                                       levels[li], ggml_type_name(t), patterns[pi], sign, tok,
+                                       ys[tok], yp[tok]);
+                        }
+                    }
+                }
+                kern_force_level(NULL);
+                free(prep);
+            }
+        }
+    }
+}
+
 /* Each SIMD level against the double-precision reference too. */
 static void test_matmul_levels_vs_reference(void)
 {
@@ -748,5 +814,6 @@ int main(int argc, char **argv)
     RUN(test_matmul_portable_vs_reference);
     RUN(test_matmul_levels_vs_reference);
     RUN(test_simd_matches_portable);
+    RUN(test_simd_extreme_blocks);
     return TEST_REPORT();
 }
