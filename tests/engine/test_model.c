@@ -172,7 +172,8 @@ static void test_rope_scaling_vs_reference(void)
         p.rope_scale = 4.0f;
         p.rope_freq_factors = k == 0;
         p.rope_base = 500000.0f;
-        const char *path = "/tmp/thaw_test_model_rope.gguf";
+        char path[96]; /* per process: test runs of other checkouts share /tmp */
+        snprintf(path, sizeof path, "/tmp/thaw_test_model_%d_rope.gguf", (int)getpid());
         ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), 0);
         struct engine_model *m;
         ASSERT_EQ(engine_model_load(path, &m, &err), 0);
@@ -430,7 +431,8 @@ static void test_limits_and_errors(void)
 /* Files that must be refused, with the reason named. */
 static void test_refusals(void)
 {
-    const char *path = "/tmp/thaw_test_model_refuse.gguf";
+    char path[96]; /* per process: test runs of other checkouts share /tmp */
+    snprintf(path, sizeof path, "/tmp/thaw_test_model_%d_refuse.gguf", (int)getpid());
     struct thaw_err err = {0};
     struct engine_model *m = NULL;
     struct gguf_writer *w = gguf_writer_new();
@@ -486,7 +488,8 @@ static void test_embeddings(void)
         ASSERT_EQ(engine_gen_preset("tiny-gqa", &p, &err), 0);
         p.type = GGML_TYPE_F32;
         p.pooling = pools[k];
-        const char *path = "/tmp/thaw_test_model_embed.gguf";
+        char path[96]; /* per process: test runs of other checkouts share /tmp */
+        snprintf(path, sizeof path, "/tmp/thaw_test_model_%d_embed.gguf", (int)getpid());
         ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), 0);
         struct engine_model *m;
         ASSERT_EQ(engine_model_load(path, &m, &err), 0);
