@@ -252,24 +252,27 @@ KN_INLINE void kn_u8x8_to_s32(uint64_t v, int32x4_t out[2])
     out[1] = vreinterpretq_s32_u32(vmovl_high_u16(w));
 }
 
-/* q4_K: sub-block k's integer s_k = q.x over its 32 elements; the block's
- * integers are sum sc[k]*s_k and sum m[k]*(x sums of sub-block k). */
-KN_INLINE void kn_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
-                          const int NT)
+/* q4_K and q5_K (Q5 set: a 5th bit per value from qh): sub-block k's
+ * integer s_k = q.x over its 32 elements; the block's integers are
+ * sum sc[k]*s_k and sum m[k]*(x sums of sub-block k). */
+KN_INLINE void kn_qk4_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
+                         const int NT, const int Q5)
 {
+    const size_t bb = Q5 ? KB_Q5_K : KB_Q4_K;
     float acc[KN_TILE];
     KN_UNROLL
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
     const uint8x16_t m4 = vdupq_n_u8(15);
-    for (int b = 0; b < n / KQ_K; b++, row += KB_Q4_K) {
+    for (int b = 0; b < n / KQ_K; b++, row += bb) {
         uint32_t u[4];
         kn_k4_scales(row + 4, u);
         int32x4_t sc[2];
         kn_u8x8_to_s32((uint64_t)u[0] | (uint64_t)u[1] << 32, sc);
         int16x8_t mins =
             vreinterpretq_s16_u16(vmovl_u8(vcreate_u8((uint64_t)u[2] | (uint64_t)u[3] << 32)));
-        const uint8_t *q = row + 16;
+        const uint8_t *q = row + (Q5 ? 48 : 16);
+        uint8x16_t qh[2] = {vld1q_u8(row + 16), vld1q_u8(row + 32)};
         int32x4_t s[KN_TILE];
         KN_UNROLL
         for (int t = 0; t < NT; t++)
@@ -286,6 +289,20 @@ KN_INLINE void kn_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
                 w[4 * j + 1] = vreinterpretq_s8_u8(vandq_u8(r1, m4));
                 w[4 * j + 2] = vreinterpretq_s8_u8(vshrq_n_u8(r0, 4));
                 w[4 * j + 3] = vreinterpretq_s8_u8(vshrq_n_u8(r1, 4));
+                if (Q5) {
+                    /* chunk c = 2h+j: bit 2c of qh[l] tops its low nibbles, bit 2c+1 its high */
+                    const int c = 2 * h + j;
+                    const uint8x16_t b4 = vdupq_n_u8(16);
+                    const int8x16_t sl = vdupq_n_s8((int8_t)(4 - 2 * c));
+                    const int8x16_t sh = vdupq_n_s8((int8_t)(3 - 2 * c));
+                    KN_UNROLL
+                    for (int e = 0; e < 2; e++) {
+                        uint8x16_t lo = vandq_u8(vshlq_u8(qh[e], sl), b4);
+                        uint8x16_t hi = vandq_u8(vshlq_u8(qh[e], sh), b4);
+                        w[4 * j + e] = vorrq_s8(w[4 * j + e], vreinterpretq_s8_u8(lo));
+                        w[4 * j + 2 + e] = vorrq_s8(w[4 * j + 2 + e], vreinterpretq_s8_u8(hi));
+                    }
+                }
             }
             KN_UNROLL
             for (int t = 0; t < NT; t++) {
@@ -313,6 +330,18 @@ KN_INLINE void kn_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
     KN_UNROLL
     for (int t = 0; t < NT; t++)
         out[t] = acc[t];
+}
+
+KN_INLINE void kn_q4_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
+                          const int NT)
+{
+    kn_qk4_nt(row, xp, n, out, NT, 0);
+}
+
+KN_INLINE void kn_q5_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
+                          const int NT)
+{
+    kn_qk4_nt(row, xp, n, out, NT, 1);
 }
 
 /* q6_K: 16 groups of 16 values (q - 32, signed), group g against x[16g..];
@@ -407,6 +436,7 @@ KN_TILE_FN(kn_q8_0)
 KN_TILE_FN(kn_q4_0)
 KN_TILE_FN(kn_q5_0)
 KN_TILE_FN(kn_q4_K)
+KN_TILE_FN(kn_q5_K)
 KN_TILE_FN(kn_q6_K)
 
 /* Rows in the outer loop so each row is read once per chunk of tokens; the
@@ -446,6 +476,7 @@ KN_MM(kn_q8_0)
 KN_MM(kn_q4_0)
 KN_MM(kn_q5_0)
 KN_MM(kn_q4_K)
+KN_MM(kn_q5_K)
 KN_MM(kn_q6_K)
 
 static void kn_fill(struct kern_ops *ops)
@@ -457,5 +488,6 @@ static void kn_fill(struct kern_ops *ops)
     ops->mm[GGML_TYPE_Q4_0] = kn_q4_0_mm;
     ops->mm[GGML_TYPE_Q5_0] = kn_q5_0_mm;
     ops->mm[GGML_TYPE_Q4_K] = kn_q4_K_mm;
+    ops->mm[GGML_TYPE_Q5_K] = kn_q5_K_mm;
     ops->mm[GGML_TYPE_Q6_K] = kn_q6_K_mm;
 }

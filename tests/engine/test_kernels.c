@@ -716,7 +716,7 @@ static void test_simd_matches_portable(void)
 static void test_simd_extreme_blocks(void)
 {
     static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q5_0,
-                                           GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+                                           GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
     static const uint8_t patterns[] = {0x00, 0x80, 0xff, 0x7f, 0x55};
     static const char *levels[] = {"avx2", "avx512", "neon", "neon-dotprod"};
     enum { N = 512, NT = 5 };
@@ -736,7 +736,7 @@ static void test_simd_extreme_blocks(void)
                         put16(blk + 208, 0x3c00);
                     } else {
                         put16(blk, 0x3c00);
-                        if (t == GGML_TYPE_Q4_K) put16(blk + 2, 0x3c00);
+                        if (t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K) put16(blk + 2, 0x3c00);
                     }
                 }
                 kern_dequantize(t, row, wd, N);
