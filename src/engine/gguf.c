@@ -437,7 +437,7 @@ static int parse_header(struct cur *c, struct gguf *g, uint64_t *n_tensors, uint
 static int parse(struct gguf *g, struct thaw_err *err)
 {
     struct cur c = {.p = g->base, .len = g->len, .pos = 0, .err = err};
-    uint64_t n_tensors, n_kv;
+    uint64_t n_tensors = 0, n_kv = 0; /* set by parse_header; gcc -O3 cannot see it */
     int rc = parse_header(&c, g, &n_tensors, &n_kv);
     if (rc) return rc;
     g->kv = calloc(n_kv ? n_kv : 1, sizeof(*g->kv));

@@ -168,7 +168,6 @@ KZ_INLINE void kz_tile(const uint8_t *W, size_t rb, const uint8_t *const *xp, in
             KZ_SWITCH(1, K, 0)                                                                     \
     }
 
-KZ_TILE_FN(kz_q8_0, KZ_Q8_0)
 KZ_TILE_FN(kz_q4_0, KZ_Q4_0)
 KZ_TILE_FN(kz_q5_0, KZ_Q5_0)
 
@@ -216,138 +215,11 @@ static void kz_drive(kz_tile_fn fn, const uint8_t *W, size_t rb, int n, const ui
         kz_drive(NAME, W, rb, n, p, ps, nt, y, ys, r0, r1);                                        \
     }
 
-KZ_MM(kz_q8_0)
 KZ_MM(kz_q4_0)
 KZ_MM(kz_q5_0)
 
-/* ---- 512-bit Q4_K -------------------------------------------------------
- * Per 256-element block, two 64-byte loads hold the 4-bit values of all
- * eight 32-element sub-blocks: low nibbles of bytes 0-31 are sub-block 0,
- * high nibbles sub-block 1, and so on. Unpacking and regrouping the 128-bit
- * lanes gives vectors of sub-blocks (0,1), (2,3), (4,5), (6,7), which line
- * up with 64 consecutive prepared inputs, so the inputs are plain memory
- * operands. Each vector's byte products go to int16 pair sums (maddubs:
- * at most 2*15*127) and are then multiplied by the sub-blocks' 6-bit scales
- * into int32 lanes (dpwssd): the block's integer is the portable path's. The
- * row is unpacked once for up to four tokens. */
+#define K4Z_T 8 /* tokens per row visit of the Q6_K kernel */
 
-/* The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a q4_K block from
- * its 12 packed bytes (kx_k4_scales in vector registers: fewer instructions
- * than the scalar version and no moves between register files). */
-KX_INLINE __m128i k4z_scales(const uint8_t *s12)
-{
-    /* 16 bytes from the scales: the last 4 are values, unused */
-    __m128i v = _mm_loadu_si128((const __m128i *)s12);
-    __m128i a =
-        _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    __m128i b =
-        _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-    /* sc0-3 = q0-3 & 63, sc4-7 = (q8-11 & 15) | (q0-3 >> 6) << 4,
-     * m0-3 = q4-7 & 63, m4-7 = (q8-11 >> 4) | (q4-7 >> 6) << 4 */
-    __m128i l1 =
-        _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-    __m128i l2 = _mm_and_si128(_mm_srli_epi16(a, 4),
-                               _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
-    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
-    return _mm_or_si128(_mm_or_si128(l1, l2), h);
-}
-
-#define K4Z_T 8 /* tokens per row visit */
-
-KX_INLINE void k4z_tile(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
-                        const int T)
-{
-    __m512 acc[K4Z_T];
-    __m256 accm[K4Z_T];
-    KX_UNROLL
-    for (int t = 0; t < T; t++) {
-        acc[t] = _mm512_setzero_ps();
-        accm[t] = _mm256_setzero_ps();
-    }
-    const __m512i m4 = _mm512_set1_epi8(15);
-    /* int16 lanes of a sub-block pair's scale vector: scale 2k in words 0-15,
-     * 2k+1 in words 16-31, zero-extended by pshufb's -1 */
-    __m512i sidx[4];
-    KX_UNROLL
-    for (int k = 0; k < 4; k++) {
-        __m128i lo = _mm_set1_epi16((short)(0xff00 | (2 * k)));
-        __m128i hi = _mm_set1_epi16((short)(0xff00 | (2 * k + 1)));
-        sidx[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
-                                     _mm256_set_m128i(hi, hi), 1);
-    }
-    /* words 2j and 2j+1 of the mins vector: min j (byte 8+j) */
-    const __m256i midx =
-        _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1, 12, -1, 12, -1,
-                         13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
-    const int nb = n / KQ_K;
-    for (int b = 0; b < nb; b++, row += KB_Q4_K) {
-        __m128i sm = k4z_scales(row + 4);
-        __m512i sm5 = _mm512_broadcast_i32x4(sm);
-        __m512i sc[4];
-        KX_UNROLL
-        for (int k = 0; k < 4; k++)
-            sc[k] = _mm512_shuffle_epi8(sm5, sidx[k]);
-        __m256i mins = _mm256_shuffle_epi8(_mm512_castsi512_si256(sm5), midx);
-        __m512i w[4];
-        KX_UNROLL
-        for (int h = 0; h < 2; h++) {
-            __m512i raw = _mm512_loadu_si512((const void *)(row + 16 + 64 * h));
-            __m512i lo = _mm512_and_si512(raw, m4);
-            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-            w[2 * h] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
-            w[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
-        }
-        /* [d, dmin] */
-        __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)kern_ld32(row)));
-        KX_UNROLL
-        for (int t = 0; t < T; t++) {
-            const uint8_t *x = xp[t] + (size_t)KQ_K * b;
-            __m512i s0 = _mm512_dpwssd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_maddubs_epi16(w[0], _mm512_loadu_si512((const void *)x)), sc[0]);
-            __m512i s1 = _mm512_dpwssd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_maddubs_epi16(w[1], _mm512_loadu_si512((const void *)(x + 64))), sc[1]);
-            s0 = _mm512_dpwssd_epi32(
-                s0, _mm512_maddubs_epi16(w[2], _mm512_loadu_si512((const void *)(x + 128))), sc[2]);
-            s1 = _mm512_dpwssd_epi32(
-                s1, _mm512_maddubs_epi16(w[3], _mm512_loadu_si512((const void *)(x + 192))), sc[3]);
-            __m128 ddx = _mm_mul_ps(dd, _mm_broadcast_ss(KX_XD(xp[t], n) + b));
-            __m256i pm = _mm256_madd_epi16(kx_load(KX_XBS(xp[t], n) + 16 * b), mins);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
-                                     _mm512_broadcastss_ps(ddx), acc[t]);
-            accm[t] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(pm),
-                _mm256_permutexvar_ps(_mm256_set1_epi32(1), _mm256_castps128_ps256(ddx)), accm[t]);
-        }
-    }
-    KX_UNROLL
-    for (int t = 0; t < T; t++)
-        out[t] = _mm512_reduce_add_ps(acc[t]) - kx_hsum(accm[t]);
-}
-
-#define K4Z_CASE(T)                                                                                \
-    case T:                                                                                        \
-        k4z_tile(row, xp, n, out, T);                                                              \
-        break;
-
-KX_TGT static void k4z_q4_K(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt)
-{
-    switch (nt) {
-        K4Z_CASE(1)
-        K4Z_CASE(2)
-        K4Z_CASE(3)
-        K4Z_CASE(4)
-        K4Z_CASE(5)
-        K4Z_CASE(6)
-        K4Z_CASE(7)
-    default:
-        k4z_tile(row, xp, n, out, 8);
-        break;
-    }
-}
-
-/* kx_drive with tiles of K4Z_T tokens: a row is unpacked once for eight. */
 /* kx_drive with tiles of K4Z_T tokens: a row is unpacked once for eight. */
 static void kk_drive(kx_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
                      size_t ps, int n_tok, float *y, int ys, int r0, int r1)
@@ -369,12 +241,6 @@ static void kk_drive(kx_tile_fn fn, const uint8_t *W, size_t rb, int n, const ui
             }
         }
     }
-}
-
-static void k4z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps, int n_tok,
-                      float *y, int ys, int r0, int r1)
-{
-    kk_drive(k4z_q4_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
 /* ---- 512-bit Q6_K -------------------------------------------------------
@@ -480,14 +346,423 @@ static void k6z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, s
     kk_drive(k6z_q6_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
+/* ---- 512-bit Q8_0, sixteen rows per vector --------------------------------
+ * The kernels above put one row's elements in a vector's lanes, so every
+ * (row, token, block pair) ends in its own int->float epilogue; with several
+ * tokens that epilogue, not memory, bounds them. Here lane i of every vector
+ * is row i of a group of 16: a pair of blocks (68 bytes per row: d, 32 values,
+ * d, 32 values = 17 dwords) is loaded from the 16 rows and transposed in
+ * registers, so dword k of the pair for all 16 rows sits in one vector. One
+ * VNNI dot product against 4 input bytes broadcast from memory then serves 16
+ * rows, and a block's exact integer sum for 16 rows comes out in one vector:
+ * the epilogue (convert, scale, add) runs once per 16 rows. The transposition
+ * is paid once per row visit whatever the number of tokens, and the weights
+ * stay as mmap'd (no repacked copy, no extra memory).
+ *
+ * The d bytes of a pair sit in dword 0 (bytes 0-1) and dword 8 (bytes 2-3);
+ * they are cleared in the weight vectors, so those dwords can take any input
+ * bytes there: the input dwords are read unaligned at the matching offsets
+ * (block 2p's values start 2 bytes into dword 0). Weights become unsigned
+ * (w+128) for VNNI's u8 x s8 product; -128*sum(x) starts each block's sum.
+ * Each lane computes sum_b (dw*dx)*isum_b in block order with separate
+ * multiply and add: the portable path's float operations, so the results are
+ * bit-identical to it and do not depend on how many tokens or rows share a
+ * visit. */
+
+#define KT_ROWS 16
+/* loops over 16 rows and 17 dwords must unroll fully too */
+#define KT_UNROLL _Pragma("GCC unroll 32")
+#define KT_T      8   /* tokens per row-group visit */
+#define KT_PF     512 /* bytes ahead each row's stream is prefetched */
+
+/* v[k] lane i = dword k of r[i], for 16 rows of 16 dwords. */
+KX_INLINE void kt_transpose16(const __m512i r[16], __m512i v[16])
+{
+    __m512i a[16], b[16];
+    KT_UNROLL
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    /* b[4j+c], 128-bit lane L: dword 4L+c of rows 4j..4j+3 */
+    KT_UNROLL
+    for (int j = 0; j < 4; j++) {
+        b[4 * j + 0] = _mm512_unpacklo_epi64(a[4 * j + 0], a[4 * j + 2]);
+        b[4 * j + 1] = _mm512_unpackhi_epi64(a[4 * j + 0], a[4 * j + 2]);
+        b[4 * j + 2] = _mm512_unpacklo_epi64(a[4 * j + 1], a[4 * j + 3]);
+        b[4 * j + 3] = _mm512_unpackhi_epi64(a[4 * j + 1], a[4 * j + 3]);
+    }
+    /* a 4x4 transpose of 128-bit lanes for each c */
+    KT_UNROLL
+    for (int c = 0; c < 4; c++) {
+        __m512i e0 = _mm512_shuffle_i32x4(b[c], b[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512i e1 = _mm512_shuffle_i32x4(b[c], b[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        __m512i e2 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512i e3 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        v[c] = _mm512_shuffle_i32x4(e0, e2, _MM_SHUFFLE(2, 0, 2, 0));
+        v[4 + c] = _mm512_shuffle_i32x4(e0, e2, _MM_SHUFFLE(3, 1, 3, 1));
+        v[8 + c] = _mm512_shuffle_i32x4(e1, e3, _MM_SHUFFLE(2, 0, 2, 0));
+        v[12 + c] = _mm512_shuffle_i32x4(e1, e3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
+KX_INLINE __m512i kt_bcast(const uint8_t *p)
+{
+    return _mm512_set1_epi32((int)kern_ld32(p));
+}
+
+/* Rows [0, nr) of the group at W (nr <= 16; lanes past nr repeat the last
+ * row and are not stored) against T tokens: y[t * ys + i] for row i. */
+KX_INLINE void kt_q8_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
+                            float *y, int ys, const int T)
+{
+    const int nb = n / KQ, np = (nb + 1) / 2;
+    const uint8_t *rp[KT_ROWS];
+    KT_UNROLL
+    for (int i = 0; i < KT_ROWS; i++)
+        rp[i] = W + (size_t)(i < nr ? i : nr - 1) * rb;
+    const __m512i gidx = _mm512_mullo_epi32(
+        _mm512_min_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(nr - 1)),
+        _mm512_set1_epi32((int)rb));
+    const __m512i flip = _mm512_set1_epi8(-128);
+    __m512 acc[KT_T];
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int p = 0; p < np; p++) {
+        const size_t off = (size_t)p * 2 * KB_Q8_0;
+        const int two = 2 * p + 1 < nb;
+        __m512i r[KT_ROWS], v[17];
+        if (two) {
+            KT_UNROLL
+            for (int i = 0; i < KT_ROWS; i++) {
+                r[i] = _mm512_loadu_si512((const void *)(rp[i] + off));
+#ifndef KT_NOPF
+                _mm_prefetch((const char *)rp[i] + off + KT_PF, _MM_HINT_T0);
+#endif
+            }
+        } else {
+            /* the last, lone block: 34 bytes, nothing past the row read */
+            KT_UNROLL
+            for (int i = 0; i < KT_ROWS; i++)
+                r[i] = _mm512_maskz_loadu_epi8(((__mmask64)1 << KB_Q8_0) - 1, rp[i] + off);
+        }
+        kt_transpose16(r, v);
+#ifdef KT_NOGATHER
+        v[16] = _mm512_setzero_si512();
+        (void)gidx;
+#else
+        v[16] = two ? _mm512_i32gather_epi32(gidx, (const void *)(W + off + 64), 1)
+                    : _mm512_setzero_si512();
+#endif
+        __m512 dw0 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v[0]));
+        __m512 dw1 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v[8], 16)));
+        /* unsigned values; the d bytes cleared */
+        KT_UNROLL
+        for (int k = 0; k < 17; k++)
+            v[k] = _mm512_xor_si512(v[k], flip);
+        v[0] = _mm512_and_si512(v[0], _mm512_set1_epi32((int)0xffff0000u));
+        v[8] = _mm512_and_si512(v[8], _mm512_set1_epi32(0xffff));
+        KT_UNROLL
+        for (int t = 0; t < T; t++) {
+            const uint8_t *x = xp[t] + (size_t)KQ * 2 * p;
+            const float *xd = KX_XD(xp[t], n) + 2 * p;
+            const int32_t *xz = KX_XS(xp[t], n) + nb + 2 * p;
+            /* dword 0: [d d x0 x1]; the first pair has no bytes before x0 */
+            __m512i x0 =
+                p ? kt_bcast(x - 2) : _mm512_set1_epi32((int)((uint32_t)kern_ld16(x) << 16));
+            __m512i s0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(xz[0]), v[0], x0);
+            __m512i s0b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[1], kt_bcast(x + 2));
+            KT_UNROLL
+            for (int k = 2; k < 9; k += 2) {
+                s0 = _mm512_dpbusd_epi32(s0, v[k], kt_bcast(x + 4 * k - 2));
+                if (k + 1 < 9) s0b = _mm512_dpbusd_epi32(s0b, v[k + 1], kt_bcast(x + 4 * k + 2));
+            }
+            s0 = _mm512_add_epi32(s0, s0b);
+            __m512 sc0 = _mm512_mul_ps(dw0, _mm512_set1_ps(xd[0]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(s0), sc0));
+            if (two) {
+                __m512i s1 = _mm512_dpbusd_epi32(_mm512_set1_epi32(xz[1]), v[9], kt_bcast(x + 32));
+                __m512i s1b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[10], kt_bcast(x + 36));
+                KT_UNROLL
+                for (int k = 11; k < 17; k += 2) {
+                    s1 = _mm512_dpbusd_epi32(s1, v[k], kt_bcast(x + 32 + 4 * (k - 9)));
+                    s1b = _mm512_dpbusd_epi32(s1b, v[k + 1], kt_bcast(x + 32 + 4 * (k - 8)));
+                }
+                s1 = _mm512_add_epi32(s1, s1b);
+                __m512 sc1 = _mm512_mul_ps(dw1, _mm512_set1_ps(xd[1]));
+                acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(s1), sc1));
+            }
+        }
+    }
+    const __mmask16 m = (__mmask16)((1u << nr) - 1);
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, m, acc[t]);
+}
+
+#define KT_CASE(T)                                                                                 \
+    case T:                                                                                        \
+        kt_q8_0_tile(W, rb, nr, xp, n, y, ys, T);                                                  \
+        break;
+
+KX_TGT static void kt_q8_0(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
+                           float *y, int ys, int nt)
+{
+    switch (nt) {
+        KT_CASE(1)
+        KT_CASE(2)
+        KT_CASE(3)
+        KT_CASE(4)
+        KT_CASE(5)
+        KT_CASE(6)
+        KT_CASE(7)
+    default:
+        kt_q8_0_tile(W, rb, nr, xp, n, y, ys, 8);
+        break;
+    }
+}
+
+typedef void (*kt_tile_fn)(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
+                           float *y, int ys, int nt);
+
+/* Row groups of 16 in the outer loop, tiles of up to 8 tokens inside: a
+ * group's rows are transposed once per tile. */
+static void kt_drive(kt_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
+                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
+{
+    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
+        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
+        for (int r = r0; r < r1; r += KT_ROWS) {
+            int nr = r1 - r < KT_ROWS ? r1 - r : KT_ROWS;
+            for (int t0 = c0; t0 < c1; t0 += KT_T) {
+                int nt = c1 - t0 < KT_T ? c1 - t0 : KT_T;
+                const uint8_t *xp[KT_T];
+                for (int i = 0; i < nt; i++)
+                    xp[i] = prep + (size_t)(t0 + i) * ps;
+                fn(W + (size_t)r * rb, rb, nr, xp, n, y + (size_t)t0 * (size_t)ys + (size_t)r, ys,
+                   nt);
+            }
+        }
+    }
+}
+
+static void kt_q8_0_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
+                       int n_tok, float *y, int ys, int r0, int r1)
+{
+    /* the gather's offsets are int32 */
+    if (rb > (size_t)INT32_MAX / KT_ROWS) {
+        kx_q8_0_mm(W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+        return;
+    }
+    kt_drive(kt_q8_0, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
+/* ---- 512-bit Q4_K, sixteen rows per vector --------------------------------
+ * The same scheme for q4_K's 144-byte blocks: per 16-row group and block, the
+ * 16 header bytes (d, dmin, 12 bytes of 6-bit scales and mins) and the 128
+ * bytes of 4-bit values are transposed so lane i holds row i. Dword k of the
+ * values holds 4 low nibbles of sub-block 2(k/8) and 4 high nibbles of
+ * sub-block 2(k/8)+1; masked and shifted they meet 4 input bytes broadcast
+ * from memory in a VNNI product, and 8 of those give a sub-block's exact sum
+ * for 16 rows, scaled by the rows' 6-bit scales with one integer multiply.
+ * The mins meet the per-16 input sums by pairs of int16 (one dpwssd per
+ * sub-block). The float epilogue per block is the portable path's, so results
+ * are bit-identical to it for any batch and row range. */
+
+/* Lane r of h[k] = dword k of row r's first 16 bytes (d, dmin, scales). */
+KX_INLINE void kt_header16(const uint8_t *const *rp, size_t off, __m512i h[4])
+{
+    __m512i z[4];
+    KT_UNROLL
+    for (int j = 0; j < 4; j++) {
+        /* 128-bit lane L: row 4L + j */
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[j] + off)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[4 + j] + off)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[8 + j] + off)), 2);
+        z[j] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + j] + off)), 3);
+    }
+    __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    h[0] = _mm512_unpacklo_epi64(t0, t2);
+    h[1] = _mm512_unpackhi_epi64(t0, t2);
+    h[2] = _mm512_unpacklo_epi64(t1, t3);
+    h[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+/* pshufb control taking byte j of every dword to the low byte (others 0),
+ * or with words set: to both words ([b, 0, b, 0]) */
+/* Lane i of v[k] = dword k of the 32 bytes at rp[i] + off, for 16 rows: an
+ * 8x8 transpose in each 256-bit half (rows i and i+8 share a register), then
+ * the halves' 128-bit lanes put in row order. */
+KX_INLINE void kt_transpose8(const uint8_t *const *rp, size_t off, __m512i v[8])
+{
+    __m512i z[8], a[8], b[8];
+    KT_UNROLL
+    for (int i = 0; i < 8; i++)
+        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(kx_load(rp[i] + off)),
+                                  kx_load(rp[i + 8] + off), 1);
+    KT_UNROLL
+    for (int i = 0; i < 4; i++) {
+        a[2 * i] = _mm512_unpacklo_epi32(z[2 * i], z[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(z[2 * i], z[2 * i + 1]);
+    }
+    /* b[4j+c], 128-bit lanes: dword c / 4+c of rows 4j..4j+3, then of rows 8+4j.. */
+    KT_UNROLL
+    for (int j = 0; j < 2; j++) {
+        b[4 * j + 0] = _mm512_unpacklo_epi64(a[4 * j + 0], a[4 * j + 2]);
+        b[4 * j + 1] = _mm512_unpackhi_epi64(a[4 * j + 0], a[4 * j + 2]);
+        b[4 * j + 2] = _mm512_unpacklo_epi64(a[4 * j + 1], a[4 * j + 3]);
+        b[4 * j + 3] = _mm512_unpackhi_epi64(a[4 * j + 1], a[4 * j + 3]);
+    }
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    KT_UNROLL
+    for (int c = 0; c < 4; c++) {
+        v[c] = _mm512_permutex2var_epi64(b[c], lo, b[4 + c]);
+        v[4 + c] = _mm512_permutex2var_epi64(b[c], hi, b[4 + c]);
+    }
+}
+
+KX_INLINE __m512i kt_byte_ctl(int j, int words)
+{
+    const __m512i l4 = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
+    uint32_t c = words ? 0x80008000u | (uint32_t)j * 0x10001u : 0x80808000u | (uint32_t)j;
+    __m512i add = words ? _mm512_or_si512(l4, _mm512_slli_epi32(l4, 16)) : l4;
+    return _mm512_add_epi32(_mm512_set1_epi32((int)c), add);
+}
+
+KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
+                            float *y, int ys, const int T)
+{
+    const int nb = n / KQ_K;
+    const uint8_t *rp[KT_ROWS];
+    KT_UNROLL
+    for (int i = 0; i < KT_ROWS; i++)
+        rp[i] = W + (size_t)(i < nr ? i : nr - 1) * rb;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512 acc[KT_T];
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const size_t off = (size_t)b * KB_Q4_K;
+        KT_UNROLL
+        for (int i = 0; i < KT_ROWS; i++) {
+            _mm_prefetch((const char *)rp[i] + off + KT_PF, _MM_HINT_T0);
+            _mm_prefetch((const char *)rp[i] + off + KT_PF + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)rp[i] + off + KT_PF + 128, _MM_HINT_T0);
+        }
+        __m512i h[4];
+        kt_header16(rp, off, h);
+        __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h[0]));
+        __m512 dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h[0], 16)));
+        /* bytes of sc[4]: scales 0-3 / 4-7; of mn[2]: mins 0-3 / 4-7 (kern_scale_min_k4) */
+        const __m512i m6 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
+        __m512i sc[2], mn[2];
+        sc[0] = _mm512_and_si512(h[1], m6);
+        mn[0] = _mm512_and_si512(h[2], m6);
+        sc[1] = _mm512_or_si512(_mm512_and_si512(h[3], m4),
+                                _mm512_and_si512(_mm512_srli_epi32(h[1], 2), m30));
+        mn[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], 4), m4),
+                                _mm512_and_si512(_mm512_srli_epi32(h[2], 2), m30));
+        __m512i sumi[KT_T];
+        KT_UNROLL
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm512_setzero_si512();
+        KT_UNROLL
+        for (int c = 0; c < 4; c++) {
+            /* 32-byte chunk c: low nibbles sub-block 2c, high nibbles 2c+1 */
+            __m512i q[8];
+            kt_transpose8(rp, off + 16 + 32 * (size_t)c, q);
+            KT_UNROLL
+            for (int e = 0; e < 2; e++) {
+                /* weights in the outer loop, tokens inside: the live set is
+                 * one sum per token (gcc spills a chunk's 16 unpacked vectors) */
+                const int j = 2 * c + e;
+                __m512i sa[KT_T];
+                KT_UNROLL
+                for (int t = 0; t < T; t++)
+                    sa[t] = _mm512_setzero_si512();
+                KT_UNROLL
+                for (int m = 0; m < 8; m++) {
+                    __m512i w = _mm512_and_si512(e ? _mm512_srli_epi32(q[m], 4) : q[m], m4);
+                    KT_UNROLL
+                    for (int t = 0; t < T; t++)
+                        sa[t] = _mm512_dpbusd_epi32(
+                            sa[t], w, kt_bcast(xp[t] + (size_t)KQ_K * b + 32 * j + 4 * m));
+                }
+                __m512i sj = _mm512_shuffle_epi8(sc[j / 4], kt_byte_ctl(j % 4, 0));
+                KT_UNROLL
+                for (int t = 0; t < T; t++)
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(sa[t], sj));
+            }
+        }
+        /* mins: sum_j m[j] * (bs[2j] + bs[2j+1]), an int16 pair per dpwssd */
+        __m512i summ[KT_T];
+        KT_UNROLL
+        for (int t = 0; t < T; t++)
+            summ[t] = _mm512_setzero_si512();
+        KT_UNROLL
+        for (int j = 0; j < 8; j++) {
+            __m512i mw = _mm512_shuffle_epi8(mn[j / 4], kt_byte_ctl(j % 4, 1));
+            KT_UNROLL
+            for (int t = 0; t < T; t++) {
+                const uint8_t *bs = (const uint8_t *)(KX_XBS(xp[t], n) + 16 * b);
+                summ[t] = _mm512_dpwssd_epi32(summ[t], mw, kt_bcast(bs + 4 * j));
+            }
+        }
+        KT_UNROLL
+        for (int t = 0; t < T; t++) {
+            __m512 dx = _mm512_set1_ps(KX_XD(xp[t], n)[b]);
+            __m512 a = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(sumi[t]));
+            __m512 mm = _mm512_mul_ps(_mm512_mul_ps(dm, dx), _mm512_cvtepi32_ps(summ[t]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_sub_ps(a, mm));
+        }
+    }
+    const __mmask16 m = (__mmask16)((1u << nr) - 1);
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, m, acc[t]);
+}
+
+#define KT4_CASE(T)                                                                                \
+    case T:                                                                                        \
+        kt_q4_K_tile(W, rb, nr, xp, n, y, ys, T);                                                  \
+        break;
+
+KX_TGT static void kt_q4_K(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
+                           float *y, int ys, int nt)
+{
+    switch (nt) {
+        KT4_CASE(1)
+        KT4_CASE(2)
+        KT4_CASE(3)
+        KT4_CASE(4)
+        KT4_CASE(5)
+        KT4_CASE(6)
+        KT4_CASE(7)
+    default:
+        kt_q4_K_tile(W, rb, nr, xp, n, y, ys, 8);
+        break;
+    }
+}
+
+static void kt_q4_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
+                       int n_tok, float *y, int ys, int r0, int r1)
+{
+    kt_drive(kt_q4_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
 void kern_ops_avx512(struct kern_ops *ops)
 {
     ops->name = "avx512";
     kx_fill(ops);
-    ops->mm[GGML_TYPE_Q8_0] = kz_q8_0_mm;
+    ops->mm[GGML_TYPE_Q8_0] = kt_q8_0_mm;
     ops->mm[GGML_TYPE_Q4_0] = kz_q4_0_mm;
     ops->mm[GGML_TYPE_Q5_0] = kz_q5_0_mm;
-    ops->mm[GGML_TYPE_Q4_K] = k4z_drive;
+    ops->mm[GGML_TYPE_Q4_K] = kt_q4_K_mm;
     ops->mm[GGML_TYPE_Q6_K] = k6z_drive;
 }
 

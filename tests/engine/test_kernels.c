@@ -771,6 +771,70 @@ static void test_simd_extreme_blocks(void)
             }
         }
     }
+/* The AVX-512 Q8_0 and Q4_K kernels compute each row's exact per-block integer sums
+ * 16 rows at a time and then the portable path's float operations in the
+ * same order, so it must equal the portable path bit for bit, for any number
+ * of tokens, any row range (groups of 16 cut anywhere, tails of 1-15 rows)
+ * and rows with an odd number of blocks (a lone last block). */
+static void test_row_group_kernels_bit_identical(void)
+{
+    if (kern_force_level("avx512") != 0) {
+        fprintf(stderr, "    no avx512 here; skipped\n");
+        return;
+    }
+    kern_force_level(NULL);
+    static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K};
+    static const int cols[] = {32, 64, 96, 256, 768, 1056, 2048};
+    static const int rows[] = {1, 7, 16, 17, 40};
+    static const int toks[] = {1, 2, 3, 5, 8, 9, 16, 19};
+    const int max_tok = 19;
+    int bad = 0;
+    for (size_t ti = 0; ti < ARRAY_LEN(types) && !bad; ti++)
+        for (size_t ci = 0; ci < ARRAY_LEN(cols) && !bad; ci++)
+            for (size_t ri = 0; ri < ARRAY_LEN(rows) && !bad; ri++) {
+                int nc = cols[ci], nr = rows[ri], ys = nr + 3; /* run_mm's stride */
+                if (nc % ggml_type_block_elems(types[ti])) continue;
+                struct mm_case c;
+                float *x = malloc(sizeof(float) * (size_t)max_tok * (size_t)nc);
+                float *ya = malloc(sizeof(float) * (size_t)max_tok * (size_t)ys);
+                float *yb = malloc(sizeof(float) * (size_t)max_tok * (size_t)ys);
+                if (!x || !ya || !yb || mm_case_init(&c, types[ti], nr, nc) != 0) {
+                    free(x), free(ya), free(yb);
+                    ASSERT(!"out of memory");
+                }
+                fill_normal(x, (int64_t)max_tok * nc, 1.0f);
+                x[nc - 1] = 25.0f; /* outliers at block edges */
+                x[0] = -31.0f;
+                for (size_t k = 0; k < ARRAY_LEN(toks) && !bad; k++) {
+                    int nt = toks[k];
+                    /* whole range, then a range cut inside the first 16-row group */
+                    for (int cut = 0; cut < 2 && !bad; cut++) {
+                        int r0 = cut ? (nr > 3 ? 3 : 0) : 0, r1 = cut ? nr - (nr > 20 ? 2 : 0) : nr;
+                        for (int i = 0; i < nt * ys; i++)
+                            ya[i] = yb[i] = -777.0f;
+                        kern_force_portable(true);
+                        run_mm(&c, x, nt, ya, r0, r1);
+                        kern_force_level("avx512");
+                        run_mm(&c, x, nt, yb, r0, r1);
+                        kern_force_level(NULL);
+                        for (int i = 0; i < nt && !bad; i++)
+                            for (int r = 0; r < ys && !bad; r++) {
+                                float a = ya[i * ys + r], b = yb[i * ys + r];
+                                if (memcmp(&a, &b, sizeof a) != 0) {
+                                    fprintf(stderr,
+                                            "  %s cols %d rows %d [%d,%d) n_tok %d tok %d row %d: "
+                                            "avx512 %.9g vs portable %.9g\n",
+                                            ggml_type_name(types[ti]), nc, nr, r0, r1, nt, i, r, b,
+                                            a);
+                                    bad = 1;
+                                }
+                            }
+                    }
+                }
+                mm_case_free(&c);
+                free(x), free(ya), free(yb);
+            }
+    ASSERT(!bad);
 }
 
 /* Each SIMD level against the double-precision reference too. */
@@ -815,5 +879,6 @@ int main(int argc, char **argv)
     RUN(test_matmul_levels_vs_reference);
     RUN(test_simd_matches_portable);
     RUN(test_simd_extreme_blocks);
+    RUN(test_row_group_kernels_bit_identical);
     return TEST_REPORT();
 }
