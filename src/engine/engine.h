@@ -50,13 +50,22 @@ struct engine_model_info {
     enum ggml_type ftype;  /* type of most weight bytes */
     uint64_t weight_bytes; /* bytes of all tensors */
     uint64_t n_params;
+    /* bytes of private memory holding packed copies of weight matrices (see
+     * engine_model_load); 0 when none */
+    uint64_t packed_bytes;
 };
 
 struct engine_model;
 
 /* Maps the GGUF file at path, checks architecture, hyperparameters and the
  * shape of every tensor, and prefaults the mapping (gguf_prefault) so the
- * first token takes no page faults. Any architecture but the llama family (llama,
+ * first token takes no page faults. Weight matrices the kernels read faster
+ * in another layout (kern_pack: Q8_0 and Q4_K on AVX-512) are copied into it
+ * in private memory, about their own size (info.packed_bytes), and their
+ * pages of the mapping dropped from the process: load in a template before
+ * forking and the instances share the copy. THAW_ENGINE_PACK=0 in the
+ * environment keeps every matrix in the mapping only (the same results, bit
+ * for bit; slower with several sequences). Any architecture but the llama family (llama,
  * mistral, qwen2) is refused by name. On success *out is the caller's
  * (engine_model_free). Returns 0 or a negative status with err set. */
 int engine_model_load(const char *path, struct engine_model **out, struct thaw_err *err);

@@ -7,12 +7,14 @@
 
 #define KERN_TYPES_MAX 31 /* type ids below this (ggml's enum) */
 
-/* A weight matrix: rows of n_cols elements of type, in the mapping. */
+/* A weight matrix: rows of n_cols elements of type, in the mapping, and
+ * its packed copy (kern_pack), owned, or NULL. */
 struct eng_mat {
     enum ggml_type type;
     int32_t n_cols, n_rows;
     size_t row_bytes;
     const void *data;
+    void *packed;
 };
 
 struct eng_layer {

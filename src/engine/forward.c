@@ -204,8 +204,8 @@ static void op_matmul(struct engine_ctx *c, int part, int n_parts, int thread)
             continue;
         }
         int r0 = part * ch, r1 = MIN(rows, r0 + ch);
-        kern_matmul(it->w->type, it->w->data, it->w->n_cols, c->prep[it->slot], c->pre_rows, it->y,
-                    it->y_stride, r0, r1);
+        kern_matmul_packed(it->w->type, it->w->data, it->w->packed, it->w->n_cols,
+                           c->prep[it->slot], c->pre_rows, it->y, it->y_stride, r0, r1);
         return;
     }
 }

@@ -532,6 +532,34 @@ void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepar
     ops->mm[t](W, rb, n_cols, prepared, ps, n_tok, y, y_stride, r0, r1);
 }
 
+/* The packed layout is the best level's: a level forced later for tests
+ * either has the same layout (it is the best level) or none. */
+size_t kern_pack_bytes(enum ggml_type t, int n_rows, int n_cols)
+{
+    pthread_once(&ops_once, ops_init);
+    if ((unsigned)t >= KERN_N_TYPES || !ops_best->pmm[t] || !ops_best->pack_bytes) return 0;
+    return ops_best->pack_bytes(t, n_rows, n_cols);
+}
+
+void kern_pack(enum ggml_type t, const void *W, int n_rows, int n_cols, void *packed)
+{
+    assert(kern_pack_bytes(t, n_rows, n_cols) > 0 && ((uintptr_t)packed & 63) == 0);
+    ops_best->pack(t, W, n_rows, n_cols, packed);
+}
+
+void kern_matmul_packed(enum ggml_type t, const void *W, const void *packed, int n_cols,
+                        const void *prepared, int n_tok, float *y, int y_stride, int r0, int r1)
+{
+    const struct kern_ops *ops = ops_get();
+    if (!packed || ops != ops_best || !ops->pmm[t]) {
+        kern_matmul(t, W, n_cols, prepared, n_tok, y, y_stride, r0, r1);
+        return;
+    }
+    if (r1 <= r0 || n_tok <= 0) return;
+    ops->pmm[t](packed, n_cols, prepared, kern_prep_row_bytes(t, n_cols), n_tok, y, y_stride, r0,
+                r1);
+}
+
 const char *kern_simd_level(void)
 {
     return ops_get()->name;

@@ -67,6 +67,20 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
 void kern_matmul(enum ggml_type t, const void *W, int n_cols, const void *prepared, int n_tok,
                  float *y, int y_stride, int r0, int r1);
 
+/* A packed copy of a weight matrix, made once at load, in the layout the
+ * best SIMD level here reads fastest (AVX-512: Q8_0 and Q4_K with 16 rows
+ * interleaved, so a row group is one stream of memory; about the matrix's
+ * own size). kern_pack_bytes() is its size, 0 when there is no packed layout
+ * for t on this CPU; kern_pack() writes it into a 64-byte aligned buffer.
+ * kern_matmul_packed() computes exactly what kern_matmul(W) computes (bit
+ * for bit: both equal the portable path for these types), reading the packed
+ * copy when the level in use has that layout and W otherwise (packed may be
+ * NULL). */
+size_t kern_pack_bytes(enum ggml_type t, int n_rows, int n_cols);
+void kern_pack(enum ggml_type t, const void *W, int n_rows, int n_cols, void *packed);
+void kern_matmul_packed(enum ggml_type t, const void *W, const void *packed, int n_cols,
+                        const void *prepared, int n_tok, float *y, int y_stride, int r0, int r1);
+
 /* Which SIMD level the kernels use: "avx512", "avx2", "neon-dotprod", "neon"
  * or "portable". kern_force_portable(true) makes every later call use the
  * portable C path (for tests comparing paths). */

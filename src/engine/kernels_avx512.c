@@ -374,6 +374,10 @@ static void k6z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, s
 #define KT_UNROLL _Pragma("GCC unroll 32")
 #define KT_T      8   /* tokens per row-group visit */
 #define KT_PF     512 /* bytes ahead each row's stream is prefetched */
+/* Bytes ahead the packed stream is prefetched: the hardware prefetcher
+ * alone left the packed kernels at 1/3 of their rate from DRAM with 8 tokens
+ * (2-8 KiB ahead measured alike; nearer is better for one token). */
+#define KT_PPF 4096
 
 /* v[k] lane i = dword k of r[i], for 16 rows of 16 dwords. */
 KX_INLINE void kt_transpose16(const __m512i r[16], __m512i v[16])
@@ -411,10 +415,15 @@ KX_INLINE __m512i kt_bcast(const uint8_t *p)
     return _mm512_set1_epi32((int)kern_ld32(p));
 }
 
-/* Rows [0, nr) of the group at W (nr <= 16; lanes past nr repeat the last
- * row and are not stored) against T tokens: y[t * ys + i] for row i. */
-KX_INLINE void kt_q8_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
-                            float *y, int ys, const int T)
+/* A group of 16 rows against T tokens: y[t * ys + i] for row i, lanes in
+ * sm stored. Unpacked (P 0): rows [0, nr) at W (lanes past nr repeat the
+ * last row). Packed (P 1): the group's vectors at pk, as kern_pack wrote
+ * them (the transposition done once at load: one stream of memory instead
+ * of 16 rows read side by side, which measured at 2/3 of one stream's
+ * rate from DRAM here, and no shuffles). */
+KX_INLINE void kt_q8_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                            const uint8_t *const *xp, int n, float *y, int ys, const int T,
+                            const int P)
 {
     const int nb = n / KQ, np = (nb + 1) / 2;
     const uint8_t *rp[KT_ROWS];
@@ -434,13 +443,18 @@ KX_INLINE void kt_q8_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
         const size_t off = (size_t)p * 2 * KB_Q8_0;
         const int two = 2 * p + 1 < nb;
         __m512i r[KT_ROWS], v[17];
-        if (two) {
+        if (P) {
+            KT_UNROLL
+            for (int k = 0; k < 17; k++) {
+                v[k] = _mm512_load_si512((const void *)(pk + ((size_t)p * 17 + (size_t)k) * 64));
+                _mm_prefetch((const char *)pk + ((size_t)p * 17 + (size_t)k) * 64 + KT_PPF,
+                             _MM_HINT_T0);
+            }
+        } else if (two) {
             KT_UNROLL
             for (int i = 0; i < KT_ROWS; i++) {
                 r[i] = _mm512_loadu_si512((const void *)(rp[i] + off));
-#ifndef KT_NOPF
                 _mm_prefetch((const char *)rp[i] + off + KT_PF, _MM_HINT_T0);
-#endif
             }
         } else {
             /* the last, lone block: 34 bytes, nothing past the row read */
@@ -448,14 +462,11 @@ KX_INLINE void kt_q8_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
             for (int i = 0; i < KT_ROWS; i++)
                 r[i] = _mm512_maskz_loadu_epi8(((__mmask64)1 << KB_Q8_0) - 1, rp[i] + off);
         }
-        kt_transpose16(r, v);
-#ifdef KT_NOGATHER
-        v[16] = _mm512_setzero_si512();
-        (void)gidx;
-#else
-        v[16] = two ? _mm512_i32gather_epi32(gidx, (const void *)(W + off + 64), 1)
-                    : _mm512_setzero_si512();
-#endif
+        if (!P) {
+            kt_transpose16(r, v);
+            v[16] = two ? _mm512_i32gather_epi32(gidx, (const void *)(W + off + 64), 1)
+                        : _mm512_setzero_si512();
+        }
         __m512 dw0 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v[0]));
         __m512 dw1 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v[8], 16)));
         /* unsigned values; the d bytes cleared */
@@ -496,36 +507,42 @@ KX_INLINE void kt_q8_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
             }
         }
     }
-    const __mmask16 m = (__mmask16)((1u << nr) - 1);
     KT_UNROLL
     for (int t = 0; t < T; t++)
-        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, m, acc[t]);
+        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, (__mmask16)sm, acc[t]);
 }
 
-#define KT_CASE(T)                                                                                 \
+/* One function per type taking the token count and packing at run time;
+ * each case inlines the tile with constants so its loops unroll. */
+#define KT_CASE(F, T)                                                                              \
     case T:                                                                                        \
-        kt_q8_0_tile(W, rb, nr, xp, n, y, ys, T);                                                  \
+        if (pk)                                                                                    \
+            F(W, rb, nr, pk, sm, xp, n, y, ys, T, 1);                                              \
+        else                                                                                       \
+            F(W, rb, nr, pk, sm, xp, n, y, ys, T, 0);                                              \
         break;
 
-KX_TGT static void kt_q8_0(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
-                           float *y, int ys, int nt)
-{
-    switch (nt) {
-        KT_CASE(1)
-        KT_CASE(2)
-        KT_CASE(3)
-        KT_CASE(4)
-        KT_CASE(5)
-        KT_CASE(6)
-        KT_CASE(7)
-    default:
-        kt_q8_0_tile(W, rb, nr, xp, n, y, ys, 8);
-        break;
+#define KT_TILE_FN(NAME, F)                                                                        \
+    KX_TGT static void NAME(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,   \
+                            const uint8_t *const *xp, int n, float *y, int ys, int nt)             \
+    {                                                                                              \
+        switch (nt) {                                                                              \
+            KT_CASE(F, 1)                                                                          \
+            KT_CASE(F, 2)                                                                          \
+            KT_CASE(F, 3)                                                                          \
+            KT_CASE(F, 4)                                                                          \
+            KT_CASE(F, 5)                                                                          \
+            KT_CASE(F, 6)                                                                          \
+            KT_CASE(F, 7)                                                                          \
+        default:                                                                                   \
+            KT_CASE(F, 8)                                                                          \
+        }                                                                                          \
     }
-}
 
-typedef void (*kt_tile_fn)(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
-                           float *y, int ys, int nt);
+KT_TILE_FN(kt_q8_0, kt_q8_0_tile)
+
+typedef void (*kt_tile_fn)(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                           const uint8_t *const *xp, int n, float *y, int ys, int nt);
 
 /* Row groups of 16 in the outer loop, tiles of up to 8 tokens inside: a
  * group's rows are transposed once per tile. */
@@ -541,8 +558,31 @@ static void kt_drive(kt_tile_fn fn, const uint8_t *W, size_t rb, int n, const ui
                 const uint8_t *xp[KT_T];
                 for (int i = 0; i < nt; i++)
                     xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(W + (size_t)r * rb, rb, nr, xp, n, y + (size_t)t0 * (size_t)ys + (size_t)r, ys,
-                   nt);
+                fn(W + (size_t)r * rb, rb, nr, NULL, (1u << nr) - 1, xp, n,
+                   y + (size_t)t0 * (size_t)ys + (size_t)r, ys, nt);
+            }
+        }
+    }
+}
+
+/* kt_drive over a packed matrix: groups of 16 rows from row 0, each gb
+ * bytes; a range [r0, r1) cut inside a group stores only its rows. */
+static void kt_drive_packed(kt_tile_fn fn, const uint8_t *pk, size_t gb, int n, const uint8_t *prep,
+                            size_t ps, int n_tok, float *y, int ys, int r0, int r1)
+{
+    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
+        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
+        for (int g = r0 / KT_ROWS; g * KT_ROWS < r1; g++) {
+            int base = g * KT_ROWS, lo = r0 - base, hi = r1 - base;
+            unsigned sm =
+                (hi >= KT_ROWS ? 0xffffu : (1u << hi) - 1) & ~((1u << (lo > 0 ? lo : 0)) - 1);
+            for (int t0 = c0; t0 < c1; t0 += KT_T) {
+                int nt = c1 - t0 < KT_T ? c1 - t0 : KT_T;
+                const uint8_t *xp[KT_T];
+                for (int i = 0; i < nt; i++)
+                    xp[i] = prep + (size_t)(t0 + i) * ps;
+                fn(NULL, 0, KT_ROWS, pk + (size_t)g * gb, sm, xp, n,
+                   y + (size_t)t0 * (size_t)ys + (size_t)base, ys, nt);
             }
         }
     }
@@ -633,8 +673,9 @@ KX_INLINE __m512i kt_byte_ctl(int j, int words)
     return _mm512_add_epi32(_mm512_set1_epi32((int)c), add);
 }
 
-KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
-                            float *y, int ys, const int T)
+KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                            const uint8_t *const *xp, int n, float *y, int ys, const int T,
+                            const int P)
 {
     const int nb = n / KQ_K;
     const uint8_t *rp[KT_ROWS];
@@ -648,14 +689,25 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
         acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const size_t off = (size_t)b * KB_Q4_K;
-        KT_UNROLL
-        for (int i = 0; i < KT_ROWS; i++) {
-            _mm_prefetch((const char *)rp[i] + off + KT_PF, _MM_HINT_T0);
-            _mm_prefetch((const char *)rp[i] + off + KT_PF + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)rp[i] + off + KT_PF + 128, _MM_HINT_T0);
-        }
+        /* packed: 36 vectors per block, the 4 of the header first */
+        const uint8_t *pb = pk + (size_t)b * 36 * 64;
         __m512i h[4];
-        kt_header16(rp, off, h);
+        if (P) {
+            KT_UNROLL
+            for (int k = 0; k < 4; k++)
+                h[k] = _mm512_load_si512((const void *)(pb + 64 * k));
+            KT_UNROLL
+            for (int k = 0; k < 36; k++)
+                _mm_prefetch((const char *)pb + 64 * k + KT_PPF, _MM_HINT_T0);
+        } else {
+            KT_UNROLL
+            for (int i = 0; i < KT_ROWS; i++) {
+                _mm_prefetch((const char *)rp[i] + off + KT_PF, _MM_HINT_T0);
+                _mm_prefetch((const char *)rp[i] + off + KT_PF + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)rp[i] + off + KT_PF + 128, _MM_HINT_T0);
+            }
+            kt_header16(rp, off, h);
+        }
         __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h[0]));
         __m512 dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h[0], 16)));
         /* bytes of sc[4]: scales 0-3 / 4-7; of mn[2]: mins 0-3 / 4-7 (kern_scale_min_k4) */
@@ -675,7 +727,13 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
         for (int c = 0; c < 4; c++) {
             /* 32-byte chunk c: low nibbles sub-block 2c, high nibbles 2c+1 */
             __m512i q[8];
-            kt_transpose8(rp, off + 16 + 32 * (size_t)c, q);
+            if (P) {
+                KT_UNROLL
+                for (int m = 0; m < 8; m++)
+                    q[m] = _mm512_load_si512((const void *)(pb + 64 * (4 + 8 * c + m)));
+            } else {
+                kt_transpose8(rp, off + 16 + 32 * (size_t)c, q);
+            }
             KT_UNROLL
             for (int e = 0; e < 2; e++) {
                 /* weights in the outer loop, tokens inside: the live set is
@@ -721,38 +779,87 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
             acc[t] = _mm512_add_ps(acc[t], _mm512_sub_ps(a, mm));
         }
     }
-    const __mmask16 m = (__mmask16)((1u << nr) - 1);
     KT_UNROLL
     for (int t = 0; t < T; t++)
-        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, m, acc[t]);
+        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, (__mmask16)sm, acc[t]);
 }
 
-#define KT4_CASE(T)                                                                                \
-    case T:                                                                                        \
-        kt_q4_K_tile(W, rb, nr, xp, n, y, ys, T);                                                  \
-        break;
-
-KX_TGT static void kt_q4_K(const uint8_t *W, size_t rb, int nr, const uint8_t *const *xp, int n,
-                           float *y, int ys, int nt)
-{
-    switch (nt) {
-        KT4_CASE(1)
-        KT4_CASE(2)
-        KT4_CASE(3)
-        KT4_CASE(4)
-        KT4_CASE(5)
-        KT4_CASE(6)
-        KT4_CASE(7)
-    default:
-        kt_q4_K_tile(W, rb, nr, xp, n, y, ys, 8);
-        break;
-    }
-}
+KT_TILE_FN(kt_q4_K, kt_q4_K_tile)
 
 static void kt_q4_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
                        int n_tok, float *y, int ys, int r0, int r1)
 {
     kt_drive(kt_q4_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
+/* ---- packing ------------------------------------------------------------
+ * The packed layout is the unpacked kernels' registers after transposition,
+ * stored in order: per group of 16 rows (the last one padded by repeating its
+ * last row) and per Q8_0 block pair, 17 vectors of 64 bytes (vector k, lane i:
+ * bytes 4k..4k+3 of row i's pair, zeros past a lone last block); per Q4_K
+ * block, 4 header vectors then 32 of values (chunk c, dword m: vector
+ * 4+8c+m). The same bytes as the matrix, plus the padding of the last group.
+ * Plain C: it runs once per matrix at load. */
+
+static size_t kt_group_bytes(enum ggml_type t, int n_cols)
+{
+    if (t == GGML_TYPE_Q8_0 && n_cols % KQ == 0) return (size_t)(n_cols / KQ + 1) / 2 * 17 * 64;
+    if (t == GGML_TYPE_Q4_K && n_cols % KQ_K == 0) return (size_t)(n_cols / KQ_K) * 36 * 64;
+    return 0;
+}
+
+static size_t kt_pack_bytes(enum ggml_type t, int n_rows, int n_cols)
+{
+    size_t gb = kt_group_bytes(t, n_cols);
+    if (!gb || n_rows <= 0 || n_cols <= 0) return 0;
+    size_t ng = ((size_t)n_rows + KT_ROWS - 1) / KT_ROWS;
+    return ng > SIZE_MAX / gb ? 0 : ng * gb;
+}
+
+/* Dword k of src's n bytes (zeros past the end) to lane i of vector k at out. */
+static void kt_put_dwords(uint8_t *out, int i, const uint8_t *src, size_t n, int n_dw)
+{
+    for (int k = 0; k < n_dw; k++) {
+        uint8_t v[4] = {0};
+        for (size_t j = 0; j < 4 && 4 * (size_t)k + j < n; j++)
+            v[j] = src[4 * (size_t)k + j];
+        memcpy(out + (size_t)k * 64 + 4 * (size_t)i, v, 4);
+    }
+}
+
+static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n_cols, uint8_t *dst)
+{
+    size_t rb = ggml_row_bytes(t, (uint64_t)n_cols), gb = kt_group_bytes(t, n_cols);
+    int ng = (n_rows + KT_ROWS - 1) / KT_ROWS;
+    for (int g = 0; g < ng; g++) {
+        uint8_t *o = dst + (size_t)g * gb;
+        for (int i = 0; i < KT_ROWS; i++) {
+            int r = g * KT_ROWS + i < n_rows ? g * KT_ROWS + i : n_rows - 1;
+            const uint8_t *row = W + (size_t)r * rb;
+            if (t == GGML_TYPE_Q8_0) {
+                int nb = n_cols / KQ;
+                for (int p = 0; p < (nb + 1) / 2; p++)
+                    kt_put_dwords(o + (size_t)p * 17 * 64, i, row + (size_t)p * 2 * KB_Q8_0,
+                                  2 * p + 1 < nb ? 2 * KB_Q8_0 : KB_Q8_0, 17);
+            } else {
+                for (int b = 0; b < n_cols / KQ_K; b++)
+                    kt_put_dwords(o + (size_t)b * 36 * 64, i, row + (size_t)b * KB_Q4_K, KB_Q4_K,
+                                  36);
+            }
+        }
+    }
+}
+
+static void kt_q8_0_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
+                        int ys, int r0, int r1)
+{
+    kt_drive_packed(kt_q8_0, pk, kt_group_bytes(GGML_TYPE_Q8_0, n), n, p, ps, nt, y, ys, r0, r1);
+}
+
+static void kt_q4_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
+                        int ys, int r0, int r1)
+{
+    kt_drive_packed(kt_q4_K, pk, kt_group_bytes(GGML_TYPE_Q4_K, n), n, p, ps, nt, y, ys, r0, r1);
 }
 
 void kern_ops_avx512(struct kern_ops *ops)
@@ -763,6 +870,10 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->mm[GGML_TYPE_Q4_0] = kz_q4_0_mm;
     ops->mm[GGML_TYPE_Q5_0] = kz_q5_0_mm;
     ops->mm[GGML_TYPE_Q4_K] = kt_q4_K_mm;
+    ops->pmm[GGML_TYPE_Q8_0] = kt_q8_0_pmm;
+    ops->pmm[GGML_TYPE_Q4_K] = kt_q4_K_pmm;
+    ops->pack_bytes = kt_pack_bytes;
+    ops->pack = kt_pack;
     ops->mm[GGML_TYPE_Q6_K] = k6z_drive;
 }
 

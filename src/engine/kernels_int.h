@@ -101,11 +101,19 @@ static inline size_t kern_prep_q8_pairs(int n)
 typedef void (*kern_mm_fn)(const uint8_t *W, size_t row_bytes, int n_cols, const uint8_t *prep,
                            size_t prep_stride, int n_tok, float *y, int y_stride, int r0, int r1);
 
+/* Computes rows [r0, r1) from a matrix packed by the level's pack(). */
+typedef void (*kern_pmm_fn)(const uint8_t *packed, int n_cols, const uint8_t *prep,
+                            size_t prep_stride, int n_tok, float *y, int y_stride, int r0, int r1);
+
 #define KERN_N_TYPES 31
 
 struct kern_ops {
     const char *name;
     kern_mm_fn mm[KERN_N_TYPES];
+    /* a packed layout (kernels.h, kern_pack): only levels that have one */
+    kern_pmm_fn pmm[KERN_N_TYPES];
+    size_t (*pack_bytes)(enum ggml_type t, int n_rows, int n_cols);
+    void (*pack)(enum ggml_type t, const uint8_t *W, int n_rows, int n_cols, uint8_t *dst);
 };
 
 /* F32/F16/BF16 products through OpenBLAS sgemm when n_tok is large enough

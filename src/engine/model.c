@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct arch_desc {
     const char *name;
@@ -318,6 +320,61 @@ int engine_model_from_gguf(struct gguf *g, struct engine_model **out, struct tha
     return 0;
 }
 
+/* Every matrix the forward pass multiplies by (the output one once when
+ * tied: it is the embedding table's struct copy). */
+static int model_mats(struct engine_model *m, struct eng_mat **v, int cap)
+{
+    int n = 0;
+    for (int il = 0; il < m->info.n_layer; il++) {
+        struct eng_layer *L = &m->layers[il];
+        struct eng_mat *lm[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7 && n < cap; i++)
+            v[n++] = lm[i];
+    }
+    if (n < cap) v[n++] = &m->output;
+    return n;
+}
+
+/* Drops [p, p + len) from the process's page tables, whole pages inside it
+ * only: the file's pages stay in the page cache while the kernel keeps them,
+ * and a later read (a forced portable path) faults them back in. */
+static void drop_pages(const void *p, size_t len)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)ps - 1) & ~((uintptr_t)ps - 1);
+    uintptr_t b = ((uintptr_t)p + len) & ~((uintptr_t)ps - 1);
+    if (ps > 0 && b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* See engine_model_load. Packing is one pass of copying (about 1 s per GB
+ * on this machine's cores); a matrix without a packed layout is left as is. */
+static int model_pack(struct engine_model *m, struct thaw_err *err)
+{
+    const char *env = getenv("THAW_ENGINE_PACK");
+    if (env && !strcmp(env, "0")) return 0;
+    enum { CAP = 7 * 1024 + 1 };
+    struct eng_mat **mats = malloc(CAP * sizeof(*mats));
+    if (!mats) return thaw_errf(err, THAW_ENOMEM, "model: out of memory");
+    int n = model_mats(m, mats, CAP);
+    for (int i = 0; i < n; i++) {
+        struct eng_mat *w = mats[i];
+        size_t bytes = kern_pack_bytes(w->type, w->n_rows, w->n_cols);
+        if (!bytes || w->packed) continue;
+        w->packed = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!w->packed) {
+            free(mats);
+            return thaw_errf(err, THAW_ENOMEM, "model: out of memory for packed weights");
+        }
+        kern_pack(w->type, w->data, w->n_rows, w->n_cols, w->packed);
+        m->info.packed_bytes += bytes;
+        /* the embedding table behind a tied output is still read by rows */
+        if (!(w == &m->output && m->info.tied_output))
+            drop_pages(w->data, w->row_bytes * (size_t)w->n_rows);
+    }
+    free(mats);
+    return 0;
+}
+
 int engine_model_load(const char *path, struct engine_model **out, struct thaw_err *err)
 {
     struct gguf *g;
@@ -325,7 +382,12 @@ int engine_model_load(const char *path, struct engine_model **out, struct thaw_e
     int rc = gguf_open(path, &g, err);
     if (rc) return rc;
     rc = engine_model_from_gguf(g, out, err);
-    if (!rc) gguf_prefault(g); /* a hint: faults later are only slower */
+    if (rc) return rc;
+    gguf_prefault(g); /* a hint: faults later are only slower */
+    if ((rc = model_pack(*out, err))) {
+        engine_model_free(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
@@ -335,6 +397,10 @@ void engine_model_free(struct engine_model *m)
     if (m->layers)
         for (int il = 0; il < m->info.n_layer; il++) {
             struct eng_layer *L = &m->layers[il];
+            struct eng_mat *lm[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                     &L->w_gate, &L->w_up, &L->w_down};
+            for (int i = 0; i < 7; i++)
+                free(lm[i]->packed);
             free(L->attn_norm);
             free(L->ffn_norm);
             free(L->bq);
@@ -342,6 +408,7 @@ void engine_model_free(struct engine_model *m)
             free(L->bv);
         }
     free(m->layers);
+    free(m->output.packed);
     free(m->output_norm);
     free(m->rope_inv_freq);
     gguf_close(m->g);

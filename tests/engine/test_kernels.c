@@ -558,6 +558,16 @@ static void run_mm(const struct mm_case *c, const float *x, int n_tok, float *y,
     free(prep);
 }
 
+static void run_mm_packed(const struct mm_case *c, const void *packed, const float *x, int n_tok,
+                          float *y, int r0, int r1)
+{
+    size_t pb = kern_input_bytes(c->t, n_tok, c->n_cols);
+    void *prep = aligned_alloc(64, (pb + 63) / 64 * 64);
+    kern_input_prepare(c->t, x, n_tok, c->n_cols, prep);
+    kern_matmul_packed(c->t, c->W, packed, c->n_cols, prep, n_tok, y, c->n_rows + 3, r0, r1);
+    free(prep);
+}
+
 static void check_mm_type(enum ggml_type t, int n_cols)
 {
     const int n_rows = 37, y_stride = n_rows + 3;
@@ -775,7 +785,8 @@ static void test_simd_extreme_blocks(void)
  * 16 rows at a time and then the portable path's float operations in the
  * same order, so it must equal the portable path bit for bit, for any number
  * of tokens, any row range (groups of 16 cut anywhere, tails of 1-15 rows)
- * and rows with an odd number of blocks (a lone last block). */
+ * and rows with an odd number of blocks (a lone last block); so must the
+ * kernels over the packed layout (kern_pack), whose last group is padded. */
 static void test_row_group_kernels_bit_identical(void)
 {
     if (kern_force_level("avx512") != 0) {
@@ -783,6 +794,11 @@ static void test_row_group_kernels_bit_identical(void)
         return;
     }
     kern_force_level(NULL);
+    /* the AVX-512 level has the packed layout for both */
+    ASSERT_CMP(kern_pack_bytes(GGML_TYPE_Q8_0, 17, 96), ==, (size_t)2 * 2 * 17 * 64);
+    ASSERT_CMP(kern_pack_bytes(GGML_TYPE_Q4_K, 16, 512), ==, (size_t)2 * 36 * 64);
+    ASSERT_EQ(kern_pack_bytes(GGML_TYPE_Q6_K, 16, 512), 0);
+    ASSERT_EQ(kern_pack_bytes(GGML_TYPE_Q8_0, 16, 100), 0);
     static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K};
     static const int cols[] = {32, 64, 96, 256, 768, 1056, 2048};
     static const int rows[] = {1, 7, 16, 17, 40};
@@ -802,6 +818,9 @@ static void test_row_group_kernels_bit_identical(void)
                     free(x), free(ya), free(yb);
                     ASSERT(!"out of memory");
                 }
+                size_t pb = kern_pack_bytes(types[ti], nr, nc);
+                void *packed = pb ? aligned_alloc(64, (pb + 63) / 64 * 64) : NULL;
+                if (packed) kern_pack(types[ti], c.W, nr, nc, packed);
                 fill_normal(x, (int64_t)max_tok * nc, 1.0f);
                 x[nc - 1] = 25.0f; /* outliers at block edges */
                 x[0] = -31.0f;
@@ -814,24 +833,35 @@ static void test_row_group_kernels_bit_identical(void)
                             ya[i] = yb[i] = -777.0f;
                         kern_force_portable(true);
                         run_mm(&c, x, nt, ya, r0, r1);
-                        kern_force_level("avx512");
-                        run_mm(&c, x, nt, yb, r0, r1);
-                        kern_force_level(NULL);
-                        for (int i = 0; i < nt && !bad; i++)
-                            for (int r = 0; r < ys && !bad; r++) {
-                                float a = ya[i * ys + r], b = yb[i * ys + r];
-                                if (memcmp(&a, &b, sizeof a) != 0) {
-                                    fprintf(stderr,
-                                            "  %s cols %d rows %d [%d,%d) n_tok %d tok %d row %d: "
-                                            "avx512 %.9g vs portable %.9g\n",
-                                            ggml_type_name(types[ti]), nc, nr, r0, r1, nt, i, r, b,
-                                            a);
-                                    bad = 1;
+                        /* unpacked, then packed (where this CPU has the layout) */
+                        for (int pk = 0; pk < 2 && !bad; pk++) {
+                            if (pk && !packed) break;
+                            for (int i = 0; i < nt * ys; i++)
+                                yb[i] = -777.0f;
+                            kern_force_level("avx512");
+                            if (pk)
+                                run_mm_packed(&c, packed, x, nt, yb, r0, r1);
+                            else
+                                run_mm(&c, x, nt, yb, r0, r1);
+                            kern_force_level(NULL);
+                            for (int i = 0; i < nt && !bad; i++)
+                                for (int r = 0; r < ys && !bad; r++) {
+                                    float a = ya[i * ys + r], b = yb[i * ys + r];
+                                    if (memcmp(&a, &b, sizeof a) != 0) {
+                                        fprintf(
+                                            stderr,
+                                            "  %s%s cols %d rows %d [%d,%d) n_tok %d tok %d row "
+                                            "%d: avx512 %.9g vs portable %.9g\n",
+                                            ggml_type_name(types[ti]), pk ? " packed" : "", nc, nr,
+                                            r0, r1, nt, i, r, b, a);
+                                        bad = 1;
+                                    }
                                 }
-                            }
+                        }
                     }
                 }
                 mm_case_free(&c);
+                free(packed);
                 free(x), free(ya), free(yb);
             }
     ASSERT(!bad);
