@@ -218,6 +218,7 @@ static void startup(const char *path, const char *preset, const char *type)
     struct thaw_err err = {0};
     double best = 1e30;
     size_t bytes = 0, kv = 0;
+    uint64_t packed = 0;
     for (int rep = 0; rep < 3; rep++) {
         uint64_t t0 = time_now_ns();
         struct engine_model *m;
@@ -228,7 +229,7 @@ static void startup(const char *path, const char *preset, const char *type)
         if (!rc) rc = engine_ctx_new(m, &cp, &c, &err);
         if (!rc) rc = engine_feed(c, 0, &bos, 1, &err);
         double s = (time_now_ns() - t0) / 1e9;
-        if (!rc) bytes = engine_ctx_bytes(c, &kv);
+        if (!rc) bytes = engine_ctx_bytes(c, &kv), packed = engine_model_info(m)->packed_bytes;
         engine_ctx_free(c);
         if (!rc) engine_model_free(m);
         if (rc) {
@@ -238,8 +239,10 @@ static void startup(const char *path, const char *preset, const char *type)
         best = fmin(best, s);
     }
     printf("%-15s %-5s start: load + context + first token %.0f ms (file just read, best of 3); "
-           "context of 2048 positions allocates %.1f MiB, %.1f MiB of it KV cache\n",
-           preset, type, best * 1e3, bytes / 1048576.0, kv / 1048576.0);
+           "context of 2048 positions allocates %.1f MiB, %.1f MiB of it KV cache; packed "
+           "weights %.1f MiB (private to the template, shared by its forks; THAW_ENGINE_PACK=0: "
+           "none)\n",
+           preset, type, best * 1e3, bytes / 1048576.0, kv / 1048576.0, packed / 1048576.0);
 }
 
 static const struct baseline *find_baseline(const char *model, const char *type)

@@ -11,9 +11,10 @@
 
 #include "engine/kernels_x86.h"
 
-/* ---- 512-bit kernels for Q8_0, Q4_0, Q5_0 --------------------------------
- * Two blocks per vector. Weights become unsigned bytes u with a zero point z (q8_0: w+128,
- * z=128; q4_0: z=8; q5_0: z=16) so VNNI's u8 x s8 product applies directly;
+/* ---- 512-bit kernels for Q4_0, Q5_0 --------------------------------------
+ * (Q8_0 has the row-group kernels further down.)
+ * Two blocks per vector. Weights become unsigned bytes u with a zero point z
+ * (q4_0: z=8; q5_0: z=16) so VNNI's u8 x s8 product applies directly;
  * -z*sum(x) enters lane 0 of each block, keeping the block's integer exact.
  * The input's per-pair section (kernels_int.h) holds the pair's scales and
  * -sum(x) already spread over the lanes, so a token costs two loads and a
@@ -22,7 +23,7 @@
 #define KZ_INLINE KX_INLINE
 #define KZ_R      2
 
-enum kz_kind { KZ_Q8_0, KZ_Q4_0, KZ_Q5_0 };
+enum kz_kind { KZ_Q4_0, KZ_Q5_0 };
 
 /* With 8 tokens or more the loops are compute-bound and the hardware
  * prefetcher falls behind; a software prefetch of the rows PF_ROWS ahead
@@ -40,12 +41,6 @@ KZ_INLINE __m512i kz_unpack(const uint8_t *row, int b, int two, const int K)
 {
     /* broadcasts from memory and blends, no shuffles: the shuffle unit is
      * what limits these loops */
-    if (K == KZ_Q8_0) {
-        const uint8_t *p = row + (size_t)b * KB_Q8_0 + 2;
-        __m512i v = _mm512_broadcast_i64x4(kx_load(p));
-        if (two) v = _mm512_mask_blend_epi64(0xf0, v, _mm512_broadcast_i64x4(kx_load(p + KB_Q8_0)));
-        return _mm512_xor_si512(v, _mm512_set1_epi8(-128));
-    }
     const size_t bb = K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0, off = K == KZ_Q4_0 ? 2 : 6;
     const uint8_t *p = row + (size_t)b * bb;
     /* [q0 | q0 | q1 | q1], the second copies shifted: [lo0 hi0 lo1 hi1] */
@@ -81,7 +76,7 @@ KZ_INLINE __m512 kz_wscale(const uint8_t *row, int b, int two, size_t bb)
 KZ_INLINE void kz_tile(const uint8_t *W, size_t rb, const uint8_t *const *xp, int n, float *out,
                        const int R, const int T, const int K, const int X)
 {
-    const size_t bb = K == KZ_Q8_0 ? KB_Q8_0 : K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0;
+    const size_t bb = K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0;
     const int nb = n / KQ;
     const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     __m512 acc[2][KZ_R][KX_TILE];
@@ -816,38 +811,59 @@ static size_t kt_pack_bytes(enum ggml_type t, int n_rows, int n_cols)
     return ng > SIZE_MAX / gb ? 0 : ng * gb;
 }
 
-/* Dword k of src's n bytes (zeros past the end) to lane i of vector k at out. */
-static void kt_put_dwords(uint8_t *out, int i, const uint8_t *src, size_t n, int n_dw)
-{
-    for (int k = 0; k < n_dw; k++) {
-        uint8_t v[4] = {0};
-        for (size_t j = 0; j < 4 && 4 * (size_t)k + j < n; j++)
-            v[j] = src[4 * (size_t)k + j];
-        memcpy(out + (size_t)k * 64 + 4 * (size_t)i, v, 4);
-    }
-}
-
-static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n_cols, uint8_t *dst)
+/* The unpacked kernels' loads and transpositions, stored (non-temporal: the
+ * copy is far larger than the caches and read back only by the kernels). */
+KX_TGT static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n_cols, uint8_t *dst)
 {
     size_t rb = ggml_row_bytes(t, (uint64_t)n_cols), gb = kt_group_bytes(t, n_cols);
     int ng = (n_rows + KT_ROWS - 1) / KT_ROWS;
     for (int g = 0; g < ng; g++) {
         uint8_t *o = dst + (size_t)g * gb;
-        for (int i = 0; i < KT_ROWS; i++) {
-            int r = g * KT_ROWS + i < n_rows ? g * KT_ROWS + i : n_rows - 1;
-            const uint8_t *row = W + (size_t)r * rb;
-            if (t == GGML_TYPE_Q8_0) {
-                int nb = n_cols / KQ;
-                for (int p = 0; p < (nb + 1) / 2; p++)
-                    kt_put_dwords(o + (size_t)p * 17 * 64, i, row + (size_t)p * 2 * KB_Q8_0,
-                                  2 * p + 1 < nb ? 2 * KB_Q8_0 : KB_Q8_0, 17);
-            } else {
-                for (int b = 0; b < n_cols / KQ_K; b++)
-                    kt_put_dwords(o + (size_t)b * 36 * 64, i, row + (size_t)b * KB_Q4_K, KB_Q4_K,
-                                  36);
+        const uint8_t *rp[KT_ROWS];
+        for (int i = 0; i < KT_ROWS; i++)
+            rp[i] = W + (size_t)(g * KT_ROWS + i < n_rows ? g * KT_ROWS + i : n_rows - 1) * rb;
+        if (t == GGML_TYPE_Q8_0) {
+            const int nb = n_cols / KQ;
+            for (int p = 0; p < (nb + 1) / 2; p++) {
+                const size_t off = (size_t)p * 2 * KB_Q8_0;
+                const int two = 2 * p + 1 < nb;
+                __m512i r[KT_ROWS], v[16];
+                uint32_t c16[KT_ROWS];
+                KT_UNROLL
+                for (int i = 0; i < KT_ROWS; i++) {
+                    r[i] =
+                        two ? _mm512_loadu_si512((const void *)(rp[i] + off))
+                            : _mm512_maskz_loadu_epi8(((__mmask64)1 << KB_Q8_0) - 1, rp[i] + off);
+                    c16[i] = two ? kern_ld32(rp[i] + off + 64) : 0;
+                }
+                kt_transpose16(r, v);
+                uint8_t *po = o + (size_t)p * 17 * 64;
+                KT_UNROLL
+                for (int k = 0; k < 16; k++)
+                    _mm512_stream_si512((void *)(po + 64 * k), v[k]);
+                _mm512_stream_si512((void *)(po + 64 * 16), _mm512_loadu_si512((const void *)c16));
+            }
+        } else {
+            for (int b = 0; b < n_cols / KQ_K; b++) {
+                const size_t off = (size_t)b * KB_Q4_K;
+                uint8_t *pb = o + (size_t)b * 36 * 64;
+                __m512i h[4];
+                kt_header16(rp, off, h);
+                KT_UNROLL
+                for (int k = 0; k < 4; k++)
+                    _mm512_stream_si512((void *)(pb + 64 * k), h[k]);
+                KT_UNROLL
+                for (int c = 0; c < 4; c++) {
+                    __m512i q[8];
+                    kt_transpose8(rp, off + 16 + 32 * (size_t)c, q);
+                    KT_UNROLL
+                    for (int m = 0; m < 8; m++)
+                        _mm512_stream_si512((void *)(pb + 64 * (4 + 8 * c + m)), q[m]);
+                }
             }
         }
     }
+    _mm_sfence();
 }
 
 static void kt_q8_0_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,

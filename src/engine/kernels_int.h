@@ -76,8 +76,9 @@ float kern_f16_table_(uint16_t h);
  *              | i32 zsum[n/32] (-z * sum, z the weight type's zero point: kern_zero_point)
  *              | pad to 64 | per pair of blocks (b, b+1), 128 bytes: f32 [d(b) x8, d(b+1) x8]
  *              then i32 [zsum(b), 0 x7, zsum(b+1), 0 x7] (a missing b+1: zeros)
- *              (the 512-bit kernels take a pair's scales and zero-point term from the compact
- *              arrays, or with few tokens as whole vectors from the pair section: no shuffles)
+ *              (the 512-bit Q4_0/Q5_0 kernels take a pair's scales and zero-point term from the
+ *              compact arrays, or with few tokens as whole vectors from the pair section: no
+ *              shuffles)
  * The integer sums let kernels fold a weight's zero point or min into one
  * multiply per block. */
 enum kern_prep { KPREP_NONE, KPREP_F32, KPREP_Q8, KPREP_Q8K };
