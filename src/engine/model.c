@@ -1,7 +1,8 @@
 /* Loading llama-family models from GGUF: architecture, hyperparameters from
  * "<arch>.*" metadata, and every tensor by the names llama.cpp writes, with
- * its shape checked. Matrices stay in the mapping; only the small norm and
- * bias vectors are converted to f32 copies. */
+ * its shape checked. Matrices stay in the mapping, except those the kernels
+ * read faster packed (a copy made at load, see engine_model_load); the small
+ * norm and bias vectors are converted to f32 copies. */
 #include "engine/engine_int.h"
 
 #include <inttypes.h>
