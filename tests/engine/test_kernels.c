@@ -781,6 +781,8 @@ static void test_simd_extreme_blocks(void)
             }
         }
     }
+}
+
 /* The AVX-512 Q8_0 and Q4_K kernels compute each row's exact per-block integer sums
  * 16 rows at a time and then the portable path's float operations in the
  * same order, so it must equal the portable path bit for bit, for any number
