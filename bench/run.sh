@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks from a build folder made with -DTHAW_BENCH=ON:
-#   bash bench/run.sh BUILD [platform|throughput|versions|security|kernels|engine|llm|all] [trials]
+#   bash bench/run.sh BUILD [platform|throughput|versions|security|security-ir|kernels|engine|llm|all] [trials]
 # Each benchmark prints its baseline measured in the same run and ratios.
 set -euo pipefail
 build=${1:-build-bench}
@@ -134,11 +134,51 @@ security_onoff() {
   rm -rf "$data_on" "$data_off"
 }
 
+# The same cost as instructions per request (valgrind's callgrind; user space
+# only, deterministic, so it holds on a busy machine where req/s does not):
+# a key of a rate-limited tenant against --security off, on an invoke of a
+# deployment that does not exist (404 after authentication and limits), so
+# no instance runs under valgrind and what differs is the security path.
+security_ir() {
+  if ! command -v valgrind >/dev/null; then echo "security-ir: valgrind is not installed" >&2; return 0; fi
+  echo
+  echo "security on vs. off in instructions per request (callgrind), POST invoke -> 404, wrk -t1 -c8 -d8s, --threads 1"
+  local mode ir_on="" ir_off=""
+  for mode in on off; do
+    local data port pid key="" extra="" out n ir
+    data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+    port=$((20000 + RANDOM % 20000))
+    out="$data/callgrind.out"
+    [ "$mode" = off ] && extra="--security off"
+    valgrind --tool=callgrind --callgrind-out-file="$out" ./thaw serve --listen 127.0.0.1:$port --data "$data/d" --access-log off --threads 1 $extra 2>/dev/null &
+    pid=$!
+    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    if [ "$mode" = on ]; then
+      curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/tenants" -d '{"name":"bench","limits":{"rps":1000000,"burst":1000000,"concurrency":100000}}' >/dev/null
+      key=$(curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/tenants/bench/keys" -d '{"scopes":["deploy","invoke"],"limits":{"rps":1000000,"burst":1000000}}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+    fi
+    local url="http://127.0.0.1:$port/v1/deployments/none/invoke"
+    wrk -t1 -c8 -d2s -H "Authorization: Bearer $key" -s "$OLDPWD/bench/platform/post.lua" "$url" >/dev/null
+    callgrind_control -z $pid >/dev/null 2>&1
+    n=$(wrk -t1 -c8 -d8s -H "Authorization: Bearer $key" -s "$OLDPWD/bench/platform/post.lua" "$url" | awk '/requests in/ {print $1}')
+    callgrind_control -d $pid >/dev/null 2>&1
+    kill -TERM $pid; wait $pid || true
+    ir=$(callgrind_annotate "$out".1 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    ir=$(awk -v a="$ir" -v b="$n" 'BEGIN {printf "%.0f", a / b}')
+    if [ "$mode" = on ]; then ir_on=$ir; else ir_off=$ir; fi
+    rm -rf "$data"
+  done
+  echo "  security off (baseline)   $ir_off instructions/request"
+  echo "  security on               $ir_on instructions/request"
+  awk -v a="$ir_on" -v b="$ir_off" 'BEGIN {printf "  on/off %.3fx (+%d instructions per request)\n", a / b, a - b}'
+}
+
 case "$what" in
   platform) ./bench_platform "$trials" ;;
   throughput) throughput 1; throughput 2 ;;
   versions) versions ;;
   security) if [ -x ./bench_security ]; then ./bench_security; fi; security_onoff 1; security_onoff 2 ;;
+  security-ir) security_ir ;;
   kernels) [ -x ./bench_kernels ] && ./bench_kernels ;;
   engine) [ -x ./bench_engine ] && ./bench_engine ;;
   llm) ./bench_llm ;;
