@@ -415,7 +415,7 @@ int gw_inflight(const struct gateway *gw)
     return atomic_load(&((struct gateway *)gw)->inflight);
 }
 
-void gw_free(struct gateway *gw)
+void gw_join(struct gateway *gw)
 {
     if (!gw) return;
     for (int i = 0; i < gw->n_workers; i++) {
@@ -423,20 +423,28 @@ void gw_free(struct gateway *gw)
         if (w->thread_started) {
             event_base_loopexit(w->base, NULL);
             pthread_join(w->thread, NULL);
+            w->thread_started = false;
         }
     }
+}
+
+void gw_free(struct gateway *gw)
+{
+    if (!gw) return;
+    gw_join(gw);
     for (int i = 0; i < gw->n_workers; i++) {
         struct gw_worker *w = &gw->workers[i];
+        /* Answers nobody will read (a forced stop): their calls' requests
+         * go with the connections below, so only the memory is freed. */
+        while (w->out_head) {
+            struct gw_msg *m = w->out_head;
+            w->out_head = m->next;
+            gw_msg_drop(m);
+        }
         if (w->http) evhttp_free(w->http); /* closes bound sockets */
         else if (w->fd >= 0) close(w->fd);
         if (w->outbox_ev) event_free(w->outbox_ev);
         if (w->stop_accept_ev) event_free(w->stop_accept_ev);
-        while (w->out_head) {
-            struct gw_msg *m = w->out_head;
-            w->out_head = m->next;
-            free(m->payload);
-            free(m);
-        }
         if (w->base && !w->shared_base) event_base_free(w->base);
         pthread_mutex_destroy(&w->outbox_lock);
     }

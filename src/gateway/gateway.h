@@ -62,7 +62,11 @@ int gw_tls_reload(struct gateway *gw, struct thaw_err *err);
 void gw_stop_accepting(struct gateway *gw);
 /* Requests received and not yet answered. */
 int gw_inflight(const struct gateway *gw);
-/* Stops the workers (after stop_accepting and draining) and frees. */
+/* Stops and joins the worker threads. Calls still in flight stay: their
+ * answers (the scale fails them when it is freed) are queued and dropped
+ * by gw_free, which must come after the scale is gone. */
+void gw_join(struct gateway *gw);
+/* Joins the workers if still running, drops what was never answered, frees. */
 void gw_free(struct gateway *gw);
 
 #endif

@@ -180,6 +180,9 @@ void gw_route(struct evhttp_request *req, void *worker);
 bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const char *name,
                       const char *rid, const struct gw_auth *auth);
 void gw_outbox_cb(evutil_socket_t fd, short what, void *arg);
+/* Frees an answer that will never be delivered, and its call when it was
+ * the last event (shutdown only). */
+void gw_msg_drop(struct gw_msg *m);
 /* Hands a validated input (compact JSON, ownership passes) for dep to the
  * scale thread. Returns true when submitted; on failure it has answered and
  * logged the request. */

@@ -230,6 +230,16 @@ void gw_outbox_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+void gw_msg_drop(struct gw_msg *m)
+{
+    if (m->kind != INV_CHUNK) {
+        atomic_fetch_sub(&m->call->worker->gw->inflight, 1);
+        call_free(m->call);
+    }
+    free(m->payload);
+    free(m);
+}
+
 static bool wants_stream(struct evhttp_request *req)
 {
     const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");

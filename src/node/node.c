@@ -495,9 +495,10 @@ int node_run(const struct node_config *cfg)
         OBS_LOG(LOG_INFO, "node_stopped");
     }
     if (n.gw) gw_stop_accepting(n.gw);
-    gw_free(n.gw); /* joins the workers before the scale goes away */
-    scale_free(n.scale);
-    jobs_free(n.jobs); /* jobs: after the scale has answered everything */
+    gw_join(n.gw); /* the workers stop before the scale goes away */
+    scale_free(n.scale); /* fails what a forced stop left in flight */
+    gw_free(n.gw);       /* drops those answers */
+    jobs_free(n.jobs);   /* jobs: after the scale has answered everything */
     artifact_store_free(n.artifacts); /* after the gateway's workers are gone */
     if (n.sigterm_ev) event_free(n.sigterm_ev);
     if (n.sigint_ev) event_free(n.sigint_ev);

@@ -349,6 +349,7 @@ int pool_inst_attach(struct inst *in)
 struct inst *pool_spawn(struct pool *p, bool park_when_ready)
 {
     struct scale *s = p->scale;
+    if (s->shutting_down) return NULL;
     struct deploy_spec *spec = p->spec;
     struct inst *in = calloc(1, sizeof(*in));
     if (!in) return NULL;

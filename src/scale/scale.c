@@ -1003,14 +1003,18 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
 void scale_free(struct scale *s)
 {
     if (!s) return;
+    /* After a forced stop requests may still be held: failed first, and
+     * nothing starts (a dying instance's freed slot would otherwise start
+     * another for them, for ever). */
+    s->shutting_down = true;
     while (s->pools) {
         struct pool *p = s->pools;
+        fail_held(p, 503, "shutting_down", "the node is shutting down");
         while (p->insts) {
             p->insts->state = INST_STOPPING;
             pool_inst_died(p->insts, "node exiting");
         }
         pool_tmpl_stop(p, "node exiting");
-        fail_held(p, 503, "shutting_down", "the node is shutting down");
         pool_free(s, p);
     }
     while (s->routes) {
@@ -1023,6 +1027,9 @@ void scale_free(struct scale *s)
         struct inbox_msg *m = s->inbox_head;
         s->inbox_head = m->next;
         if (m->type == MSG_APPLY) registry_spec_free(m->spec);
+        if (m->type == MSG_SUBMIT) /* its owner waits for a last event */
+            m->inv->on_event(m->inv, INV_FAIL, 503, "shutting_down",
+                             str_dup("the node is shutting down"));
         free(m);
     }
     pthread_mutex_unlock(&s->inbox_lock);
