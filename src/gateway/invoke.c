@@ -233,6 +233,7 @@ void gw_outbox_cb(evutil_socket_t fd, short what, void *arg)
 void gw_msg_drop(struct gw_msg *m)
 {
     if (m->kind != INV_CHUNK) {
+        unwatch_close(m->call); /* the connection outlives it a little */
         atomic_fetch_sub(&m->call->worker->gw->inflight, 1);
         call_free(m->call);
     }
