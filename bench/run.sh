@@ -77,7 +77,8 @@ to_ms() {
 
 # The cost of security on the hot path (issue #3: under 5% throughput loss):
 # warm invoke of a trivial function with a key of a rate-limited tenant
-# (authentication, GCRA and concurrency checks, x-ratelimit headers) against
+# (authentication, GCRA and concurrency checks; its burst is never half spent,
+# so no x-ratelimit headers, as for any client far from its limit) against
 # the same on a node with --security off, alternating runs in the same loop.
 security_onoff() {
   local threads=${1:-1} rounds=${BENCH_ROUNDS:-5} secs=${BENCH_SECONDS:-4} data_on data_off port_on port_off pid_on pid_off key

@@ -427,10 +427,19 @@ static void test_rate_limit(void)
     int ok = 0, limited = 0;
     long t0 = now_ms();
     char ra[16] = "", lim[16] = "";
+    int ok_with_headers = 0;
     while (now_ms() - t0 < rate_seconds * 1000L) {
         struct resp r;
         long st = call_as(key_g, "GET", "/v1/deployments", NULL, &r);
         if (st == 200) ok++;
+        /* An allowed request carries the headers once half the burst is
+         * spent (so after the first few, here every one). */
+        char rem[16] = "", l2[16] = "";
+        if (st == 200 && resp_header(&r, "x-ratelimit-remaining", rem, sizeof(rem))) {
+            ok_with_headers++;
+            ASSERT(resp_header(&r, "x-ratelimit-limit", l2, sizeof(l2)) != NULL);
+            ASSERT_CMP(atoi(rem) * 2, <, atoi(l2));
+        }
         if (st == 429) {
             limited++;
             resp_header(&r, "Retry-After", ra, sizeof(ra));
@@ -443,6 +452,7 @@ static void test_rate_limit(void)
     fprintf(stderr, "  rate limit: %d allowed, %d limited in %.2fs (expected %.0f)\n", ok, limited,
             elapsed, expected);
     ASSERT_CMP(limited, >, 0);
+    ASSERT_CMP(ok_with_headers, >, 0);
     ASSERT_NEAR(ok, expected, expected * 0.05 + 1);
     ASSERT_STR_EQ(ra, "1");
     ASSERT_STR_EQ(lim, "5");
