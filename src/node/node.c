@@ -15,6 +15,7 @@
 #include <event2/thread.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sodium.h>
@@ -93,7 +94,14 @@ static int make_dirs(const struct node_config *cfg, int *lock_fd, char *tmp, siz
      * dirs below, and offline tools (KEK rewrap) must not race a node. */
     int rc = node_lock_data_dir(cfg->data_dir, lock_fd, err);
     if (rc) return rc;
-    snprintf(tmp, n, "%s/tmp", cfg->data_dir);
+    /* Absolute: instances start in their own directory, and the sandbox
+     * resolves its paths there (`--data ./thaw-data` broke every start). */
+    char abs[PATH_MAX];
+    if (!realpath(cfg->data_dir, abs))
+        return thaw_errf(err, -errno, "cannot resolve data dir %s: %s", cfg->data_dir,
+                         strerror(errno));
+    if ((size_t)snprintf(tmp, n, "%s/tmp", abs) >= n)
+        return thaw_errf(err, THAW_EINVAL, "data dir path too long: %s", abs);
     if (mkdir(tmp, 0700) && errno != EEXIST)
         return thaw_errf(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
     /* Temp dirs of instances from a previous run that did not exit cleanly. */
@@ -495,10 +503,10 @@ int node_run(const struct node_config *cfg)
         OBS_LOG(LOG_INFO, "node_stopped");
     }
     if (n.gw) gw_stop_accepting(n.gw);
-    gw_join(n.gw); /* the workers stop before the scale goes away */
-    scale_free(n.scale); /* fails what a forced stop left in flight */
-    gw_free(n.gw);       /* drops those answers */
-    jobs_free(n.jobs);   /* jobs: after the scale has answered everything */
+    gw_join(n.gw);                    /* the workers stop before the scale goes away */
+    scale_free(n.scale);              /* fails what a forced stop left in flight */
+    gw_free(n.gw);                    /* drops those answers */
+    jobs_free(n.jobs);                /* jobs: after the scale has answered everything */
     artifact_store_free(n.artifacts); /* after the gateway's workers are gone */
     if (n.sigterm_ev) event_free(n.sigterm_ev);
     if (n.sigint_ev) event_free(n.sigint_ev);

@@ -87,9 +87,19 @@ int node_start(struct node *n, const char *const *extra)
         dup2(fd, 2);
         /* THAW_TEST_THREADS=1 runs the suite with the gateway on the scale loop. */
         const char *threads = getenv("THAW_TEST_THREADS");
+        char rel[sizeof(n->data) + 2];
+        const char *data = n->data;
+        char *slash = strrchr(n->data, '/');
+        if (n->relative_data && slash) {
+            snprintf(rel, sizeof(rel), ".%s", slash);
+            *slash = 0;
+            if (chdir(n->data)) _exit(126);
+            *slash = '/';
+            data = rel;
+        }
         const char *argv[32] = {
             thaw_path(), "serve", "--listen",  "127.0.0.1:0",
-            "--data",    n->data, "--threads", threads && *threads ? threads : "2"};
+            "--data",    data,    "--threads", threads && *threads ? threads : "2"};
         int a = 8;
         for (int i = 0; extra && extra[i] && a < 30; i++)
             argv[a++] = extra[i];

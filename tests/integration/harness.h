@@ -14,6 +14,7 @@ struct node {
     int port;
     char data[256];
     char log[300];
+    bool relative_data; /* started from the data dir's parent with --data ./NAME */
 };
 
 /* Starts `thaw serve` with extra flags (NULL-terminated list, may be NULL);

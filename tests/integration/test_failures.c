@@ -263,6 +263,23 @@ static void test_forced_stop_in_flight(void)
     ASSERT_EQ(processes_in(N.data), 0);
 }
 
+/* `--data ./dir` (what `make run` uses): instances start in their own
+ * directories, so every path the node hands them must be absolute. */
+static void test_relative_data_dir(void)
+{
+    node_cleanup(&N);
+    memset(&N, 0, sizeof(N));
+    N.relative_data = true;
+    ASSERT_EQ(node_start(&N, NULL), 0);
+    ASSERT_EQ(
+        deployf("{\"name\":\"rel\",\"runtime\":\"exec\",\"command\":[\"%s\"]}", testfn_path()),
+        201);
+    struct resp r;
+    ASSERT_EQ(invoke(&N, "rel", "{\"op\":\"pid\"}", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -277,6 +294,7 @@ int main(void)
     RUN(test_update_replaces_instances);
     RUN(test_sigterm_drains_in_flight);
     RUN(test_forced_stop_in_flight);
+    RUN(test_relative_data_dir);
     node_cleanup(&N);
     curl_global_cleanup();
     return TEST_REPORT();
