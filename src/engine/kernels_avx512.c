@@ -215,7 +215,7 @@ KZ_MM(kz_q5_0)
 
 #define K4Z_T 8 /* tokens per row visit of the Q6_K kernel */
 
-/* kx_drive with tiles of K4Z_T tokens: a row is unpacked once for eight. */
+/* kern_drive_tiles with tiles of K4Z_T tokens: a row is unpacked once for eight. */
 static void kk_drive(kx_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
                      size_t ps, int n_tok, float *y, int ys, int r0, int r1)
 {

@@ -123,6 +123,36 @@ bool kern_blas_matmul(enum ggml_type t, const uint8_t *W, size_t row_bytes, int 
                       const uint8_t *prep, size_t prep_stride, int n_tok, float *y, int y_stride,
                       int r0, int r1);
 
+/* The SIMD levels' matrix-matrix products visit a row for a tile of tokens
+ * at a time, over chunks of tokens whose prepared inputs stay in L2 while
+ * rows stream: the same loop for every level, around its own tile kernel. */
+#define KERN_TILE   4
+#define KERN_TCHUNK 64
+typedef void (*kern_tile_fn)(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
+                             int nt);
+
+static inline void kern_drive_tiles(kern_tile_fn fn, const uint8_t *W, size_t row_bytes, int n,
+                                    const uint8_t *prep, size_t ps, int n_tok, float *y, int ys,
+                                    int r0, int r1)
+{
+    for (int c0 = 0; c0 < n_tok; c0 += KERN_TCHUNK) {
+        int c1 = n_tok - c0 < KERN_TCHUNK ? n_tok : c0 + KERN_TCHUNK;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = W + (size_t)r * row_bytes;
+            for (int t0 = c0; t0 < c1; t0 += KERN_TILE) {
+                int nt = c1 - t0 < KERN_TILE ? c1 - t0 : KERN_TILE;
+                const uint8_t *xp[KERN_TILE];
+                float out[KERN_TILE];
+                for (int i = 0; i < nt; i++)
+                    xp[i] = prep + (size_t)(t0 + i) * ps;
+                fn(row, xp, n, out, nt);
+                for (int i = 0; i < nt; i++)
+                    y[(size_t)(t0 + i) * (size_t)ys + (size_t)r] = out[i];
+            }
+        }
+    }
+}
+
 /* Each level fills the entries it implements and leaves the rest alone. */
 void kern_ops_portable(struct kern_ops *ops);
 void kern_ops_avx2(struct kern_ops *ops);

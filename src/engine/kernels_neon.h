@@ -27,8 +27,8 @@
 /* Loops over tokens and sub-blocks must unroll fully so their arrays of
  * accumulators live in registers. */
 #define KN_UNROLL _Pragma("GCC unroll 16")
-#define KN_TILE   4  /* tokens per row visit */
-#define KN_TCHUNK 64 /* tokens whose prepared rows stay in L2 while rows stream */
+#define KN_TILE   KERN_TILE /* tokens per row visit (kernels_int.h) */
+#define KN_TCHUNK KERN_TCHUNK
 
 /* The n-byte prepared row's scales and per-16 sums (see kernels_int.h). */
 #define KN_XD(p, n)  ((const float *)((p) + (n)))
@@ -405,7 +405,7 @@ KN_INLINE void kn_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
 
 /* ---- driver ------------------------------------------------------------ */
 
-typedef void (*kn_tile_fn)(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt);
+typedef kern_tile_fn kn_tile_fn;
 
 /* One function per type taking nt at run time; each case inlines the kernel
  * with a constant token count so its loops over tokens unroll. */
@@ -439,34 +439,11 @@ KN_TILE_FN(kn_q4_K)
 KN_TILE_FN(kn_q5_K)
 KN_TILE_FN(kn_q6_K)
 
-/* Rows in the outer loop so each row is read once per chunk of tokens; the
- * chunk bounds the prepared inputs revisited for every row. */
-static void kn_drive(kn_tile_fn fn, const uint8_t *W, size_t row_bytes, int n, const uint8_t *prep,
-                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
-{
-    for (int c0 = 0; c0 < n_tok; c0 += KN_TCHUNK) {
-        int c1 = n_tok - c0 < KN_TCHUNK ? n_tok : c0 + KN_TCHUNK;
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = W + (size_t)r * row_bytes;
-            for (int t0 = c0; t0 < c1; t0 += KN_TILE) {
-                int nt = c1 - t0 < KN_TILE ? c1 - t0 : KN_TILE;
-                const uint8_t *xp[KN_TILE];
-                float out[KN_TILE];
-                for (int i = 0; i < nt; i++)
-                    xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(row, xp, n, out, nt);
-                for (int i = 0; i < nt; i++)
-                    y[(size_t)(t0 + i) * (size_t)ys + (size_t)r] = out[i];
-            }
-        }
-    }
-}
-
 #define KN_MM(NAME)                                                                                \
     static void NAME##_mm(const uint8_t *W, size_t rb, int n, const uint8_t *p, size_t ps, int nt, \
                           float *y, int ys, int r0, int r1)                                        \
     {                                                                                              \
-        kn_drive(NAME, W, rb, n, p, ps, nt, y, ys, r0, r1);                                        \
+        kern_drive_tiles(NAME, W, rb, n, p, ps, nt, y, ys, r0, r1);                                \
     }
 
 KN_MM(kn_f32)

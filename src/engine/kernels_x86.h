@@ -19,8 +19,8 @@
 /* Loops over tokens, rows and sub-blocks must unroll fully so their arrays
  * of accumulators live in registers (-O2 alone leaves them in memory). */
 #define KX_UNROLL _Pragma("GCC unroll 8")
-#define KX_TILE   4  /* tokens per row visit */
-#define KX_TCHUNK 64 /* tokens whose prepared rows stay in L2 while rows stream */
+#define KX_TILE   KERN_TILE /* tokens per row visit (kernels_int.h) */
+#define KX_TCHUNK KERN_TCHUNK
 
 KX_INLINE float kx_hsum(__m256 v)
 {
@@ -353,7 +353,7 @@ KX_INLINE void kx_q6_K_nt(const uint8_t *row, const uint8_t *const *xp, int n, f
 
 /* ---- driver ------------------------------------------------------------ */
 
-typedef void (*kx_tile_fn)(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt);
+typedef kern_tile_fn kx_tile_fn;
 
 /* One function per type taking nt at run time; each case inlines the kernel
  * with a constant token count so its loops over tokens unroll. */
@@ -386,34 +386,11 @@ KX_TILE_FN(kx_q5_0)
 KX_TILE_FN(kx_q4_K)
 KX_TILE_FN(kx_q6_K)
 
-/* Rows in the outer loop so each row is read once per chunk of tokens; the
- * chunk bounds the prepared inputs revisited for every row. */
-static void kx_drive(kx_tile_fn fn, const uint8_t *W, size_t row_bytes, int n, const uint8_t *prep,
-                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
-{
-    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
-        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = W + (size_t)r * row_bytes;
-            for (int t0 = c0; t0 < c1; t0 += KX_TILE) {
-                int nt = c1 - t0 < KX_TILE ? c1 - t0 : KX_TILE;
-                const uint8_t *xp[KX_TILE];
-                float out[KX_TILE];
-                for (int i = 0; i < nt; i++)
-                    xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(row, xp, n, out, nt);
-                for (int i = 0; i < nt; i++)
-                    y[(size_t)(t0 + i) * (size_t)ys + (size_t)r] = out[i];
-            }
-        }
-    }
-}
-
 #define KX_MM(NAME)                                                                                \
     static void NAME##_mm(const uint8_t *W, size_t rb, int n, const uint8_t *p, size_t ps, int nt, \
                           float *y, int ys, int r0, int r1)                                        \
     {                                                                                              \
-        kx_drive(NAME, W, rb, n, p, ps, nt, y, ys, r0, r1);                                        \
+        kern_drive_tiles(NAME, W, rb, n, p, ps, nt, y, ys, r0, r1);                                \
     }
 
 KX_MM(kx_f32)
