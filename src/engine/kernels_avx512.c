@@ -540,44 +540,29 @@ typedef void (*kt_tile_fn)(const uint8_t *W, size_t rb, int nr, const uint8_t *p
                            const uint8_t *const *xp, int n, float *y, int ys, int nt);
 
 /* Row groups of 16 in the outer loop, tiles of up to 8 tokens inside: a
- * group's rows are transposed once per tile. */
-static void kt_drive(kt_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
-                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
+ * group's rows are transposed (or its packed vectors read) once per tile.
+ * Unpacked (pk NULL): groups of rows [r0, r1) from r0, nr rows each (the
+ * last one shorter) at W. Packed: pk holds groups of 16 rows from row 0, gb
+ * bytes each, so a range cut inside a group stores only its rows (sm). Every
+ * row-group kernel goes through here. */
+static void kt_drive(kt_tile_fn fn, const uint8_t *W, size_t rb, const uint8_t *pk, size_t gb,
+                     int n, const uint8_t *prep, size_t ps, int n_tok, float *y, int ys, int r0,
+                     int r1)
 {
+    const int g0 = pk ? r0 / KT_ROWS * KT_ROWS : r0;
     for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
         int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
-        for (int r = r0; r < r1; r += KT_ROWS) {
-            int nr = r1 - r < KT_ROWS ? r1 - r : KT_ROWS;
+        for (int base = g0; base < r1; base += KT_ROWS) {
+            int lo = r0 > base ? r0 - base : 0, hi = r1 - base < KT_ROWS ? r1 - base : KT_ROWS;
+            unsigned sm = (hi >= KT_ROWS ? 0xffffu : (1u << hi) - 1) & ~((1u << lo) - 1);
+            const uint8_t *gw = pk ? W : W + (size_t)base * rb;
+            const uint8_t *gp = pk ? pk + (size_t)(base / KT_ROWS) * gb : NULL;
             for (int t0 = c0; t0 < c1; t0 += KT_T) {
                 int nt = c1 - t0 < KT_T ? c1 - t0 : KT_T;
                 const uint8_t *xp[KT_T];
                 for (int i = 0; i < nt; i++)
                     xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(W + (size_t)r * rb, rb, nr, NULL, (1u << nr) - 1, xp, n,
-                   y + (size_t)t0 * (size_t)ys + (size_t)r, ys, nt);
-            }
-        }
-    }
-}
-
-/* kt_drive over a packed matrix: groups of 16 rows from row 0, each gb
- * bytes; a range [r0, r1) cut inside a group stores only its rows. */
-static void kt_drive_packed(kt_tile_fn fn, const uint8_t *pk, size_t gb, int n, const uint8_t *prep,
-                            size_t ps, int n_tok, float *y, int ys, int r0, int r1)
-{
-    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
-        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
-        for (int g = r0 / KT_ROWS; g * KT_ROWS < r1; g++) {
-            int base = g * KT_ROWS, lo = r0 - base, hi = r1 - base;
-            unsigned sm =
-                (hi >= KT_ROWS ? 0xffffu : (1u << hi) - 1) & ~((1u << (lo > 0 ? lo : 0)) - 1);
-            for (int t0 = c0; t0 < c1; t0 += KT_T) {
-                int nt = c1 - t0 < KT_T ? c1 - t0 : KT_T;
-                const uint8_t *xp[KT_T];
-                for (int i = 0; i < nt; i++)
-                    xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(NULL, 0, KT_ROWS, pk + (size_t)g * gb, sm, xp, n,
-                   y + (size_t)t0 * (size_t)ys + (size_t)base, ys, nt);
+                fn(gw, rb, hi, gp, sm, xp, n, y + (size_t)t0 * (size_t)ys + (size_t)base, ys, nt);
             }
         }
     }
@@ -591,7 +576,7 @@ static void kt_q8_0_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, 
         kx_q8_0_mm(W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
         return;
     }
-    kt_drive(kt_q8_0, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+    kt_drive(kt_q8_0, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
 /* ---- 512-bit Q4_K, sixteen rows per vector --------------------------------
@@ -784,7 +769,7 @@ KT_TILE_FN(kt_q4_K, kt_q4_K_tile)
 static void kt_q4_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
                        int n_tok, float *y, int ys, int r0, int r1)
 {
-    kt_drive(kt_q4_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+    kt_drive(kt_q4_K, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
 /* ---- packing ------------------------------------------------------------
@@ -869,13 +854,13 @@ KX_TGT static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n
 static void kt_q8_0_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
                         int ys, int r0, int r1)
 {
-    kt_drive_packed(kt_q8_0, pk, kt_group_bytes(GGML_TYPE_Q8_0, n), n, p, ps, nt, y, ys, r0, r1);
+    kt_drive(kt_q8_0, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q8_0, n), n, p, ps, nt, y, ys, r0, r1);
 }
 
 static void kt_q4_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
                         int ys, int r0, int r1)
 {
-    kt_drive_packed(kt_q4_K, pk, kt_group_bytes(GGML_TYPE_Q4_K, n), n, p, ps, nt, y, ys, r0, r1);
+    kt_drive(kt_q4_K, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q4_K, n), n, p, ps, nt, y, ys, r0, r1);
 }
 
 void kern_ops_avx512(struct kern_ops *ops)
