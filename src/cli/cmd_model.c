@@ -20,8 +20,8 @@ static const char model_usage[] =
     "presets: smollm2-135m, tinyllama-1.1b, tiny, tiny-gqa, tiny-qwen2 (default tiny)\n"
     "tokenize: TEXT is plain text, as the engine feeds a prompt; --special parses control\n"
     "       tokens in it (\"<|im_start|>\"), as a chat template's markup is\n"
-    "types: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q6_K, and Q4_K_M (Q4_K with a Q6_K\n"
-    "       output and embedding)\n";
+    "types: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q6_K, and Q4_K_M (llama.cpp's mixture:\n"
+    "       Q4_K, Q6_K output and some attn_v/ffn_down, Q5_0/Q8_0 where rows do not fit 256)\n";
 
 static void format_shape(const struct gguf_tensor *t, char *out, size_t n)
 {
@@ -120,12 +120,13 @@ static int model_tokenize(int argc, char **argv)
     return rc ? CLI_EXIT_ERROR : CLI_EXIT_OK;
 }
 
-/* Parses a type name (case-insensitive); Q4_K_M sets a Q6_K output. */
-static int parse_type(const char *s, enum ggml_type *t, enum ggml_type *out_t)
+/* Parses a type name (case-insensitive); Q4_K_M (where mix is given) asks
+ * for llama.cpp's mixture. */
+static int parse_type(const char *s, enum ggml_type *t, bool *mix)
 {
-    if (!strcasecmp(s, "Q4_K_M")) {
+    if (mix && !strcasecmp(s, "Q4_K_M")) {
         *t = GGML_TYPE_Q4_K;
-        if (out_t) *out_t = GGML_TYPE_Q6_K;
+        *mix = true;
         return 0;
     }
     for (uint32_t i = 0; i < 64; i++) {
@@ -175,7 +176,7 @@ static int model_gen(int argc, char **argv)
         else if (!strcmp(a, "--arch"))
             p.arch = v;
         else if (!strcmp(a, "--type")) {
-            if (parse_type(v, &p.type, &p.output_type)) return gen_usage("unknown type");
+            if (parse_type(v, &p.type, &p.q4_k_m)) return gen_usage("unknown type");
         } else if (!strcmp(a, "--output-type")) {
             if (parse_type(v, &p.output_type, NULL)) return gen_usage("unknown output type");
         } else if (!strcmp(a, "--seed")) {
@@ -216,7 +217,7 @@ static int model_gen(int argc, char **argv)
         fprintf(stderr, "thaw model gen: %s\n", err.msg);
         return CLI_EXIT_ERROR;
     }
-    fprintf(stderr, "wrote %s (%s, %s", out, preset, ggml_type_name(p.type));
+    fprintf(stderr, "wrote %s (%s, %s", out, preset, p.q4_k_m ? "Q4_K_M" : ggml_type_name(p.type));
     if (n_fallback)
         fprintf(stderr, "; %d tensors whose rows do not fit %s blocks fell back to Q5_0/Q8_0/F16",
                 n_fallback, ggml_type_name(p.type));

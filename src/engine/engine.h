@@ -157,6 +157,12 @@ struct engine_gen_params {
     bool tied_output;
     enum ggml_type type;        /* of the 2-D weight matrices */
     enum ggml_type output_type; /* of output.weight / token_embd; F32 (0) means same as type */
+    /* llama.cpp's Q4_K_M mixture instead of type/output_type: Q4_K, with
+     * attn_v and ffn_down in Q6_K in a third of the layers, output.weight (or
+     * a tied token_embd) Q6_K, and llama.cpp's fallbacks for rows that do not
+     * fit 256-element blocks (Q4_K -> Q5_0, Q6_K -> Q8_0; a tied or output
+     * matrix straight to Q8_0) */
+    bool q4_k_m;
     uint64_t seed;
     float rope_base;             /* 0: 10000 */
     enum engine_pooling pooling; /* written when not NONE */
@@ -170,8 +176,9 @@ struct engine_gen_params {
 int engine_gen_preset(const char *name, struct engine_gen_params *p, struct thaw_err *err);
 /* Writes a model with seeded random weights and a SentencePiece-style
  * vocabulary to path (atomically). Tensors whose rows do not fit the block
- * size of the requested type fall back as llama.cpp does (Q4_K, Q5_K -> Q5_0;
- * Q6_K -> Q8_0; others -> F16); *n_fallback (may be NULL) counts them.
+ * size of the requested type fall back as llama.cpp does (Q4_K -> Q5_0,
+ * Q5_K -> Q5_1, Q6_K -> Q8_0; others -> F16); *n_fallback (may be NULL)
+ * counts them.
  * Returns 0 or a negative status. */
 int engine_gen_write(const struct engine_gen_params *p, const char *path, int *n_fallback,
                      struct thaw_err *err);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define KQ_K_ELEMS 256 /* elements of a K-quant block */
+
 struct preset {
     const char *name;
     const char *arch;
@@ -187,9 +189,39 @@ struct gen {
 static enum ggml_type fit_type(enum ggml_type t, int64_t n)
 {
     if (n % ggml_type_block_elems(t) == 0) return t;
-    if ((t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K) && n % 32 == 0) return GGML_TYPE_Q5_0;
+    if (t == GGML_TYPE_Q4_K && n % 32 == 0) return GGML_TYPE_Q5_0;
+    if (t == GGML_TYPE_Q5_K && n % 32 == 0) return GGML_TYPE_Q5_1;
     if (t == GGML_TYPE_Q6_K && n % 32 == 0) return GGML_TYPE_Q8_0;
     return GGML_TYPE_F16;
+}
+
+/* llama.cpp's Q4_K_M: the layers whose attn_v and ffn_down get more bits
+ * (the first and last eighth, and every third in between). */
+static bool more_bits(int il, int n)
+{
+    return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
+}
+
+/* The type of a matrix of rows of n elements in llama.cpp's Q4_K_M mixture;
+ * the output matrix (a tied token_embd too) goes straight to Q8_0 when its
+ * rows do not fit 256-element blocks, others fall back in add(). */
+static enum ggml_type q4_k_m_type(const char *name, int il, int n_layer, int64_t n, bool tied)
+{
+    bool out = !strcmp(name, "output.weight") || (tied && !strcmp(name, "token_embd.weight"));
+    if (out) return n % KQ_K_ELEMS ? GGML_TYPE_Q8_0 : GGML_TYPE_Q6_K;
+    if ((strstr(name, "attn_v.weight") || strstr(name, "ffn_down.weight")) &&
+        more_bits(il, n_layer))
+        return GGML_TYPE_Q6_K;
+    return GGML_TYPE_Q4_K;
+}
+
+/* The type of a tensor asked as t: the Q4_K_M mixture's for matrices when
+ * asked (il: the layer, -1 outside them), t otherwise (norms, biases). */
+static enum ggml_type pick(const struct engine_gen_params *p, const char *name, enum ggml_type t,
+                           int il, int64_t cols, int64_t rows)
+{
+    if (!p->q4_k_m || rows < 2) return t;
+    return q4_k_m_type(name, il, p->n_layer, cols, p->tied_output);
 }
 
 static int reserve(struct gen *g, size_t n_f, size_t n_q)
@@ -237,7 +269,7 @@ static int add_layer(struct gen *g, const struct engine_gen_params *p, int il)
 #define ADD(suffix, t, cols, rows, c0, s)                                                          \
     do {                                                                                           \
         snprintf(n, sizeof n, "blk.%d.%s", il, suffix);                                            \
-        if (!rc) rc = add(g, n, t, cols, rows, c0, s);                                             \
+        if (!rc) rc = add(g, n, pick(p, n, t, il, cols, rows), cols, rows, c0, s);                 \
     } while (0)
     ADD("attn_norm.weight", GGML_TYPE_F32, d, 1, 1.0f, 0.1f);
     ADD("attn_q.weight", p->type, d, q, 0, sd);
@@ -317,14 +349,18 @@ int engine_gen_write(const struct engine_gen_params *p, const char *path, int *n
     struct gen g = {.w = gguf_writer_new(), .rng = p->seed};
     if (!g.w) return thaw_errf(err, THAW_ENOMEM, "gen: out of memory");
     rc = write_meta(g.w, p, arch);
-    if (!rc) rc = add(&g, "token_embd.weight", ot, p->n_embd, p->n_vocab, 0, 1.0f);
+    if (!rc)
+        rc = add(&g, "token_embd.weight",
+                 pick(p, "token_embd.weight", ot, -1, p->n_embd, p->n_vocab), p->n_embd, p->n_vocab,
+                 0, 1.0f);
     for (int il = 0; il < p->n_layer && !rc; il++)
         rc = add_layer(&g, p, il);
     if (!rc) rc = add(&g, "output_norm.weight", GGML_TYPE_F32, p->n_embd, 1, 1.0f, 0.1f);
     if (!rc && p->rope_freq_factors) /* factors in [1, 8], as long-context files have */
         rc = add(&g, "rope_freqs.weight", GGML_TYPE_F32, p->n_embd / p->n_head / 2, 1, 4.5f, 3.5f);
     if (!rc && !p->tied_output)
-        rc = add(&g, "output.weight", ot, p->n_embd, p->n_vocab, 0, sqrtf(3.0f / p->n_embd));
+        rc = add(&g, "output.weight", pick(p, "output.weight", ot, -1, p->n_embd, p->n_vocab),
+                 p->n_embd, p->n_vocab, 0, sqrtf(3.0f / p->n_embd));
     if (rc)
         rc = thaw_errf(err, rc, "gen: building the model failed: %s", thaw_strerror(rc));
     else

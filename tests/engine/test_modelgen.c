@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define KERN_N_TYPES_TEST 31 /* ggml type ids below this */
+
 /* A path under /tmp of this process: several checkouts run these tests at
  * once on one machine, and a fixed name let one run read another's file
  * while it was being rewritten. */
@@ -93,6 +95,75 @@ static void test_fallback_types(void)
     ASSERT_EQ(engine_gen_preset("tiny", &p, &err), 0);
     p.n_head_kv = 3;
     ASSERT_EQ(engine_gen_write(&p, path, NULL, &err), THAW_EINVAL);
+}
+
+/* Counts of each type among a model's tensors of two dimensions. */
+static void count_types(const struct gguf *g, int n[KERN_N_TYPES_TEST])
+{
+    memset(n, 0, sizeof(int) * KERN_N_TYPES_TEST);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        if (t->n_dims == 2 && t->type < KERN_N_TYPES_TEST) n[t->type]++;
+    }
+}
+
+/* llama.cpp's Q4_K_M mixture. A model 576 wide (SmolLM2-135M, here
+ * narrowed to 96 with the same 30 layers, tied output and a 256-multiple
+ * ffn) is mostly Q5_0: llama.cpp's file of that shape holds Q5_0 x166,
+ * Q8_0 x15 (the more-bits attn_v and the tied embedding), Q6_K x14 and
+ * Q4_K x16 (ffn_down). A 256-wide untied one: Q6_K output, Q4_K embedding,
+ * attn_v and ffn_down Q6_K in layers 0, 3, 6, 7 of 8. */
+static void test_q4_k_m_mixture(void)
+{
+    struct engine_gen_params p;
+    struct thaw_err err = {0};
+    ASSERT_EQ(engine_gen_preset("smollm2-135m", &p, &err), 0);
+    p.q4_k_m = true;
+    p.n_embd = 96, p.n_head = 3, p.n_head_kv = 1, p.n_ff = 256, p.n_vocab = 300;
+    char pbuf[128];
+    const char *path = tmp_path(pbuf, sizeof pbuf, "q4km");
+    int nf = -1, n[KERN_N_TYPES_TEST];
+    ASSERT_EQ(engine_gen_write(&p, path, &nf, &err), 0);
+    struct engine_model *m;
+    ASSERT_EQ(engine_model_load(path, &m, &err), 0);
+    const struct gguf *g = engine_model_gguf(m);
+    count_types(g, n);
+    ASSERT_EQ(n[GGML_TYPE_Q5_0], 166);
+    ASSERT_EQ(n[GGML_TYPE_Q8_0], 15);
+    ASSERT_EQ(n[GGML_TYPE_Q6_K], 14);
+    ASSERT_EQ(n[GGML_TYPE_Q4_K], 16);
+    ASSERT_EQ(nf, 166 + 14); /* the tied embedding is Q8_0 straight, not a fallback */
+    ASSERT_EQ(gguf_find_tensor(g, "token_embd.weight")->type, GGML_TYPE_Q8_0);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.2.ffn_down.weight")->type, GGML_TYPE_Q6_K);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.3.ffn_down.weight")->type, GGML_TYPE_Q4_K);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.5.attn_v.weight")->type, GGML_TYPE_Q8_0);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.6.attn_v.weight")->type, GGML_TYPE_Q5_0);
+    ASSERT_EQ(gguf_find_tensor(g, "blk.0.attn_norm.weight")->type, GGML_TYPE_F32);
+    engine_model_free(m);
+
+    ASSERT_EQ(engine_gen_preset("tiny", &p, &err), 0);
+    p.q4_k_m = true;
+    p.n_layer = 8;
+    ASSERT_EQ(engine_gen_write(&p, path, &nf, &err), 0);
+    ASSERT_EQ(nf, 0);
+    ASSERT_EQ(engine_model_load(path, &m, &err), 0);
+    g = engine_model_gguf(m);
+    ASSERT_EQ(gguf_find_tensor(g, "output.weight")->type, GGML_TYPE_Q6_K);
+    ASSERT_EQ(gguf_find_tensor(g, "token_embd.weight")->type, GGML_TYPE_Q4_K);
+    for (int il = 0; il < 8; il++) {
+        char name[64];
+        enum ggml_type want = il == 0 || il == 3 || il >= 6 ? GGML_TYPE_Q6_K : GGML_TYPE_Q4_K;
+        snprintf(name, sizeof name, "blk.%d.attn_v.weight", il);
+        ASSERT_EQ(gguf_find_tensor(g, name)->type, want);
+        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", il);
+        ASSERT_EQ(gguf_find_tensor(g, name)->type, want);
+        snprintf(name, sizeof name, "blk.%d.attn_k.weight", il);
+        ASSERT_EQ(gguf_find_tensor(g, name)->type, GGML_TYPE_Q4_K);
+    }
+    count_types(g, n);
+    ASSERT_EQ(n[GGML_TYPE_Q6_K], 2 * 4 + 1);
+    engine_model_free(m);
+    unlink(path);
 }
 
 static void test_vocab_loads(void)
@@ -189,6 +260,14 @@ static void test_cli(void)
     snprintf(cmd, sizeof cmd, "%s generate -m /nonexistent.gguf -p x 2>&1", bin);
     ASSERT_EQ(sh(cmd, &out), 1);
     ASSERT_CONTAINS(out.data, "/nonexistent.gguf");
+    /* llama.cpp's Q4_K_M mixture by name */
+    snprintf(cmd, sizeof cmd, "%s model gen --preset tiny --type q4_k_m -o %s 2>&1", bin, path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    ASSERT_CONTAINS(out.data, "Q4_K_M");
+    snprintf(cmd, sizeof cmd, "%s model info %s", bin, path);
+    ASSERT_EQ(sh(cmd, &out), 0);
+    ASSERT_CONTAINS(out.data, "Q6_K");
+    ASSERT_CONTAINS(out.data, "Q4_K ");
     snprintf(cmd, sizeof cmd, "%s model gen --preset tiny 2>&1", bin);
     ASSERT_EQ(sh(cmd, &out), 2);
     buf_free(&out);
@@ -200,6 +279,7 @@ int main(void)
 {
     RUN(test_deterministic);
     RUN(test_fallback_types);
+    RUN(test_q4_k_m_mixture);
     RUN(test_vocab_loads);
     RUN(test_cli);
     return TEST_REPORT();
