@@ -61,7 +61,8 @@ struct engine_model;
  * shape of every tensor, and prefaults the mapping (gguf_prefault) so the
  * first token takes no page faults. Weight matrices the kernels read faster
  * in another layout (kern_pack: Q8_0 and Q4_K on AVX-512) are copied into it
- * in private memory, about their own size (info.packed_bytes), and their
+ * in one private mapping of transparent huge pages, about their own size
+ * (info.packed_bytes), on as many threads as the process has CPUs, and their
  * pages of the mapping dropped from the process: load in a template before
  * forking and the instances share the copy. THAW_ENGINE_PACK=0 in the
  * environment keeps every matrix in the mapping only (the same results, bit

@@ -32,6 +32,8 @@ struct engine_model {
     float *output_norm;    /* owned */
     float *rope_inv_freq;  /* n_rot / 2, owned: scale and freq factors folded in */
     struct eng_layer *layers;
+    void *pack_arena; /* every packed copy (eng_mat.packed points into it), owned */
+    size_t pack_arena_bytes;
 };
 
 /* ---- thread pool: the caller is thread 0 of every run ---------------- */

@@ -7,6 +7,8 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,28 +349,94 @@ static void drop_pages(const void *p, size_t len)
     if (ps > 0 && b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Packed copies are mapped on their own, asking for transparent huge pages:
- * 512x fewer page faults while packing and TLB misses while streaming. */
-static void *pack_alloc(size_t bytes)
+/* Packed copies live in one mapping aligned to 2 MiB and asking for
+ * transparent huge pages. On this kind of VM a fresh 4 KiB page costs ~10 us
+ * to fault in (2.8 s per GiB) and a forked instance pays again on its first
+ * read of every page (the accessed bit of each copied entry); a huge page
+ * pays once per 2 MiB. */
+#define PACK_ALIGN ((size_t)2 << 20)
+
+static void *pack_arena_map(size_t bytes)
 {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t len = bytes + PACK_ALIGN;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
+    uint8_t *a = (uint8_t *)(((uintptr_t)p + PACK_ALIGN - 1) & ~(uintptr_t)(PACK_ALIGN - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    if (p + len > a + bytes) munmap(a + bytes, (size_t)(p + len - (a + bytes)));
 #ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, only slower */
+    madvise(a, bytes, MADV_HUGEPAGE); /* a hint: without it, only slower */
 #endif
-    return p;
+    return a;
 }
 
-static void pack_free(struct eng_mat *w)
+struct pack_job {
+    struct eng_mat **mats; /* those to pack, largest first */
+    int n;
+    atomic_int next;
+    bool tied_output;
+    const struct eng_mat *output;
+};
+
+/* One thread's share: matrices claimed one at a time, so the largest ones
+ * (taken first) spread over the threads. */
+static void pack_part(void *arg, int part, int n_parts, int thread)
 {
-    if (w->packed) munmap(w->packed, kern_pack_bytes(w->type, w->n_rows, w->n_cols));
-    w->packed = NULL;
+    (void)part, (void)n_parts, (void)thread;
+    struct pack_job *job = arg;
+    for (int i; (i = atomic_fetch_add(&job->next, 1)) < job->n;) {
+        struct eng_mat *w = job->mats[i];
+        kern_pack(w->type, w->data, w->n_rows, w->n_cols, w->packed);
+        /* the embedding table behind a tied output is still read by rows */
+        if (!(w == job->output && job->tied_output))
+            drop_pages(w->data, w->row_bytes * (size_t)w->n_rows);
+    }
 }
 
-/* See engine_model_load. Packing is one pass of copying; what it costs is
- * the first touch of the fresh memory (this VM: 2-3 s per GiB, of which the
- * copy is a third; a page-cache-warm load without it: ~50 ms). A matrix
- * without a packed layout is left as is. */
+static int cmp_mat_size(const void *a, const void *b)
+{
+    const struct eng_mat *x = *(struct eng_mat *const *)a, *y = *(struct eng_mat *const *)b;
+    size_t sx = x->row_bytes * (size_t)x->n_rows, sy = y->row_bytes * (size_t)y->n_rows;
+    return sx < sy ? 1 : sx > sy ? -1 : 0;
+}
+
+/* Threads for packing: the CPUs this process may run on. Loading is a burst
+ * before any request; the copy does not depend on the count. */
+static int pack_threads(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
+static size_t pack_bytes(const struct eng_mat *w)
+{
+    return (kern_pack_bytes(w->type, w->n_rows, w->n_cols) + 63) & ~(size_t)63;
+}
+
+/* Copies every matrix listed into the arena, on pack_threads() threads. */
+static void pack_all(struct engine_model *m, struct eng_mat **mats, int n)
+{
+    uint8_t *at = m->pack_arena;
+    for (int i = 0; i < n; i++) {
+        mats[i]->packed = at;
+        at += pack_bytes(mats[i]);
+    }
+    qsort(mats, (size_t)n, sizeof(*mats), cmp_mat_size);
+    struct pack_job job = {
+        .mats = mats, .n = n, .tied_output = m->info.tied_output, .output = &m->output};
+    struct tpool *pool = NULL;
+    int nt = pack_threads();
+    if (nt > 1 && tpool_new(nt, &pool) == 0) {
+        tpool_set_adaptive(pool, false);
+        tpool_run(pool, pack_part, &job, nt);
+        tpool_free(pool);
+    } else {
+        pack_part(&job, 0, 1, 0);
+    }
+}
+
+/* See engine_model_load. A matrix without a packed layout is left as is. */
 static int model_pack(struct engine_model *m, struct thaw_err *err)
 {
     const char *env = getenv("THAW_ENGINE_PACK");
@@ -376,24 +444,21 @@ static int model_pack(struct engine_model *m, struct thaw_err *err)
     enum { CAP = 7 * 1024 + 1 };
     struct eng_mat **mats = malloc(CAP * sizeof(*mats));
     if (!mats) return thaw_errf(err, THAW_ENOMEM, "model: out of memory");
-    int n = model_mats(m, mats, CAP);
-    for (int i = 0; i < n; i++) {
-        struct eng_mat *w = mats[i];
-        size_t bytes = kern_pack_bytes(w->type, w->n_rows, w->n_cols);
-        if (!bytes || w->packed) continue;
-        w->packed = pack_alloc(bytes);
-        if (!w->packed) {
-            free(mats);
-            return thaw_errf(err, THAW_ENOMEM, "model: out of memory for packed weights");
-        }
-        kern_pack(w->type, w->data, w->n_rows, w->n_cols, w->packed);
-        m->info.packed_bytes += bytes;
-        /* the embedding table behind a tied output is still read by rows */
-        if (!(w == &m->output && m->info.tied_output))
-            drop_pages(w->data, w->row_bytes * (size_t)w->n_rows);
+    int n = model_mats(m, mats, CAP), k = 0;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (kern_pack_bytes(mats[i]->type, mats[i]->n_rows, mats[i]->n_cols))
+            total += pack_bytes(mats[i]), mats[k++] = mats[i];
+    int rc = 0;
+    if (k && !(m->pack_arena = pack_arena_map(total))) {
+        rc = thaw_errf(err, THAW_ENOMEM, "model: out of memory for %zu MiB of packed weights",
+                       total >> 20);
+    } else if (k) {
+        m->pack_arena_bytes = m->info.packed_bytes = total;
+        pack_all(m, mats, k);
     }
     free(mats);
-    return 0;
+    return rc;
 }
 
 int engine_model_load(const char *path, struct engine_model **out, struct thaw_err *err)
@@ -418,10 +483,6 @@ void engine_model_free(struct engine_model *m)
     if (m->layers)
         for (int il = 0; il < m->info.n_layer; il++) {
             struct eng_layer *L = &m->layers[il];
-            struct eng_mat *lm[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                     &L->w_gate, &L->w_up, &L->w_down};
-            for (int i = 0; i < 7; i++)
-                pack_free(lm[i]);
             free(L->attn_norm);
             free(L->ffn_norm);
             free(L->bq);
@@ -429,7 +490,7 @@ void engine_model_free(struct engine_model *m)
             free(L->bv);
         }
     free(m->layers);
-    pack_free(&m->output);
+    if (m->pack_arena) munmap(m->pack_arena, m->pack_arena_bytes);
     free(m->output_norm);
     free(m->rope_inv_freq);
     gguf_close(m->g);
