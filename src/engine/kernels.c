@@ -454,11 +454,14 @@ static void prep_q8k(const float *x, int n, uint8_t *out)
     }
 }
 
+static const struct kern_ops *ops_get(void);
+
 void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols, void *prepared)
 {
     size_t stride = kern_prep_row_bytes(t, n_cols);
     assert(stride > 0 && ((uintptr_t)prepared & 3) == 0);
     enum kern_prep kind = kern_prep_kind(t);
+    void (*q8k)(const float *, int, uint8_t *) = ops_get()->prep_q8k;
     for (int tok = 0; tok < n_tok; tok++) {
         uint8_t *out = (uint8_t *)prepared + (size_t)tok * stride;
         const float *xt = x + (size_t)tok * (size_t)n_cols;
@@ -467,7 +470,7 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
         else if (kind == KPREP_Q8)
             prep_q8(xt, n_cols, kern_zero_point(t), out);
         else
-            prep_q8k(xt, n_cols, out);
+            (q8k ? q8k : prep_q8k)(xt, n_cols, out);
     }
 }
 

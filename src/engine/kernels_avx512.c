@@ -410,6 +410,21 @@ KX_INLINE __m512i kt_bcast(const uint8_t *p)
     return _mm512_set1_epi32((int)kern_ld32(p));
 }
 
+/* acc + dpbusd(u, the 4 bytes at p in every lane), the bytes read by the
+ * product itself ({1to16}): clang folds kt_bcast into it, gcc (12) emits a
+ * separate broadcast, one more instruction per product. */
+typedef int32_t __attribute__((may_alias, aligned(1))) kt_i32u;
+#define KT_PIN(v) __asm__("" : "+v"(v))
+KX_INLINE __m512i kt_dot_bcast(__m512i acc, __m512i u, const uint8_t *p)
+{
+#if defined(__clang__)
+    return _mm512_dpbusd_epi32(acc, u, _mm512_set1_epi32(*(const kt_i32u *)p));
+#else
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*(const kt_i32u *)p));
+    return acc;
+#endif
+}
+
 /* A group of 16 rows against T tokens: y[t * ys + i] for row i, lanes in
  * sm stored. Unpacked (P 0): rows [0, nr) at W (lanes past nr repeat the
  * last row). Packed (P 1): the group's vectors at pk, as kern_pack wrote
@@ -673,12 +688,12 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
         const uint8_t *pb = pk + (size_t)b * 36 * 64;
         __m512i h[4];
         if (P) {
+            /* the value vectors' prefetches go with their first use below */
             KT_UNROLL
-            for (int k = 0; k < 4; k++)
+            for (int k = 0; k < 4; k++) {
                 h[k] = _mm512_load_si512((const void *)(pb + 64 * k));
-            KT_UNROLL
-            for (int k = 0; k < 36; k++)
                 _mm_prefetch((const char *)pb + 64 * k + KT_PPF, _MM_HINT_T0);
+            }
         } else {
             KT_UNROLL
             for (int i = 0; i < KT_ROWS; i++) {
@@ -701,40 +716,38 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
                                 _mm512_and_si512(_mm512_srli_epi32(h[2], 2), m30));
         __m512i sumi[KT_T];
         KT_UNROLL
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm512_setzero_si512();
-        KT_UNROLL
         for (int c = 0; c < 4; c++) {
             /* 32-byte chunk c: low nibbles sub-block 2c, high nibbles 2c+1 */
             __m512i q[8];
-            if (P) {
-                KT_UNROLL
-                for (int m = 0; m < 8; m++)
-                    q[m] = _mm512_load_si512((const void *)(pb + 64 * (4 + 8 * c + m)));
-            } else {
-                kt_transpose8(rp, off + 16 + 32 * (size_t)c, q);
-            }
+            if (!P) kt_transpose8(rp, off + 16 + 32 * (size_t)c, q);
             KT_UNROLL
             for (int e = 0; e < 2; e++) {
                 /* weights in the outer loop, tokens inside: the live set is
-                 * one sum per token (gcc spills a chunk's 16 unpacked vectors) */
+                 * one sum per token; packed weights are read again from L1
+                 * for the high nibbles rather than held (held, gcc spilled) */
                 const int j = 2 * c + e;
                 __m512i sa[KT_T];
                 KT_UNROLL
-                for (int t = 0; t < T; t++)
-                    sa[t] = _mm512_setzero_si512();
-                KT_UNROLL
                 for (int m = 0; m < 8; m++) {
-                    __m512i w = _mm512_and_si512(e ? _mm512_srli_epi32(q[m], 4) : q[m], m4);
+                    const uint8_t *pv = pb + 64 * (4 + 8 * c + m);
+                    if (P && !e) _mm_prefetch((const char *)pv + KT_PPF, _MM_HINT_T0);
+                    __m512i v = P ? _mm512_load_si512((const void *)pv) : q[m];
+                    __m512i w = _mm512_and_si512(e ? _mm512_srli_epi32(v, 4) : v, m4);
+                    const size_t xo = (size_t)KQ_K * b + 32 * j + 4 * m;
                     KT_UNROLL
                     for (int t = 0; t < T; t++)
-                        sa[t] = _mm512_dpbusd_epi32(
-                            sa[t], w, kt_bcast(xp[t] + (size_t)KQ_K * b + 32 * j + 4 * m));
+                        sa[t] = kt_dot_bcast(m ? sa[t] : _mm512_setzero_si512(), w, xp[t] + xo);
                 }
                 __m512i sj = _mm512_shuffle_epi8(sc[j / 4], kt_byte_ctl(j % 4, 0));
                 KT_UNROLL
-                for (int t = 0; t < T; t++)
-                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(sa[t], sj));
+                for (int t = 0; t < T; t++) {
+                    sumi[t] = j ? _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(sa[t], sj))
+                                : _mm512_mullo_epi32(sa[t], sj);
+                    /* gcc reassociates the sum over sub-blocks into a tree
+                     * that keeps all 64 partial sums live (spilled): the
+                     * empty asm pins the running sum here */
+                    KT_PIN(sumi[t]);
+                }
             }
         }
         /* mins: sum_j m[j] * (bs[2j] + bs[2j+1]), an int16 pair per dpwssd */
@@ -863,6 +876,38 @@ static void kt_q4_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, i
     kt_drive(kt_q4_K, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q4_K, n), n, p, ps, nt, y, ys, r0, r1);
 }
 
+/* ---- prepared inputs ------------------------------------------------------
+ * kernels.c's prep_q8k, 16 elements per vector: the same bytes. max over |x|
+ * with the NaN-ignoring operand order of fmaxf (vmaxps returns its second
+ * operand when either is NaN), then one rounding of x * id under the current
+ * mode as lrintf does (a NaN converts to INT_MIN, as lrintf's LONG_MIN, and
+ * clamps to -127 either way). A group of 16 is one vector, so its sum is one
+ * reduction. */
+KX_TGT static void kt_prep_q8k(const float *x, int n, uint8_t *out)
+{
+    float *d = (float *)(out + n);
+    int16_t *bsum = (int16_t *)(d + n / KQ_K);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int b = 0; b < n / KQ_K; b++) {
+        const float *xb = x + (size_t)b * KQ_K;
+        __m512 m = _mm512_setzero_ps();
+        for (int i = 0; i < KQ_K; i += 16)
+            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + i)), m);
+        float amax = _mm512_reduce_max_ps(m);
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        for (int g = 0; g < KQ_K / 16; g++) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vid));
+            q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+            _mm_storeu_si128((__m128i *)(out + (size_t)b * KQ_K + 16 * g), _mm512_cvtepi32_epi8(q));
+            int16_t s = (int16_t)_mm512_reduce_add_epi32(q);
+            memcpy(bsum + (size_t)b * 16 + g, &s, 2);
+        }
+        float db = amax / 127.0f;
+        memcpy(d + b, &db, 4);
+    }
+}
+
 void kern_ops_avx512(struct kern_ops *ops)
 {
     ops->name = "avx512";
@@ -875,6 +920,7 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->pmm[GGML_TYPE_Q4_K] = kt_q4_K_pmm;
     ops->pack_bytes = kt_pack_bytes;
     ops->pack = kt_pack;
+    ops->prep_q8k = kt_prep_q8k;
     ops->mm[GGML_TYPE_Q6_K] = k6z_drive;
 }
 

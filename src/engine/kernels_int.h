@@ -115,6 +115,10 @@ struct kern_ops {
     kern_pmm_fn pmm[KERN_N_TYPES];
     size_t (*pack_bytes)(enum ggml_type t, int n_rows, int n_cols);
     void (*pack)(enum ggml_type t, const uint8_t *W, int n_rows, int n_cols, uint8_t *dst);
+    /* one KPREP_Q8K row, the same bytes as the portable C (NULL: that C); with
+     * several tokens per step the scalar loop cost about a sixth of the
+     * matrix products' time */
+    void (*prep_q8k)(const float *x, int n, uint8_t *out);
 };
 
 /* F32/F16/BF16 products through OpenBLAS sgemm when n_tok is large enough

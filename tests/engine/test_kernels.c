@@ -717,6 +717,60 @@ static void test_simd_matches_portable(void)
     kern_force_level(NULL);
 }
 
+/* Every level prepares inputs into the same bytes as the portable C (levels
+ * may vectorise it): ordinary values, a block of zeros, ties of the rounding
+ * (x * 127 / amax exactly k + 0.5), signed zeros, subnormals, infinities and
+ * NaNs, which fmaxf skips and lrintf turns into -127. */
+static void test_prep_levels_identical(void)
+{
+    static const char *levels[] = {"avx2", "avx512", "neon", "neon-dotprod"};
+    static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K,
+                                           GGML_TYPE_Q6_K, GGML_TYPE_F32};
+    enum { N = 2048, NT = 3 };
+    static float x[NT * N];
+    fill_normal(x, NT * N, 1.0f);
+    for (int i = 256; i < 512; i++) /* block 1: zeros, one -0 */
+        x[i] = 0.0f;
+    x[300] = -0.0f;
+    for (int i = 512; i < 768; i++) /* block 2: amax 127, every k + 0.5 */
+        x[i] = (float)((i % 253) - 126) + ((i & 1) ? 0.5f : -0.5f);
+    x[512] = 127.0f;
+    for (int i = 768; i < 1024; i++) /* block 3: subnormals */
+        x[i] = (float)(i - 900) * 1e-40f;
+    x[1100] = INFINITY; /* block 4: an infinity among finite values */
+    x[1400] = NAN;      /* block 5: a NaN */
+    x[1550] = -NAN;
+    for (int i = 1792; i < 2048; i++) /* block 7: all NaN */
+        x[i] = NAN;
+    x[N + 5] = -INFINITY;
+    for (size_t ti = 0; ti < ARRAY_LEN(types); ti++) {
+        enum ggml_type t = types[ti];
+        size_t pb = kern_input_bytes(t, NT, N);
+        uint8_t *a = aligned_alloc(64, (pb + 63) / 64 * 64);
+        uint8_t *b = aligned_alloc(64, (pb + 63) / 64 * 64);
+        ASSERT(a && b);
+        memset(a, 0xaa, pb);
+        kern_force_portable(true);
+        kern_input_prepare(t, x, NT, N, a);
+        for (size_t li = 0; li < ARRAY_LEN(levels); li++) {
+            if (kern_force_level(levels[li]) != 0) continue;
+            memset(b, 0xaa, pb);
+            kern_input_prepare(t, x, NT, N, b);
+            size_t i = 0;
+            while (i < pb && a[i] == b[i])
+                i++;
+            if (i < pb) {
+                kern_force_level(NULL);
+                free(a), free(b);
+                TEST_FAIL_("%s %s: prepared input differs from portable at byte %zu of %zu",
+                           levels[li], ggml_type_name(t), i, pb);
+            }
+        }
+        kern_force_level(NULL);
+        free(a), free(b);
+    }
+}
+
 /* Blocks at the edges of the integer ranges, which quantised weights never
  * reach but a file may hold: every byte of a row set to one pattern (q8_0
  * weights all -128 with 0x80, nibbles all 15 with 0xff, q6_K scales -128...),
@@ -909,6 +963,7 @@ int main(int argc, char **argv)
     RUN(test_matmul_vs_reference);
     RUN(test_matmul_portable_vs_reference);
     RUN(test_matmul_levels_vs_reference);
+    RUN(test_prep_levels_identical);
     RUN(test_simd_matches_portable);
     RUN(test_simd_extreme_blocks);
     RUN(test_row_group_kernels_bit_identical);
