@@ -94,7 +94,7 @@ static void cancel_call(struct gw_call *c)
 {
     if (c->cancel_asked) return;
     c->cancel_asked = true;
-    scale_cancel(c->worker->gw->scale, &c->inv);
+    scale_cancel(c->worker->gw->scale, &c->inv, SCALE_CANCEL_CLIENT_CLOSED);
 }
 
 /* libevent calls this when the connection of a call in flight goes away (a

@@ -312,10 +312,33 @@ int jobs_cancel(struct jobs *j, const char *id, json_t **out, struct thaw_err *e
     int prev = 0;
     rc = store_job_cancel(j->cfg.store, id, now, now + ttl, &prev, err);
     if (!rc) {
+        /* The store says cancelled first, so whatever the attempt answers
+         * from here on loses its lease and is discarded: one final state
+         * however the answer and the cancel race. Then the attempt is
+         * stopped, so the instance's slot is free at once rather than when
+         * a long generation would have ended. The run stays in the list
+         * (not freed) until the runner flushes its answer, which needs this
+         * lock: it is safe to hand to scale_cancel here. */
+        int stopped = 0;
         pthread_mutex_lock(&j->lock);
         if ((d = jobs_dep(j, job.deployment)) && d->active > 0) d->active--;
         if (now + ttl < j->expire_due_ms) j->expire_due_ms = now + ttl;
+        for (struct jrun *r = j->running; r && j->cfg.scale; r = r->next) {
+            if (r->released || strcmp(r->id, id) != 0) continue;
+            if (r->submitted)
+                scale_cancel(j->cfg.scale, &r->inv, SCALE_CANCEL_JOB_CANCELLED);
+            else
+                r->cancel_wanted = true;
+            stopped++;
+        }
         pthread_mutex_unlock(&j->lock);
+        const char *was = jobs_state_name(prev);
+        if (j->f_cancelled)
+            obs_metric_add(obs_metric_series(j->f_cancelled,
+                                             (const char *[]){job.deployment, was ? was : "?"}),
+                           1);
+        OBS_LOG(LOG_INFO, "job_cancelled", LOG_S("job", id), LOG_S("deployment", job.deployment),
+                LOG_S("was", was), LOG_I("stopped", stopped));
         jobs_fire_waiters(j, id, 0);
     }
     store_job_clear(&job);
@@ -490,6 +513,9 @@ struct jobs *jobs_new(const struct jobs_config *cfg, struct thaw_err *err)
     j->f_webhooks =
         obs_metric_family("thaw_webhook_deliveries_total", "Webhook delivery attempts by outcome.",
                           METRIC_COUNTER, (const char *[]){"outcome", NULL}, NULL, 0);
+    j->f_cancelled = obs_metric_family(
+        "thaw_jobs_cancelled_total", "Jobs cancelled, by the state they were in (queued, running).",
+        METRIC_COUNTER, (const char *[]){"deployment", "state", NULL}, NULL, 0);
     return j;
 }
 

@@ -43,6 +43,14 @@ struct jobs_config {
     int64_t webhook_timeout_ms;      /* one delivery; 0 = 10 s */
     int self_port;                   /* thaw's own API port, never a webhook target */
     const struct jobs_codec *codec;  /* borrowed; NULL stores content as given */
+    /* Metering: called on the runner thread once per attempt that got an
+     * answer (a cancelled one too: the tokens it spent before it stopped
+     * are still owed), with the submitting tenant ("" for jobs kept before
+     * tenants were), whether it failed, and the tokens of the answer's
+     * "usage". NULL: jobs are not metered. */
+    void (*on_usage)(void *ctx, const char *tenant, const char *deployment, bool failed,
+                     uint64_t prompt_tokens, uint64_t completion_tokens);
+    void *usage_ctx;
 };
 
 /* Creates the object (no threads yet). Returns NULL and fills err. */
@@ -108,7 +116,10 @@ int jobs_whose(struct jobs *j, const char *id, char tenant[64],
  * timeout_ms pass, or when the node drains. */
 void jobs_watch(struct jobs *j, const char *id, int64_t timeout_ms, void (*cb)(void *ctx),
                 void *ctx);
-/* Cancels a job that has not ended. THAW_ENOTFOUND, THAW_ESTATE (ended). */
+/* Cancels a job that has not ended. One running here is stopped on its
+ * instance too (scale_cancel): an llm generation ends at once with what it
+ * produced (metered, then discarded), a held one never starts, a function's
+ * answer is dropped. THAW_ENOTFOUND, THAW_ESTATE (ended). */
 int jobs_cancel(struct jobs *j, const char *id, json_t **out, struct thaw_err *err);
 /* {"jobs":[...], "next": cursor or null}. state may be NULL; THAW_EINVAL
  * for an unknown state name. tenant NULL lists everyone's; otherwise only

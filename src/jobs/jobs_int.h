@@ -39,6 +39,10 @@ struct jrun {
     int64_t started_ms, leased_until_ms, renew_at_ms, vis_ms;
     char *webhook;
     bool released; /* returned to the queue: ignore the answer */
+    /* Under the lock: scale_submit has returned (inv->serial is set), so
+     * jobs_cancel may stop the attempt; a cancel that comes earlier leaves
+     * cancel_wanted for the runner to act on once it has submitted. */
+    bool submitted, cancel_wanted;
     /* The answer, set on the scale thread. */
     int status;
     int version; /* the deployment version that answered */
@@ -84,6 +88,7 @@ struct jobs {
     /* Metrics: queue depth and in-flight per deployment, attempts by
      * outcome, webhook deliveries by outcome. */
     struct metric_family *f_unfinished, *f_running, *f_attempts, *f_webhooks;
+    struct metric_family *f_cancelled; /* jobs cancelled, by the state they were in */
 };
 
 /* jobs.c */

@@ -259,6 +259,24 @@ static void record(struct jobs *j, struct jrun *runs)
     free(os);
 }
 
+/* Meters an attempt that reached an instance: a request (failed or not)
+ * and the tokens of its answer. Whether the answer is then recorded does not
+ * matter: an attempt of a job cancelled meanwhile spent them all the same. */
+static void meter(struct jobs *j, const struct jrun *r)
+{
+    if (!j->cfg.on_usage || !r->submitted) return;
+    json_int_t p = 0, c = 0;
+    if (r->status == 200 && r->payload && strstr(r->payload, "\"usage\"")) {
+        json_t *out = json_loads(r->payload, JSON_DECODE_ANY, NULL);
+        json_t *u = json_object_get(out, "usage");
+        p = json_integer_value(json_object_get(u, "prompt_tokens"));
+        c = json_integer_value(json_object_get(u, "completion_tokens"));
+        json_decref(out);
+    }
+    j->cfg.on_usage(j->cfg.usage_ctx, r->inv.tenant, r->inv.deployment, r->status != 200,
+                    p > 0 ? (uint64_t)p : 0, c > 0 ? (uint64_t)c : 0);
+}
+
 /* Takes the answers that arrived, drops those of released jobs, records
  * the rest. */
 void jobs_runner_flush(struct jobs *j)
@@ -282,6 +300,7 @@ void jobs_runner_flush(struct jobs *j)
     record(j, keep);
     while (keep) {
         struct jrun *next = keep->next_done;
+        meter(j, keep);
         run_free(keep);
         keep = next;
     }
@@ -403,6 +422,13 @@ static void start_run(struct jobs *j, const char *dep, struct store_job_lease *l
         return;
     }
     scale_submit(j->cfg.scale, &r->inv);
+    /* r is freed only by this thread (flush), so it is still here, though
+     * its answer may already have come. */
+    pthread_mutex_lock(&j->lock);
+    r->submitted = true;
+    bool cancel = r->cancel_wanted;
+    pthread_mutex_unlock(&j->lock);
+    if (cancel) scale_cancel(j->cfg.scale, &r->inv, SCALE_CANCEL_JOB_CANCELLED);
 }
 
 static void lease_due(struct jobs *j, int64_t now)

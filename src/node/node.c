@@ -338,6 +338,33 @@ static int jobs_open_cb(void *ctx, const char *in, size_t len, char **out, size_
     return *out ? 0 : THAW_ENOMEM;
 }
 
+/* A job attempt's usage goes to the submitting tenant (the deployment's
+ * owner for jobs kept before tenants were, as their sealing does), like a
+ * synchronous call's: requests, failures and tokens per day, and the
+ * tokens counter on /metrics. */
+static void jobs_usage_cb(void *ctx, const char *tenant, const char *deployment, bool failed,
+                          uint64_t prompt_tokens, uint64_t completion_tokens)
+{
+    struct node *n = ctx;
+    char owner[ACCESS_NAME_MAX + 1];
+    if (tenant && tenant[0])
+        str_copy(owner, tenant, sizeof(owner));
+    else if (!gw_deployment_owner(n->gw, deployment, owner, sizeof(owner)))
+        str_copy(owner, ACCESS_ROOT_TENANT, sizeof(owner));
+    access_usage_record(n->access, owner, deployment, failed, prompt_tokens, completion_tokens);
+    /* The gateway created this family; the lookup finds it by name. */
+    struct metric_family *f = obs_metric_family(
+        "thaw_tokens_total", "Tokens processed by llm and embed deployments.", METRIC_COUNTER,
+        (const char *[]){"deployment", "tenant", "kind", NULL}, NULL, 0);
+    const char *kinds[2] = {"prompt", "completion"};
+    uint64_t counts[2] = {prompt_tokens, completion_tokens};
+    for (int i = 0; i < 2; i++) {
+        struct metric_series *m =
+            counts[i] ? obs_metric_series(f, (const char *[]){deployment, owner, kinds[i]}) : NULL;
+        if (m) obs_metric_add(m, (double)counts[i]);
+    }
+}
+
 /* jobs: the runner and its API; knobs for webhooks come from the environment. */
 static int start_jobs(struct node *n, struct thaw_err *err)
 {
@@ -363,6 +390,8 @@ static int start_jobs(struct node *n, struct thaw_err *err)
         .webhook_backoff_base_ms = base,
         .webhook_backoff_cap_ms = base ? base * 32 : 0,
         .self_port = gw_port(n->gw),
+        .on_usage = jobs_usage_cb,
+        .usage_ctx = n,
     };
     n->jobs = jobs_new(&jc, err);
     sodium_memzero(secret, sizeof(secret));

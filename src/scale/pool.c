@@ -738,20 +738,48 @@ void pool_submit(struct pool *p, struct invocation *inv)
 
 /* ---- cancels, from scale_cancel ---- */
 
-static void log_cancel(struct pool *p, const struct invocation *inv, const char *where)
+/* What each reason means to the caller, the log and the metric. */
+struct cancel_words {
+    const char *label, *code, *reason, *held_msg, *run_msg;
+};
+
+static const struct cancel_words *cancel_words(enum scale_cancel_reason why)
+{
+    static const struct cancel_words words[] = {
+        [SCALE_CANCEL_CLIENT_CLOSED] = {"client_closed", "client_closed",
+                                        "the client closed the connection",
+                                        "the client closed the connection before an instance "
+                                        "took the request",
+                                        "the client closed the connection"},
+        [SCALE_CANCEL_JOB_CANCELLED] = {"job_cancelled", "cancelled", "the job was cancelled",
+                                        "the job was cancelled before an instance took it",
+                                        "the job was cancelled"},
+    };
+    return &words[why == SCALE_CANCEL_JOB_CANCELLED ? SCALE_CANCEL_JOB_CANCELLED
+                                                    : SCALE_CANCEL_CLIENT_CLOSED];
+}
+
+/* Logs a cancel that found its invocation and counts it (once per
+ * invocation: a repeated cancel of one being stopped comes here no more). */
+static void log_cancel(struct pool *p, const struct invocation *inv, const char *where,
+                       const struct cancel_words *w)
 {
     OBS_LOG(LOG_INFO, "invocation_cancelled", LOG_S("deployment", p->spec->name),
             LOG_S("version", p->vlabel), LOG_S("request_id", inv->request_id),
-            LOG_S("where", where), LOG_S("reason", "the client closed the connection"));
+            LOG_S("where", where), LOG_S("reason", w->reason));
+    struct metric_series *m =
+        obs_metric_series(p->scale->f_cancels, (const char *[]){p->spec->name, w->label});
+    if (m) obs_metric_add(m, 1);
 }
 
-bool pool_cancel(struct pool *p, const struct invocation *target, uint64_t serial)
+bool pool_cancel(struct pool *p, const struct invocation *target, uint64_t serial,
+                 enum scale_cancel_reason why)
 {
+    const struct cancel_words *w = cancel_words(why);
     for (struct invocation *prev = NULL, *it = p->held_head; it; prev = it, it = it->next_held) {
         if (it != target || it->serial != serial) continue;
-        log_cancel(p, it, "held");
-        fail_inv(unhold(p, prev, it), 499, "client_closed",
-                 "the client closed the connection before an instance took the request");
+        log_cancel(p, it, "held", w);
+        fail_inv(unhold(p, prev, it), 499, w->code, "%s", w->held_msg);
         return true;
     }
     for (struct inst *in = p->insts; in; in = in->next) {
@@ -766,7 +794,7 @@ bool pool_cancel(struct pool *p, const struct invocation *target, uint64_t seria
                     char line[64];
                     int n = snprintf(line, sizeof(line), "{\"id\":%llu,\"cancel\":true}\n",
                                      (unsigned long long)sl->id);
-                    log_cancel(p, sl->inv, "instance");
+                    log_cancel(p, sl->inv, "instance", w);
                     sl->cancel_sent = true;
                     write_line(in, line, (size_t)n);
                 }
@@ -774,8 +802,8 @@ bool pool_cancel(struct pool *p, const struct invocation *target, uint64_t seria
             }
             /* A function knows no cancel: it runs on and its answer is
              * dropped, as after a timeout. */
-            log_cancel(p, sl->inv, "function");
-            fail_inv(sl->inv, 499, "client_closed", "the client closed the connection");
+            log_cancel(p, sl->inv, "function", w);
+            fail_inv(sl->inv, 499, w->code, "%s", w->run_msg);
             sl->abandoned = true;
             sl->inv = NULL;
             return true;

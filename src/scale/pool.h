@@ -15,7 +15,8 @@ void pool_submit(struct pool *p, struct invocation *inv);
 void pool_dispatch_held(struct pool *p);
 /* scale_cancel on the scale thread: finds inv (the same submission: serial)
  * held or on an instance and stops it. False when it is not in this pool. */
-bool pool_cancel(struct pool *p, const struct invocation *inv, uint64_t serial);
+bool pool_cancel(struct pool *p, const struct invocation *inv, uint64_t serial,
+                 enum scale_cancel_reason why);
 struct invocation *pool_unhold(struct pool *p);
 
 /* Spawns an instance; park_when_ready makes it a standby once initialised.

@@ -620,7 +620,7 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
             break;
         case MSG_CANCEL:
             for (struct pool *p = s->pools; p; p = p->next)
-                if (pool_cancel(p, m->inv, m->serial)) break;
+                if (pool_cancel(p, m->inv, m->serial, m->why)) break;
             break;
         }
         free(m);
@@ -657,7 +657,7 @@ void scale_submit(struct scale *s, struct invocation *inv)
     post(s, m);
 }
 
-void scale_cancel(struct scale *s, struct invocation *inv)
+void scale_cancel(struct scale *s, struct invocation *inv, enum scale_cancel_reason why)
 {
     /* The caller may free inv as soon as its final event arrives, possibly
      * before this message is read, and a new invocation may take its
@@ -667,6 +667,7 @@ void scale_cancel(struct scale *s, struct invocation *inv)
     m->type = MSG_CANCEL;
     m->inv = inv;
     m->serial = inv->serial;
+    m->why = why;
     post(s, m);
 }
 
@@ -979,6 +980,11 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     s->f_canary = obs_metric_family("thaw_canary_decisions_total",
                                     "Automatic canary analysis decisions.", METRIC_COUNTER,
                                     (const char *[]){"deployment", "decision", NULL}, NULL, 0);
+    s->f_cancels = obs_metric_family(
+        "thaw_calls_cancelled_total",
+        "Invocations stopped before their end, by reason (client_closed: the HTTP client left; "
+        "job_cancelled: the job was cancelled).",
+        METRIC_COUNTER, (const char *[]){"deployment", "reason", NULL}, NULL, 0);
     random_bytes(&s->rng, sizeof(s->rng));
     s->rng |= 1; /* xorshift must not start at zero */
     struct metric_family *f_red = obs_metric_family(

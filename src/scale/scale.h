@@ -93,17 +93,25 @@ void scale_free(struct scale *s);
 
 /* Thread-safe. Queues inv for the scale thread. */
 void scale_submit(struct scale *s, struct invocation *inv);
+/* Why a caller stops an invocation: it picks the failure's code, the log
+ * line's reason and the label of thaw_calls_cancelled_total. */
+enum scale_cancel_reason {
+    SCALE_CANCEL_CLIENT_CLOSED, /* the HTTP client closed its connection: 499 client_closed */
+    SCALE_CANCEL_JOB_CANCELLED, /* DELETE /v1/jobs/{id} of a running job: 499 cancelled */
+};
 /* Thread-safe. The caller of a submitted inv went away (its client closed
- * the connection): stop spending on it. A held request fails at once; one
- * on an llm/embed instance is cancelled there ({"id":N,"cancel":true}), and
- * the runtime's prompt answer (as far as it got, with usage, or a 499) is
- * the final event, so its sequence is free again and its tokens are still
- * counted; one on a function, which knows no cancel, fails at once and its
- * late answer is discarded. Failures are 499 "client_closed". The final
- * event still comes, exactly once; a cancel that arrives after it (or for
- * an invocation never submitted) does nothing. Only the thread that
- * submitted inv may call this, while it still owns inv. */
-void scale_cancel(struct scale *s, struct invocation *inv);
+ * the connection, or the job it runs was cancelled): stop spending on it.
+ * A held request fails at once; one on an llm/embed instance is cancelled
+ * there ({"id":N,"cancel":true}), and the runtime's prompt answer (as far
+ * as it got, with usage, or a 499) is the final event, so its sequence is
+ * free again and its tokens are still counted; one on a function, which
+ * knows no cancel, fails at once and its late answer is discarded.
+ * Failures are 499 with the reason's code. The final event still comes,
+ * exactly once; a cancel that arrives after it (or for an invocation never
+ * submitted) does nothing. The caller must still own inv (not freed after
+ * its final event) and have seen scale_submit return: inv->serial is read
+ * here. */
+void scale_cancel(struct scale *s, struct invocation *inv, enum scale_cancel_reason why);
 /* Thread-safe. Makes version `version` of spec->name known (a pool that
  * starts no instance until traffic, a pin or a shadow copy reaches it);
  * takes ownership of spec. Versions are immutable: a version already known

@@ -140,6 +140,7 @@ struct inbox_msg {
     enum { MSG_SUBMIT, MSG_APPLY, MSG_REMOVE, MSG_SHUTDOWN, MSG_TRAFFIC, MSG_CANCEL } type;
     struct invocation *inv; /* MSG_CANCEL: only compared, never followed, until found live */
     uint64_t serial;
+    enum scale_cancel_reason why; /* MSG_CANCEL */
     struct deploy_spec *spec;
     int version;
     struct registry_traffic traffic;
@@ -170,6 +171,7 @@ struct scale {
 
     struct metric_family *f_instances, *f_held, *f_cold, *f_decisions;
     struct metric_family *f_vreq, *f_vdur, *f_canary;
+    struct metric_family *f_cancels; /* thaw_calls_cancelled_total{deployment,reason} */
     struct metric_series *m_redactions[SECURITY_REDACT_N_KINDS];
 };
 

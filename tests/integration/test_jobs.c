@@ -435,6 +435,63 @@ static void test_cancel_and_4xx(void)
     json_decref(j);
 }
 
+/* A cancel racing a job's end leaves one final state, the one the DELETE
+ * answered for: 200 means cancelled for good (its answer, if it comes, is
+ * discarded and it is not retried), 409 means it had ended and keeps its
+ * result. Jobs of varying length are cancelled at varying moments, queued,
+ * running or done. */
+static void test_cancel_races_completion(void)
+{
+    ASSERT_EQ(
+        deployf("{\"name\":\"racy\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"concurrency\":1,"
+                "\"scale\":{\"max_instances\":1},\"jobs\":{\"max_attempts\":3}}",
+                testfn_path()),
+        201);
+    enum { N_JOBS = 12 };
+    char ids[N_JOBS][64];
+    long cancel_status[N_JOBS];
+    for (int i = 0; i < N_JOBS; i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"input\":{\"op\":\"sleep\",\"ms\":%d}}", (i % 4) * 20);
+        ASSERT_EQ(submit("racy", body, NULL, ids[i], sizeof(ids[i])), 202);
+        sleep_ms((i % 3) * 15); /* not a timing assert: only varies where the cancel lands */
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/jobs/%.63s", ids[i]);
+        struct resp r;
+        ASSERT_EQ(http(&N, "DELETE", path, NULL, NULL, &r), 0);
+        cancel_status[i] = r.status;
+        resp_free(&r);
+        ASSERT(cancel_status[i] == 200 || cancel_status[i] == 409);
+    }
+    /* With one slot, this job runs after every earlier attempt has answered
+     * (a cancelled function's slot frees when its late answer comes), so
+     * those answers have been dealt with once it has ended. */
+    char last[64];
+    ASSERT_EQ(submit("racy", "{\"input\":{\"op\":\"pid\"}}", NULL, last, sizeof(last)), 202);
+    json_t *j = wait_end(last, 30);
+    ASSERT_STR_EQ(state_of(j), "succeeded");
+    json_decref(j);
+    int n_cancelled = 0;
+    for (int i = 0; i < N_JOBS; i++)
+        n_cancelled += cancel_status[i] == 200;
+    fprintf(stderr, "  %d of %d cancels came before the job's end\n", n_cancelled, N_JOBS);
+    for (int i = 0; i < N_JOBS; i++) {
+        j = get_job(ids[i], 0, NULL);
+        if (cancel_status[i] == 200) {
+            ASSERT_STR_EQ(state_of(j), "cancelled");
+            ASSERT(json_object_get(j, "result") == NULL);
+            ASSERT_CMP(json_integer_value(json_object_get(j, "attempts")), <=, 1);
+        } else {
+            ASSERT_STR_EQ(state_of(j), "succeeded");
+            ASSERT(json_object_get(j, "result") != NULL);
+        }
+        json_decref(j);
+    }
+    struct resp r;
+    ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/racy", NULL, NULL, &r), 0);
+    resp_free(&r);
+}
+
 /* A function that itself answers 503 or 429 is failing, not overloaded: its
  * attempts are spent like any other error's (a refunded attempt would keep
  * the job cycling for ever). */
@@ -670,6 +727,7 @@ int main(void)
     RUN(test_poison_and_backoff);
     RUN(test_dlq);
     RUN(test_cancel_and_4xx);
+    RUN(test_cancel_races_completion);
     RUN(test_function_busy_spends_attempts);
     RUN(test_result_ttl);
 #ifdef TEST_ADMIN_KEY

@@ -396,6 +396,42 @@ static bool wait_idle(const char *name)
     return false;
 }
 
+/* The value of one series on /metrics (its full name with labels), -1 when
+ * absent. */
+static long metric(const char *series)
+{
+    struct resp r;
+    long v = -1;
+    if (http(&N, "GET", "/metrics", NULL, NULL, &r) == 0 && r.status == 200) {
+        for (const char *p = r.body; (p = strstr(p, series)); p++) {
+            if ((p == r.body || p[-1] == '\n') && p[strlen(series)] == ' ') {
+                v = strtol(p + strlen(series) + 1, NULL, 10);
+                break;
+            }
+        }
+    }
+    resp_free(&r);
+    return v;
+}
+
+/* The tokens the runtime reported for the latest generation it stopped
+ * ("cancelled after N generated tokens" in the node's log), -1 if none. */
+static int last_cancelled_tokens(void)
+{
+    FILE *f = fopen(N.log, "r");
+    if (!f) return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int n = -1;
+    while (getline(&line, &cap, f) > 0) {
+        const char *p = strstr(line, "cancelled after ");
+        if (p) n = atoi(p + strlen("cancelled after "));
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
 /* A client that closes the connection mid-stream cancels its generation:
  * the runtime says it stopped a request (greedy "Hello" runs ~1300 tokens on
  * this model unless stopped), the instance's only sequence (parallel 1) is
@@ -498,7 +534,112 @@ static void test_client_close_cancels(void)
     ASSERT_EQ(json_integer_value(json_object_get(u, "failed")), 5); /* the 499s */
     json_decref(j);
     resp_free(&r);
+    ASSERT_EQ(metric("thaw_calls_cancelled_total{deployment=\"long\",reason=\"client_closed\"}"),
+              5);
     ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/long", NULL, NULL, &r), 0);
+    resp_free(&r);
+}
+
+/* The completion tokens metered to the admin's tenant for a deployment
+ * today, once they reach want (bounded wait: a job's usage is recorded by
+ * the runner after its answer); the last value read otherwise. */
+static long wait_usage(const char *name, const char *field, long want)
+{
+    long v = -1;
+    for (int i = 0; i < 600; i++) {
+        struct resp r;
+        if (http(&N, "GET", "/v1/usage", NULL, NULL, &r) == 0 && r.status == 200) {
+            json_t *j = resp_json(&r);
+            v = (long)json_integer_value(
+                json_object_get(json_object_get(json_object_get(j, "deployments"), name), field));
+            json_decref(j);
+        }
+        resp_free(&r);
+        if (v >= want) break;
+        sleep_ms(50);
+    }
+    return v;
+}
+
+/* Cancelling a running job stops its generation on the instance: the job
+ * reads cancelled (not retried, no result), the instance's only sequence
+ * serves the next request, the tokens it generated before the cancel are
+ * metered to the tenant, and both cancellation counters move. The instance
+ * is stopped (SIGSTOP) from when the job runs until the node has sent its
+ * cancel, so the generation (~1300 tokens greedily unless stopped) cannot
+ * end on its own first, however slow the machine. */
+static void test_job_cancel_stops_generation(void)
+{
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"longjob\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":1,"
+             "\"context\":2048,\"max_output_tokens\":2000,\"chat_template\":\"zephyr\","
+             "\"sampling\":{\"temperature\":0},"
+             "\"scale\":{\"max_instances\":1,\"queue_timeout\":\"5m\"}}",
+             tiny);
+    ASSERT_EQ(deploy(&N, m), 201);
+    long st;
+    json_t *j = call("longjob", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":1}", &st,
+                     NULL, 0);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    long prompt0 = wait_usage("longjob", "prompt_tokens", 1);
+    ASSERT_CMP(prompt0, >, 0);
+    pid_t pids[8], tmpls[8];
+    ASSERT_EQ(spawned("longjob", pids, tmpls, 8), 1);
+    pid_t ip = pids[0];
+    int inv0 = node_log_count(&N, "\"reason\":\"the job was cancelled\"");
+    int stop0 = node_log_count(&N, "cancelled after");
+    struct resp r;
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/longjob/jobs",
+                   "{\"input\":{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":2000}}",
+                   NULL, &r),
+              0);
+    ASSERT_EQ(r.status, 202);
+    j = resp_json(&r);
+    resp_free(&r);
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/jobs/%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    for (int i = 0; i < 1200 && status_int("longjob", "in_flight") < 1; i++)
+        sleep_ms(50);
+    ASSERT_EQ(kill(ip, SIGSTOP), 0);
+    ASSERT_EQ(status_int("longjob", "in_flight"), 1);
+    ASSERT_EQ(http(&N, "DELETE", path, NULL, NULL, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "\"state\":\"cancelled\"");
+    resp_free(&r);
+    ASSERT(wait_log("\"reason\":\"the job was cancelled\"", inv0 + 1));
+    ASSERT_EQ(kill(ip, SIGCONT), 0);
+    ASSERT(wait_log("cancelled after", stop0 + 1)); /* the runtime stopped generating */
+    int spent = last_cancelled_tokens();
+    ASSERT_CMP(spent, >=, 0);
+    ASSERT(wait_idle("longjob"));
+    /* the one sequence serves the next request on the same instance */
+    char start[32];
+    j = call("longjob", "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":3}", &st, start,
+             sizeof(start));
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(start, "warm");
+    json_decref(j);
+    /* the partial generation's tokens are the tenant's: 1 + spent + 3, and
+     * the job's prompt on top of the two calls' */
+    ASSERT_EQ(wait_usage("longjob", "completion_tokens", 4 + spent), 4 + spent);
+    ASSERT_EQ(wait_usage("longjob", "prompt_tokens", 3 * prompt0), 3 * prompt0);
+    ASSERT_EQ(wait_usage("longjob", "requests", 3), 3);
+    /* the job stays cancelled: its answer (finish_reason cancelled) was
+     * discarded, not recorded, and it was not retried */
+    ASSERT_EQ(http(&N, "GET", path, NULL, NULL, &r), 0);
+    j = resp_json(&r);
+    resp_free(&r);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "state")), "cancelled");
+    ASSERT(json_object_get(j, "result") == NULL);
+    ASSERT_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+    json_decref(j);
+    ASSERT_EQ(metric("thaw_jobs_cancelled_total{deployment=\"longjob\",state=\"running\"}"), 1);
+    ASSERT_EQ(metric("thaw_calls_cancelled_total{deployment=\"longjob\",reason=\"job_cancelled\"}"),
+              1);
+    ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/longjob", NULL, NULL, &r), 0);
     resp_free(&r);
 }
 
@@ -1157,6 +1298,7 @@ int main(void)
     RUN(test_user_text_is_plain);
     RUN(test_client_close_cancels);
     RUN(test_client_close_function);
+    RUN(test_job_cancel_stops_generation);
     RUN(test_stream_concatenates);
     RUN(test_seed_stop_and_limits);
     RUN(test_parallel_requests_batched);
