@@ -7,7 +7,10 @@
  *   standby: fork from a loaded template to the first token;
  *   memory: PSS (smaps_rollup) added by each extra instance of the same
  *     model, against its KV cache and the 16 MiB target.
- * Usage: bench_llm [--dir D] [--context N] [--trials N]  (from the build folder) */
+ *   standby after idle (--idle S): the same after the template sat S seconds
+ *     untouched (this kind of machine reclaims memory idle for about a minute).
+ * Usage: bench_llm [--dir D] [--type Q4_K|Q4_K_M|Q8_0] [--context N] [--trials N]
+ *                  [--idle S]  (from the build folder) */
 #include "engine/engine.h"
 #include "runtime/runtime.h"
 
@@ -189,14 +192,22 @@ static double in_process_first_token(void)
     return rc ? -1 : t;
 }
 
-static int ensure_model(const char *dir, char *path, size_t n)
+/* The file bench_engine makes for the same shape and type (shared cache). */
+static int ensure_model(const char *dir, const char *type, char *path, size_t n)
 {
-    snprintf(path, n, "%s/thaw_bench_tinyllama-1.1b_Q4_K.gguf", dir);
+    snprintf(path, n, "%s/thaw_bench_tinyllama-1.1b_%s.gguf", dir, type);
     if (access(path, R_OK) == 0) return 0;
     struct engine_gen_params p;
     struct thaw_err err = {0};
     if (engine_gen_preset("tinyllama-1.1b", &p, &err)) return -1;
-    p.type = GGML_TYPE_Q4_K;
+    if (!strcmp(type, "Q4_K_M"))
+        p.type = GGML_TYPE_Q4_K, p.q4_k_m = true;
+    else if (!strcmp(type, "Q8_0"))
+        p.type = GGML_TYPE_Q8_0;
+    else if (!strcmp(type, "Q4_K"))
+        p.type = GGML_TYPE_Q4_K;
+    else
+        return fprintf(stderr, "--type: Q4_K, Q4_K_M or Q8_0\n"), -1;
     fprintf(stderr, "generating %s ...\n", path);
     if (engine_gen_write(&p, path, NULL, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
     return 0;
@@ -212,10 +223,24 @@ static void warm_cache(const char *path)
     if (fd >= 0) close(fd);
 }
 
+/* Standby after the template sat idle: this kind of machine pages out
+ * memory left untouched for about a minute, the page cache included. */
+static void standby_after_idle(int ctl, int idle_s, double warm_ms)
+{
+    sleep((unsigned)idle_s);
+    struct inst in;
+    double t0 = now_ms();
+    if (fork_instance(ctl, &in)) return;
+    double t = now_ms() - t0 + request(&in, 1, true);
+    stop_instance(&in);
+    printf("  standby after %d s idle: fork to first token     %8.1f ms  (%.1f ms over warm)\n",
+           idle_s, t, t - warm_ms);
+}
+
 int main(int argc, char **argv)
 {
-    const char *dir = "/tmp";
-    int trials = 5;
+    const char *dir = "/tmp", *type = "Q4_K";
+    int trials = 5, idle_s = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--dir"))
             dir = argv[i + 1];
@@ -223,18 +248,22 @@ int main(int argc, char **argv)
             context = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--trials"))
             trials = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--type"))
+            type = argv[i + 1];
+        else if (!strcmp(argv[i], "--idle"))
+            idle_s = atoi(argv[i + 1]);
     }
     if (trials < 1 || trials > 100) trials = 5;
     static char path[1024];
-    if (ensure_model(dir, path, sizeof(path))) return 1;
+    if (ensure_model(dir, type, path, sizeof(path))) return 1;
     model_path = path;
     /* Instances are reparented to us when the template's intermediate exits. */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     warm_cache(path);
-    printf("llm runtime start-up and memory: %s (TinyLlama-1.1B shape, Q4_K), context %d, "
-           "1 thread, page cache warm, median of %d\n",
-           path, context, trials);
+    printf("llm runtime start-up and memory: %s (TinyLlama-1.1B shape, %s), context %d, "
+           "1 thread, page cache warm (file just read), median of %d\n",
+           path, type, context, trials);
 
     double base[100], cold[100], cold_load[100], standby[100], fork_ms[100], warm[100];
     for (int t = 0; t < trials; t++)
@@ -283,6 +312,7 @@ int main(int argc, char **argv)
     printf("  standby overhead over warm                      %8.1f ms  (fork request to "
            "instance ready %.1f ms)\n",
            ms - mw, mf);
+    if (idle_s > 0) standby_after_idle(ctl, idle_s, mw);
 
     /* Memory: instances that served a request (KV and scratch touched). */
     struct inst insts[4];
