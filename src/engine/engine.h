@@ -74,6 +74,12 @@ int engine_model_load(const char *path, struct engine_model **out, struct thaw_e
  * error, where it is closed). */
 int engine_model_from_gguf(struct gguf *g, struct engine_model **out, struct thaw_err *err);
 void engine_model_free(struct engine_model *m);
+/* Maps every page of the file that the forward pass reads (the matrices not
+ * packed, the embedding table) into the page tables in one call. A forked
+ * process calls it first: fork does not copy a file mapping's page table
+ * entries, and faulting them back in one by one took a forked instance of a
+ * 1.1B Q4_K_M model +250 ms on its first token. A hint: errors are ignored. */
+void engine_model_prefault(struct engine_model *m);
 const struct engine_model_info *engine_model_info(const struct engine_model *m);
 /* The file behind the model (owned by the model): metadata, tokenizer. */
 const struct gguf *engine_model_gguf(const struct engine_model *m);

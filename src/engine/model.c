@@ -477,6 +477,32 @@ int engine_model_load(const char *path, struct engine_model **out, struct thaw_e
     return rc;
 }
 
+/* Whole pages around [p, p + len). */
+static void populate_read(const void *p, size_t len)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0 || !len) return;
+    uintptr_t a = (uintptr_t)p & ~((uintptr_t)ps - 1);
+#ifdef MADV_POPULATE_READ
+    madvise((void *)a, (uintptr_t)p + len - a, MADV_POPULATE_READ); /* a hint */
+#else
+    madvise((void *)a, (uintptr_t)p + len - a, MADV_WILLNEED);
+#endif
+}
+
+void engine_model_prefault(struct engine_model *m)
+{
+    enum { CAP = 7 * 1024 + 1 };
+    struct eng_mat **mats = malloc(CAP * sizeof(*mats));
+    if (!mats) return;
+    int n = model_mats(m, mats, CAP);
+    for (int i = 0; i < n; i++)
+        if (!mats[i]->packed) populate_read(mats[i]->data, mats[i]->row_bytes * mats[i]->n_rows);
+    free(mats);
+    if (m->output.packed || !m->info.tied_output)
+        populate_read(m->tok_embd.data, m->tok_embd.row_bytes * m->tok_embd.n_rows);
+}
+
 void engine_model_free(struct engine_model *m)
 {
     if (!m) return;

@@ -115,6 +115,7 @@ static void instance_main(struct rt_model *m, int fds[2], pid_t intermediate)
         for (int fd = 3; fd < 65536; fd++)
             close(fd);
     signal(SIGPIPE, SIG_DFL);
+    engine_model_prefault(m->model);
     int code = rt_serve(m);
     if (m->sandboxed) _exit(code); /* see runtime_model_main's end */
     tokenizer_free(m->tok);
