@@ -397,23 +397,10 @@ static int8_t q8(float x, float id)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
-static void prep_q8(const float *x, int n, int z, uint8_t *out)
+void kern_prep_q8_tail(int n, int z, uint8_t *out)
 {
-    int8_t *qs = (int8_t *)out;
     float *d = (float *)(out + n);
     int32_t *sum = (int32_t *)(d + n / KQ);
-    for (int b = 0; b < n / KQ; b++) {
-        const float *xb = x + b * KQ;
-        float amax = absmax(xb, KQ);
-        float db = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
-        int32_t s = 0;
-        for (int j = 0; j < KQ; j++) {
-            qs[b * KQ + j] = q8(xb[j], id);
-            s += qs[b * KQ + j];
-        }
-        d[b] = db;
-        sum[b] = s;
-    }
     int32_t *zsum = sum + n / KQ;
     for (int b = 0; b < n / KQ; b++)
         zsum[b] = -z * sum[b];
@@ -431,6 +418,26 @@ static void prep_q8(const float *x, int n, int z, uint8_t *out)
         memcpy(pair, dv, 64);
         memcpy(pair + 64, cv, 64);
     }
+}
+
+static void prep_q8(const float *x, int n, int z, uint8_t *out)
+{
+    int8_t *qs = (int8_t *)out;
+    float *d = (float *)(out + n);
+    int32_t *sum = (int32_t *)(d + n / KQ);
+    for (int b = 0; b < n / KQ; b++) {
+        const float *xb = x + b * KQ;
+        float amax = absmax(xb, KQ);
+        float db = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        int32_t s = 0;
+        for (int j = 0; j < KQ; j++) {
+            qs[b * KQ + j] = q8(xb[j], id);
+            s += qs[b * KQ + j];
+        }
+        d[b] = db;
+        sum[b] = s;
+    }
+    kern_prep_q8_tail(n, z, out);
 }
 
 static void prep_q8k(const float *x, int n, uint8_t *out)
@@ -461,14 +468,16 @@ void kern_input_prepare(enum ggml_type t, const float *x, int n_tok, int n_cols,
     size_t stride = kern_prep_row_bytes(t, n_cols);
     assert(stride > 0 && ((uintptr_t)prepared & 3) == 0);
     enum kern_prep kind = kern_prep_kind(t);
-    void (*q8k)(const float *, int, uint8_t *) = ops_get()->prep_q8k;
+    const struct kern_ops *ops = ops_get();
+    void (*q8k)(const float *, int, uint8_t *) = ops->prep_q8k;
+    void (*q8)(const float *, int, int, uint8_t *) = ops->prep_q8;
     for (int tok = 0; tok < n_tok; tok++) {
         uint8_t *out = (uint8_t *)prepared + (size_t)tok * stride;
         const float *xt = x + (size_t)tok * (size_t)n_cols;
         if (kind == KPREP_F32)
             memcpy(out, xt, (size_t)n_cols * 4);
         else if (kind == KPREP_Q8)
-            prep_q8(xt, n_cols, kern_zero_point(t), out);
+            (q8 ? q8 : prep_q8)(xt, n_cols, kern_zero_point(t), out);
         else
             (q8k ? q8k : prep_q8k)(xt, n_cols, out);
     }

@@ -908,6 +908,33 @@ KX_TGT static void kt_prep_q8k(const float *x, int n, uint8_t *out)
     }
 }
 
+/* kernels.c's prep_q8 for Q8_0/Q4_0/Q5_0 inputs: each block of 32 is two
+ * vectors, with kt_prep_q8k's max and rounding (the same bytes). */
+KX_TGT static void kt_prep_q8(const float *x, int n, int z, uint8_t *out)
+{
+    float *d = (float *)(out + n);
+    int32_t *sum = (int32_t *)(d + n / KQ);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int b = 0; b < n / KQ; b++) {
+        __m512 x0 = _mm512_loadu_ps(x + (size_t)b * KQ),
+               x1 = _mm512_loadu_ps(x + (size_t)b * KQ + 16);
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(x0), _mm512_setzero_ps());
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x1), m));
+        const __m512 vid = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
+        q0 = _mm512_min_epi32(_mm512_max_epi32(q0, lo), hi);
+        q1 = _mm512_min_epi32(_mm512_max_epi32(q1, lo), hi);
+        _mm_storeu_si128((__m128i *)(out + (size_t)b * KQ), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(out + (size_t)b * KQ + 16), _mm512_cvtepi32_epi8(q1));
+        int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        float db = amax / 127.0f;
+        memcpy(sum + b, &s, 4);
+        memcpy(d + b, &db, 4);
+    }
+    kern_prep_q8_tail(n, z, out);
+}
+
 void kern_ops_avx512(struct kern_ops *ops)
 {
     ops->name = "avx512";
@@ -921,6 +948,7 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->pack_bytes = kt_pack_bytes;
     ops->pack = kt_pack;
     ops->prep_q8k = kt_prep_q8k;
+    ops->prep_q8 = kt_prep_q8;
     ops->mm[GGML_TYPE_Q6_K] = k6z_drive;
 }
 

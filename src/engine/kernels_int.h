@@ -98,6 +98,10 @@ static inline size_t kern_prep_q8_pairs(int n)
     return ((size_t)n + (size_t)(n / KQ) * 12 + 63) & ~(size_t)63;
 }
 
+/* The end of a Q8 preparation whose blocks (values, scales d, sums) are
+ * written: the zero-point sums and the scale pairs, from those (kernels.c). */
+void kern_prep_q8_tail(int n, int z, uint8_t *out);
+
 /* Computes rows [r0, r1) of y = W x for n_tok prepared rows. */
 typedef void (*kern_mm_fn)(const uint8_t *W, size_t row_bytes, int n_cols, const uint8_t *prep,
                            size_t prep_stride, int n_tok, float *y, int y_stride, int r0, int r1);
@@ -119,6 +123,8 @@ struct kern_ops {
      * several tokens per step the scalar loop cost about a sixth of the
      * matrix products' time */
     void (*prep_q8k)(const float *x, int n, uint8_t *out);
+    /* the same bytes as kernels.c's prep_q8 (Q8_0/Q4_0/Q5_0 inputs), or NULL */
+    void (*prep_q8)(const float *x, int n, int z, uint8_t *out);
 };
 
 /* F32/F16/BF16 products through OpenBLAS sgemm when n_tok is large enough
