@@ -368,7 +368,7 @@ size_t kern_prep_row_bytes(enum ggml_type t, int n_cols)
         break;
     case KPREP_Q8K:
         if (n % KQ_K) return 0;
-        bytes = n + (n / KQ_K) * 4 + (n / 16) * 2;
+        bytes = n + (n / KQ_K) * 4 + (n / 16) * 2 + (n / 32) * 2;
         break;
     default:
         return 0;
@@ -459,6 +459,9 @@ static void prep_q8k(const float *x, int n, uint8_t *out)
             s += qs[g * 16 + j];
         bsum[g] = (int16_t)s;
     }
+    int16_t *bsum32 = bsum + n / 16;
+    for (int g = 0; g < n / 32; g++)
+        bsum32[g] = (int16_t)(bsum[2 * g] + bsum[2 * g + 1]);
 }
 
 static const struct kern_ops *ops_get(void);

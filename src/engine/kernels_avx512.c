@@ -414,6 +414,16 @@ KX_INLINE __m512i kt_bcast(const uint8_t *p)
  * product itself ({1to16}): clang folds kt_bcast into it, gcc (12) emits a
  * separate broadcast, one more instruction per product. */
 typedef int32_t __attribute__((may_alias, aligned(1))) kt_i32u;
+/* the same for vpdpwssd (signed word pairs) */
+KX_INLINE __m512i kt_dotw_bcast(__m512i acc, __m512i w, const uint8_t *p)
+{
+#if defined(__clang__)
+    return _mm512_dpwssd_epi32(acc, w, _mm512_set1_epi32(*(const kt_i32u *)p));
+#else
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const kt_i32u *)p));
+    return acc;
+#endif
+}
 #define KT_PIN(v) __asm__("" : "+v"(v))
 KX_INLINE __m512i kt_dot_bcast(__m512i acc, __m512i u, const uint8_t *p)
 {
@@ -626,8 +636,6 @@ KX_INLINE void kt_header16(const uint8_t *const *rp, size_t off, __m512i h[4])
     h[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
-/* pshufb control taking byte j of every dword to the low byte (others 0),
- * or with words set: to both words ([b, 0, b, 0]) */
 /* Lane i of v[k] = dword k of the 32 bytes at rp[i] + off, for 16 rows: an
  * 8x8 transpose in each 256-bit half (rows i and i+8 share a register), then
  * the halves' 128-bit lanes put in row order. */
@@ -660,12 +668,21 @@ KX_INLINE void kt_transpose8(const uint8_t *const *rp, size_t off, __m512i v[8])
     }
 }
 
-KX_INLINE __m512i kt_byte_ctl(int j, int words)
+/* pshufb control taking bytes 2i and 2i+1 of every dword to its two words
+ * ([b(2i), 0, b(2i+1), 0]) */
+KX_INLINE __m512i kt_pair_ctl(int i)
 {
     const __m512i l4 = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
-    uint32_t c = words ? 0x80008000u | (uint32_t)j * 0x10001u : 0x80808000u | (uint32_t)j;
-    __m512i add = words ? _mm512_or_si512(l4, _mm512_slli_epi32(l4, 16)) : l4;
-    return _mm512_add_epi32(_mm512_set1_epi32((int)c), add);
+    uint32_t c = 0x80008000u | (uint32_t)(2 * i) | (uint32_t)(2 * i + 1) << 16;
+    return _mm512_add_epi32(_mm512_set1_epi32((int)c),
+                            _mm512_or_si512(l4, _mm512_slli_epi32(l4, 16)));
+}
+
+/* pshufb control taking byte j of every dword to its low byte (others 0) */
+KX_INLINE __m512i kt_byte_ctl(int j)
+{
+    const __m512i l4 = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
+    return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80808000u | (uint32_t)j)), l4);
 }
 
 KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
@@ -738,7 +755,7 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
                     for (int t = 0; t < T; t++)
                         sa[t] = kt_dot_bcast(m ? sa[t] : _mm512_setzero_si512(), w, xp[t] + xo);
                 }
-                __m512i sj = _mm512_shuffle_epi8(sc[j / 4], kt_byte_ctl(j % 4, 0));
+                __m512i sj = _mm512_shuffle_epi8(sc[j / 4], kt_byte_ctl(j % 4));
                 KT_UNROLL
                 for (int t = 0; t < T; t++) {
                     sumi[t] = j ? _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(sa[t], sj))
@@ -750,19 +767,17 @@ KX_INLINE void kt_q4_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
                 }
             }
         }
-        /* mins: sum_j m[j] * (bs[2j] + bs[2j+1]), an int16 pair per dpwssd */
+        /* mins: sum_j m[j] * bs32[j], two sub-blocks per dpwssd: words
+         * [m(2k), m(2k+1)] of each row against the pair of sums of 32 */
         __m512i summ[KT_T];
         KT_UNROLL
-        for (int t = 0; t < T; t++)
-            summ[t] = _mm512_setzero_si512();
-        KT_UNROLL
-        for (int j = 0; j < 8; j++) {
-            __m512i mw = _mm512_shuffle_epi8(mn[j / 4], kt_byte_ctl(j % 4, 1));
+        for (int k = 0; k < 4; k++) {
+            __m512i mw = _mm512_shuffle_epi8(mn[k / 2], kt_pair_ctl(k % 2));
             KT_UNROLL
-            for (int t = 0; t < T; t++) {
-                const uint8_t *bs = (const uint8_t *)(KX_XBS(xp[t], n) + 16 * b);
-                summ[t] = _mm512_dpwssd_epi32(summ[t], mw, kt_bcast(bs + 4 * j));
-            }
+            for (int t = 0; t < T; t++)
+                summ[t] =
+                    kt_dotw_bcast(k ? summ[t] : _mm512_setzero_si512(), mw,
+                                  (const uint8_t *)(KX_XBS(xp[t], n) + n / 16 + 8 * b) + 4 * k);
         }
         KT_UNROLL
         for (int t = 0; t < T; t++) {
@@ -882,7 +897,7 @@ static void kt_q4_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, i
  * operand when either is NaN), then one rounding of x * id under the current
  * mode as lrintf does (a NaN converts to INT_MIN, as lrintf's LONG_MIN, and
  * clamps to -127 either way). A group of 16 is one vector, so its sum is one
- * reduction. */
+ * reduction; the sums of 32 follow from those. */
 KX_TGT static void kt_prep_q8k(const float *x, int n, uint8_t *out)
 {
     float *d = (float *)(out + n);
@@ -896,12 +911,20 @@ KX_TGT static void kt_prep_q8k(const float *x, int n, uint8_t *out)
         float amax = _mm512_reduce_max_ps(m);
         float id = amax > 0 ? 127.0f / amax : 0.0f;
         const __m512 vid = _mm512_set1_ps(id);
+        int32_t s[KQ_K / 16];
         for (int g = 0; g < KQ_K / 16; g++) {
             __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vid));
             q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
             _mm_storeu_si128((__m128i *)(out + (size_t)b * KQ_K + 16 * g), _mm512_cvtepi32_epi8(q));
-            int16_t s = (int16_t)_mm512_reduce_add_epi32(q);
-            memcpy(bsum + (size_t)b * 16 + g, &s, 2);
+            s[g] = _mm512_reduce_add_epi32(q);
+        }
+        for (int g = 0; g < KQ_K / 16; g++) {
+            int16_t v = (int16_t)s[g];
+            memcpy(bsum + (size_t)b * 16 + g, &v, 2);
+        }
+        for (int g = 0; g < KQ_K / 32; g++) {
+            int16_t v = (int16_t)(s[2 * g] + s[2 * g + 1]);
+            memcpy(bsum + n / 16 + (size_t)b * 8 + g, &v, 2);
         }
         float db = amax / 127.0f;
         memcpy(d + b, &db, 4);

@@ -79,6 +79,8 @@ float kern_f16_table_(uint16_t h);
  *              (the 512-bit Q4_0/Q5_0 kernels take a pair's scales and zero-point term from the
  *              compact arrays, or with few tokens as whole vectors from the pair section: no
  *              shuffles)
+ *   KPREP_Q8K: i8 qs[n] | f32 d[n/256] | i16 bsum[n/16] (sums of 16 qs) | i16 bsum32[n/32]
+ *              (sums of 32: the AVX-512 Q4_K kernel takes two sub-blocks' mins per product)
  * The integer sums let kernels fold a weight's zero point or min into one
  * multiply per block. */
 enum kern_prep { KPREP_NONE, KPREP_F32, KPREP_Q8, KPREP_Q8K };
