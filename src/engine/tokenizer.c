@@ -54,6 +54,44 @@ int tokenizer_ids_push(struct tok_ids *ids, int32_t id)
     return 0;
 }
 
+static bool cand_before(const struct tok_cand *a, const struct tok_cand *b)
+{
+    return a->key < b->key || (a->key == b->key && a->left < b->left);
+}
+
+int tokenizer_heap_push(struct tok_heap *h, struct tok_cand c)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        struct tok_cand *v = realloc(h->v, cap * sizeof(*v));
+        if (!v) return THAW_ENOMEM;
+        h->v = v, h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0 && cand_before(&c, &h->v[(i - 1) / 2])) {
+        h->v[i] = h->v[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->v[i] = c;
+    return 0;
+}
+
+struct tok_cand tokenizer_heap_pop(struct tok_heap *h)
+{
+    struct tok_cand top = h->v[0], last = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && cand_before(&h->v[c + 1], &h->v[c])) c++;
+        if (!cand_before(&h->v[c], &last)) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n) h->v[i] = last;
+    return top;
+}
+
 static int copy_texts(struct engine_tokenizer *tok, const struct tokenizer_desc *d,
                       struct thaw_err *err)
 {

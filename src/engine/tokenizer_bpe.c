@@ -13,56 +13,6 @@ struct bsym {
     bool dead;
 };
 
-struct bpair {
-    int32_t rank;
-    int32_t left, right;
-    int32_t lid, rid; /* ids when queued; a pop whose ids changed is stale */
-    int32_t result;
-};
-
-struct bheap {
-    struct bpair *v;
-    size_t n, cap;
-};
-
-static bool before(const struct bpair *a, const struct bpair *b)
-{
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static int heap_push(struct bheap *h, struct bpair p)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct bpair *v = realloc(h->v, cap * sizeof(*v));
-        if (!v) return THAW_ENOMEM;
-        h->v = v, h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0 && before(&p, &h->v[(i - 1) / 2])) {
-        h->v[i] = h->v[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h->v[i] = p;
-    return 0;
-}
-
-static struct bpair heap_pop(struct bheap *h)
-{
-    struct bpair top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c])) c++;
-        if (!before(&h->v[c], &last)) break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n) h->v[i] = last;
-    return top;
-}
-
 static uint64_t mix64(uint64_t x)
 {
     x ^= x >> 30;
@@ -83,12 +33,14 @@ static const struct tok_merge *merge_find(const struct engine_tokenizer *tok, in
 }
 
 static int try_pair(const struct engine_tokenizer *tok, struct bsym *sy, int32_t l, int32_t r,
-                    struct bheap *h)
+                    struct tok_heap *h)
 {
     if (l < 0 || r < 0) return 0;
     const struct tok_merge *m = merge_find(tok, sy[l].id, sy[r].id);
     if (!m) return 0;
-    return heap_push(h, (struct bpair){m->rank, l, r, sy[l].id, sy[r].id, m->result});
+    return tokenizer_heap_push(
+        h, (struct tok_cand){
+               .key = m->rank, .left = l, .right = r, .u.bpe = {sy[l].id, sy[r].id, m->result}});
 }
 
 /* Whole-word lookup for ignore_merges: the word in its byte-mapped form. */
@@ -101,7 +53,7 @@ static int32_t whole_word(const struct engine_tokenizer *tok, const char *w, siz
 }
 
 static int encode_word(const struct engine_tokenizer *tok, const char *w, size_t len,
-                       struct bsym *sy, struct bheap *h, char *map, struct tok_ids *out)
+                       struct bsym *sy, struct tok_heap *h, char *map, struct tok_ids *out)
 {
     int rc = 0;
     if (tok->ignore_merges) {
@@ -115,10 +67,12 @@ static int encode_word(const struct engine_tokenizer *tok, const char *w, size_t
     for (int32_t i = 0; i + 1 < n && rc == 0; i++)
         rc = try_pair(tok, sy, i, i + 1, h);
     while (rc == 0 && h->n > 0) {
-        struct bpair p = heap_pop(h);
+        struct tok_cand p = tokenizer_heap_pop(h);
         struct bsym *l = &sy[p.left], *r = &sy[p.right];
-        if (l->dead || r->dead || l->next != p.right || l->id != p.lid || r->id != p.rid) continue;
-        l->id = p.result;
+        if (l->dead || r->dead || l->next != p.right || l->id != p.u.bpe.lid ||
+            r->id != p.u.bpe.rid)
+            continue;
+        l->id = p.u.bpe.result;
         r->dead = true;
         l->next = r->next;
         if (r->next >= 0) sy[r->next].prev = p.left;
@@ -140,7 +94,7 @@ int tokenizer_bpe_encode(const struct engine_tokenizer *tok, const char *s, size
     size_t *ends = malloc(len * sizeof(*ends)), n_words = 0;
     struct bsym *sy = malloc(len * sizeof(*sy));
     char *map = malloc(2 * len);
-    struct bheap h = {0};
+    struct tok_heap h = {0};
     int rc = THAW_ENOMEM;
     if (!ends || !sy || !map) goto out_free;
     rc = tokenizer_pre_split(tok->pre, s, len, ends, &n_words);

@@ -72,6 +72,26 @@ struct tok_ids {
 };
 int tokenizer_ids_push(struct tok_ids *ids, int32_t id);
 
+/* A candidate merge of the adjacent symbols left and right, in the merge
+ * queue both tokenizers keep: the lowest key first, then the leftmost. */
+struct tok_cand {
+    double key; /* BPE: the merge's rank; SPM: minus the merged token's score */
+    int32_t left, right;
+    union {
+        struct {
+            int32_t lid, rid; /* ids when queued: a pop whose ids changed is stale */
+            int32_t result;
+        } bpe;
+        uint32_t spm_size; /* bytes of the merged text when queued */
+    } u;
+};
+struct tok_heap {
+    struct tok_cand *v;
+    size_t n, cap;
+};
+int tokenizer_heap_push(struct tok_heap *h, struct tok_cand c); /* 0 or THAW_ENOMEM */
+struct tok_cand tokenizer_heap_pop(struct tok_heap *h);         /* h->n > 0 */
+
 /* Text -> id, -1 when absent. */
 int32_t tokenizer_lookup(const struct engine_tokenizer *tok, const char *s, size_t len);
 /* SPM merge of text whose spaces are already "▁"; appends ids. */

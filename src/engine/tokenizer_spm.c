@@ -12,64 +12,16 @@ struct sym {
     uint32_t start, len; /* bytes of the text; len 0 once merged away */
 };
 
-struct bigram {
-    float score;
-    int32_t left, right;
-    uint32_t size; /* len of the merged text when queued */
-};
-
-struct heap {
-    struct bigram *v;
-    size_t n, cap;
-};
-
-/* Higher score first, then the leftmost pair. */
-static bool before(const struct bigram *a, const struct bigram *b)
-{
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static int heap_push(struct heap *h, struct bigram b)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct bigram *v = realloc(h->v, cap * sizeof(*v));
-        if (!v) return THAW_ENOMEM;
-        h->v = v, h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0 && before(&b, &h->v[(i - 1) / 2])) {
-        h->v[i] = h->v[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h->v[i] = b;
-    return 0;
-}
-
-static struct bigram heap_pop(struct heap *h)
-{
-    struct bigram top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c])) c++;
-        if (!before(&h->v[c], &last)) break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n) h->v[i] = last;
-    return top;
-}
-
 static int try_pair(const struct engine_tokenizer *tok, const char *s, struct sym *sy, int32_t l,
-                    int32_t r, struct heap *h)
+                    int32_t r, struct tok_heap *h)
 {
     if (l < 0 || r < 0) return 0;
     uint32_t size = sy[l].len + sy[r].len;
     int32_t id = tokenizer_lookup(tok, s + sy[l].start, size);
     if (id < 0) return 0;
-    return heap_push(h, (struct bigram){tok->score[id], l, r, size});
+    return tokenizer_heap_push(
+        h, (struct tok_cand){
+               .key = -(double)tok->score[id], .left = l, .right = r, .u.spm_size = size});
 }
 
 /* A symbol that is not a token becomes its bytes' <0xXX> tokens, or one
@@ -95,7 +47,7 @@ int tokenizer_spm_encode(const struct engine_tokenizer *tok, const char *s, size
     if (len == 0) return 0;
     if (len > INT32_MAX) return THAW_ENOMEM;
     struct sym *sy = malloc(len * sizeof(*sy));
-    struct heap h = {0};
+    struct tok_heap h = {0};
     int rc = 0;
     if (!sy) return THAW_ENOMEM;
     int32_t n = 0;
@@ -111,9 +63,10 @@ int tokenizer_spm_encode(const struct engine_tokenizer *tok, const char *s, size
     for (int32_t i = 0; i + 1 < n && rc == 0; i++)
         rc = try_pair(tok, s, sy, i, i + 1, &h);
     while (rc == 0 && h.n > 0) {
-        struct bigram b = heap_pop(&h);
+        struct tok_cand b = tokenizer_heap_pop(&h);
         struct sym *l = &sy[b.left], *r = &sy[b.right];
-        if (l->len == 0 || r->len == 0 || l->next != b.right || l->len + r->len != b.size) continue;
+        if (l->len == 0 || r->len == 0 || l->next != b.right || l->len + r->len != b.u.spm_size)
+            continue;
         l->len += r->len;
         r->len = 0;
         l->next = r->next;
