@@ -800,6 +800,165 @@ static void kt_q4_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, 
     kt_drive(kt_q4_K, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
+/* ---- 512-bit Q6_K, sixteen rows per vector --------------------------------
+ * The row-group scheme for q6_K's 210-byte blocks (ql[128] low nibbles,
+ * qh[64] high bit pairs, 16 int8 scales, f16 d). Transposed per 16 rows:
+ * the 16 scale bytes (4 vectors), d (1: the dword ending at the block's end,
+ * d in its high half), ql in 4 chunks and qh in 2 chunks of 32 bytes (8
+ * vectors each: dword m of a chunk, lane i = row i). Element 128h + 32j + 4m
+ * + k of a row (half h, quarter j) is byte k of dword m of ql chunk 2h + j%2
+ * (low nibble for j < 2, high for j >= 2) with bits 2j, 2j+1 of the same qh
+ * byte of chunk h on top: one vector of 16 rows x 4 values unpacked with a
+ * shift, a mask and one ternary-logic op, then one VNNI product against 4
+ * input bytes broadcast from memory. Values stay unsigned (0..63); a group of
+ * 16 elements is 4 products summed exactly, times its int8 scale per lane;
+ * the -32 offset of every value is -32 * sum_g sc[g] * bs[g] (int16 pairs,
+ * one dpwssd per two groups). The float epilogue per block is the portable
+ * path's, so results are bit-identical to it for any batch and row range. */
+
+#define KT_Q6_VECS 53 /* packed vectors per block and 16 rows: 4 + 1 + 32 + 16 */
+
+/* shuffle control putting bytes 2q, 2q+1 of every dword in the high bytes of
+ * its two words (srai by 8 then sign-extends them) */
+KX_INLINE __m512i kt_pair_ctl(int q)
+{
+    const __m512i l4 = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
+    uint32_t c = 0x00800080u | (uint32_t)(2 * q) << 8 | (uint32_t)(2 * q + 1) << 24;
+    return _mm512_add_epi32(_mm512_set1_epi32((int)c),
+                            _mm512_or_si512(_mm512_slli_epi32(l4, 8), _mm512_slli_epi32(l4, 24)));
+}
+
+KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                            const uint8_t *const *xp, int n, float *y, int ys, const int T,
+                            const int P)
+{
+    const int nb = n / KQ_K;
+    const uint8_t *rp[KT_ROWS];
+    KT_UNROLL
+    for (int i = 0; i < KT_ROWS; i++)
+        rp[i] = W + (size_t)(i < nr ? i : nr - 1) * rb;
+    const __m512i gidx = _mm512_mullo_epi32(
+        _mm512_min_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(nr - 1)),
+        _mm512_set1_epi32((int)rb));
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[KT_T];
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const size_t off = (size_t)b * KB_Q6_K;
+        const uint8_t *pb = P ? pk + (size_t)b * KT_Q6_VECS * 64 : NULL;
+        __m512i s[4], dv;
+        if (P) {
+            KT_UNROLL
+            for (int k = 0; k < 4; k++)
+                s[k] = _mm512_load_si512((const void *)(pb + 64 * k));
+            dv = _mm512_load_si512((const void *)(pb + 64 * 4));
+            KT_UNROLL
+            for (int k = 0; k < KT_Q6_VECS; k++)
+                _mm_prefetch((const char *)pb + 64 * k + KT_PPF, _MM_HINT_T0);
+        } else {
+            KT_UNROLL
+            for (int i = 0; i < KT_ROWS; i++)
+                KT_UNROLL
+            for (int k = 0; k < 4; k++)
+                _mm_prefetch((const char *)rp[i] + off + KT_PF + 64 * k, _MM_HINT_T0);
+            kt_header16(rp, off + 192, s);
+            dv = _mm512_i32gather_epi32(gidx, (const void *)(W + off + KB_Q6_K - 4), 1);
+        }
+        __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dv, 16)));
+        /* sumi starts at the offset's -32 * sum_g sc[g] * bs[g] */
+        __m512i sumi[KT_T];
+        KT_UNROLL
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm512_setzero_si512();
+        KT_UNROLL
+        for (int q = 0; q < 8; q++) {
+            __m512i pr = _mm512_srai_epi16(_mm512_shuffle_epi8(s[q / 2], kt_pair_ctl(q % 2)), 8);
+            KT_UNROLL
+            for (int t = 0; t < T; t++) {
+                const uint8_t *bs = (const uint8_t *)(KX_XBS(xp[t], n) + 16 * b);
+                sumi[t] = _mm512_dpwssd_epi32(sumi[t], pr, kt_bcast(bs + 4 * q));
+            }
+        }
+        KT_UNROLL
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sumi[t], 5));
+        KT_UNROLL
+        for (int h = 0; h < 2; h++) {
+            /* the half's ql chunks 2h, 2h+1 and qh chunk h, 8 vectors each */
+            __m512i tq[3][8];
+            const __m512i *qv[3];
+            if (P) {
+                qv[0] = (const __m512i *)(pb + 64 * (5 + 16 * h));
+                qv[1] = (const __m512i *)(pb + 64 * (5 + 16 * h + 8));
+                qv[2] = (const __m512i *)(pb + 64 * (37 + 8 * h));
+            } else {
+                kt_transpose8(rp, off + 64 * (size_t)h, tq[0]);
+                kt_transpose8(rp, off + 64 * (size_t)h + 32, tq[1]);
+                kt_transpose8(rp, off + 128 + 32 * (size_t)h, tq[2]);
+                qv[0] = tq[0], qv[1] = tq[1], qv[2] = tq[2];
+            }
+            KT_UNROLL
+            for (int j = 0; j < 4; j++)
+                KT_UNROLL
+            for (int gh = 0; gh < 2; gh++) {
+                const int g = 8 * h + 2 * j + gh;
+                __m512i sa[KT_T];
+                KT_UNROLL
+                for (int t = 0; t < T; t++)
+                    sa[t] = _mm512_setzero_si512();
+                KT_UNROLL
+                for (int mm = 0; mm < 4; mm++) {
+                    const int m = 4 * gh + mm;
+                    __m512i l = _mm512_load_si512((const void *)&qv[j % 2][m]);
+                    __m512i hb = _mm512_load_si512((const void *)&qv[2][m]);
+                    if (j >= 2) l = _mm512_srli_epi32(l, 4);
+                    /* bits 2j, 2j+1 of each qh byte to bits 4, 5 */
+                    hb = j == 0   ? _mm512_slli_epi32(hb, 4)
+                         : j == 1 ? _mm512_slli_epi32(hb, 2)
+                         : j == 3 ? _mm512_srli_epi32(hb, 2)
+                                  : hb;
+                    /* (l & 15) | (hb & 0x30) */
+                    __m512i w = _mm512_ternarylogic_epi32(l, _mm512_and_si512(hb, m30), m4, 0xEC);
+                    KT_UNROLL
+                    for (int t = 0; t < T; t++)
+                        sa[t] = _mm512_dpbusd_epi32(
+                            sa[t], w, kt_bcast(xp[t] + (size_t)KQ_K * b + 128 * h + 32 * j + 4 * m));
+                }
+                /* lane i: row i's int8 scale of group g */
+                __m512i sg = _mm512_srai_epi32(_mm512_slli_epi32(s[g / 4], 24 - 8 * (g % 4)), 24);
+                KT_UNROLL
+                for (int t = 0; t < T; t++)
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(sa[t], sg));
+            }
+        }
+        KT_UNROLL
+        for (int t = 0; t < T; t++) {
+            __m512 dx = _mm512_set1_ps(KX_XD(xp[t], n)[b]);
+            acc[t] = _mm512_add_ps(acc[t],
+                                   _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(sumi[t])));
+        }
+    }
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, (__mmask16)sm, acc[t]);
+}
+
+KT_TILE_FN(kt_q6_K, kt_q6_K_tile)
+
+static void kt_q6_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
+                       int n_tok, float *y, int ys, int r0, int r1)
+{
+    /* the gather's offsets are int32 */
+    if (rb > (size_t)INT32_MAX / KT_ROWS) {
+        k6z_drive(W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
+        return;
+    }
+    kt_drive(kt_q6_K, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
 /* ---- packing ------------------------------------------------------------
  * The packed layout is the unpacked kernels' registers after transposition,
  * stored in order: per group of 16 rows (the last one padded by repeating its
@@ -813,6 +972,8 @@ static size_t kt_group_bytes(enum ggml_type t, int n_cols)
 {
     if (t == GGML_TYPE_Q8_0 && n_cols % KQ == 0) return (size_t)(n_cols / KQ + 1) / 2 * 17 * 64;
     if (t == GGML_TYPE_Q4_K && n_cols % KQ_K == 0) return (size_t)(n_cols / KQ_K) * 36 * 64;
+    if (t == GGML_TYPE_Q6_K && n_cols % KQ_K == 0)
+        return (size_t)(n_cols / KQ_K) * KT_Q6_VECS * 64;
     return 0;
 }
 
@@ -855,6 +1016,30 @@ KX_TGT static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n
                 for (int k = 0; k < 16; k++)
                     _mm512_stream_si512((void *)(po + 64 * k), v[k]);
                 _mm512_stream_si512((void *)(po + 64 * 16), _mm512_loadu_si512((const void *)c16));
+            }
+        } else if (t == GGML_TYPE_Q6_K) {
+            for (int b = 0; b < n_cols / KQ_K; b++) {
+                const size_t off = (size_t)b * KB_Q6_K;
+                uint8_t *pb = o + (size_t)b * KT_Q6_VECS * 64;
+                __m512i h[4];
+                kt_header16(rp, off + 192, h);
+                KT_UNROLL
+                for (int k = 0; k < 4; k++)
+                    _mm512_stream_si512((void *)(pb + 64 * k), h[k]);
+                /* d in the high half of lane i, as the unpacked kernel's gather has it */
+                uint32_t dd[KT_ROWS];
+                for (int i = 0; i < KT_ROWS; i++)
+                    dd[i] = (uint32_t)kern_ld16(rp[i] + off + 208) << 16;
+                _mm512_stream_si512((void *)(pb + 64 * 4), _mm512_loadu_si512((const void *)dd));
+                /* ql chunks 0-3, then qh chunks 0-1 */
+                KT_UNROLL
+                for (int c = 0; c < 6; c++) {
+                    __m512i q[8];
+                    kt_transpose8(rp, off + 32 * (size_t)c, q);
+                    KT_UNROLL
+                    for (int m = 0; m < 8; m++)
+                        _mm512_stream_si512((void *)(pb + 64 * (5 + 8 * c + m)), q[m]);
+                }
             }
         } else {
             for (int b = 0; b < n_cols / KQ_K; b++) {
@@ -958,6 +1143,12 @@ KX_TGT static void kt_prep_q8(const float *x, int n, int z, uint8_t *out)
     kern_prep_q8_tail(n, z, out);
 }
 
+static void kt_q6_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
+                        int ys, int r0, int r1)
+{
+    kt_drive(kt_q6_K, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q6_K, n), n, p, ps, nt, y, ys, r0, r1);
+}
+
 void kern_ops_avx512(struct kern_ops *ops)
 {
     ops->name = "avx512";
@@ -972,10 +1163,17 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->pack = kt_pack;
     ops->prep_q8k = kt_prep_q8k;
     ops->prep_q8 = kt_prep_q8;
-    ops->mm[GGML_TYPE_Q6_K] = k6z_drive;
+    ops->mm[GGML_TYPE_Q6_K] = kt_q6_K_mm;
+    ops->pmm[GGML_TYPE_Q6_K] = kt_q6_K_pmm;
 }
 
 #else
+
+static void kt_q6_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
+                        int ys, int r0, int r1)
+{
+    kt_drive(kt_q6_K, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q6_K, n), n, p, ps, nt, y, ys, r0, r1);
+}
 
 void kern_ops_avx512(struct kern_ops *ops)
 {
