@@ -11,339 +11,9 @@
 
 #include "engine/kernels_x86.h"
 
-/* ---- 512-bit kernels for Q4_0, Q5_0 --------------------------------------
- * (Q8_0 has the row-group kernels further down.)
- * Two blocks per vector. Weights become unsigned bytes u with a zero point z
- * (q4_0: z=8; q5_0: z=16) so VNNI's u8 x s8 product applies directly;
- * -z*sum(x) enters lane 0 of each block, keeping the block's integer exact.
- * The input's per-pair section (kernels_int.h) holds the pair's scales and
- * -sum(x) already spread over the lanes, so a token costs two loads and a
- * shift per pair instead of gathering and permuting scalars for every row. */
-
-#define KZ_INLINE KX_INLINE
-#define KZ_R      2
-
-enum kz_kind { KZ_Q4_0, KZ_Q5_0 };
-
-/* With 8 tokens or more the loops are compute-bound and the hardware
- * prefetcher falls behind; a software prefetch of the rows PF_ROWS ahead
- * measured 5-20% faster there (and nothing with fewer tokens). */
-#define PF_ROWS 4
-static inline void kz_prefetch(const uint8_t *p, size_t n)
-{
-    for (size_t o = 0; o < n; o += 64)
-        _mm_prefetch((const char *)p + o, _MM_HINT_T0);
-}
-
-/* Unsigned values of blocks b and b+1 of a row (b+1 only when two), in the
- * blocks' element order. */
-KZ_INLINE __m512i kz_unpack(const uint8_t *row, int b, int two, const int K)
-{
-    /* broadcasts from memory and blends, no shuffles: the shuffle unit is
-     * what limits these loops */
-    const size_t bb = K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0, off = K == KZ_Q4_0 ? 2 : 6;
-    const uint8_t *p = row + (size_t)b * bb;
-    /* [q0 | q0 | q1 | q1], the second copies shifted: [lo0 hi0 lo1 hi1] */
-    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + off)));
-    if (two)
-        v = _mm512_mask_blend_epi64(
-            0xf0, v, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + bb + off))));
-    v = _mm512_mask_srli_epi16(v, 0xff00ff00u, v, 4);
-    v = _mm512_and_si512(v, _mm512_set1_epi8(15));
-    if (K == KZ_Q5_0) {
-        /* bit j of qh is the fifth bit of element j */
-        uint64_t qh = kern_ld32(p + 2) | (two ? (uint64_t)kern_ld32(p + bb + 2) << 32 : 0);
-        v = _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)qh, _mm512_set1_epi8(16)));
-    }
-    return v;
-}
-
-/* [dw(b) x 8, dw(b+1) x 8]; a missing second block scales by 0. */
-KZ_INLINE __m512 kz_wscale(const uint8_t *row, int b, int two, size_t bb)
-{
-    const uint8_t *p = row + (size_t)b * bb;
-    uint32_t pair = kern_ld16(p) | (two ? (uint32_t)kern_ld16(p + bb) << 16 : 0u);
-    __m128i h = _mm_cvtsi32_si128((int)pair);
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(h)));
-}
-
-/* A tile of R rows x T tokens: every weight pair is unpacked once for T
- * tokens and every input pair loaded once for R rows. Pairs of blocks
- * alternate between two sets of accumulators so the fmadd chains do not
- * serialise the loop; that order of the f32 sums is the same for every tile
- * shape, so a token's result does not depend on the batch around it. */
-KZ_INLINE void kz_tile(const uint8_t *W, size_t rb, const uint8_t *const *xp, int n, float *out,
-                       const int R, const int T, const int K, const int X)
-{
-    const size_t bb = K == KZ_Q4_0 ? KB_Q4_0 : KB_Q5_0;
-    const int nb = n / KQ;
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    __m512 acc[2][KZ_R][KX_TILE];
-    KX_UNROLL
-    for (int r = 0; r < R; r++)
-        KX_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[0][r][t] = acc[1][r][t] = _mm512_setzero_ps();
-    for (int b0 = 0; b0 < nb; b0 += 4) {
-        KX_UNROLL
-        for (int e = 0; e < 2; e++) {
-            int b = b0 + 2 * e;
-            if (b >= nb) break;
-            int two = b + 1 < nb;
-            __mmask64 xm = two ? ~(__mmask64)0 : 0xffffffffu;
-            __mmask8 pm = two ? 3 : 1;
-            __m512i u[KZ_R];
-            __m512 dw[KZ_R];
-            KX_UNROLL
-            for (int r = 0; r < R; r++) {
-                u[r] = kz_unpack(W + (size_t)r * rb, b, two, K);
-                dw[r] = kz_wscale(W + (size_t)r * rb, b, two, bb);
-            }
-            KX_UNROLL
-            for (int t = 0; t < T; t++) {
-                __m512i x = _mm512_maskz_loadu_epi8(xm, xp[t] + KQ * b);
-                __m512 dx;
-                __m512i c;
-                if (X) {
-                    /* the same vectors, ready made: loads instead of shuffles */
-                    const uint8_t *pv = xp[t] + kern_prep_q8_pairs(n) + (size_t)b * 64;
-                    dx = _mm512_loadu_ps((const float *)pv);
-                    c = _mm512_loadu_si512((const void *)(pv + 64));
-                } else {
-                    const float *xd = KX_XD(xp[t], n) + b;
-                    const int32_t *xz = KX_XS(xp[t], n) + nb + b;
-                    dx = _mm512_permutexvar_ps(idx,
-                                               _mm512_castps128_ps512(_mm_maskz_loadu_ps(pm, xd)));
-                    c = _mm512_maskz_permutexvar_epi32(
-                        0x0101, idx, _mm512_castsi128_si512(_mm_maskz_loadu_epi32(pm, xz)));
-                }
-                KX_UNROLL
-                for (int r = 0; r < R; r++) {
-                    __m512i p = _mm512_dpbusd_epi32(c, u[r], x);
-                    acc[e][r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx),
-                                                   acc[e][r][t]);
-                }
-            }
-        }
-    }
-    KX_UNROLL
-    for (int r = 0; r < R; r++)
-        KX_UNROLL
-    for (int t = 0; t < T; t++)
-        out[r * KX_TILE + t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][r][t], acc[1][r][t]));
-}
-
-#define KZ_CASE(R, T, K, X)                                                                        \
-    case T:                                                                                        \
-        kz_tile(W, rb, xp, n, out, R, T, K, X);                                                    \
-        break;
-
-#define KZ_SWITCH(R, K, X)                                                                         \
-    switch (nt) {                                                                                  \
-        KZ_CASE(R, 1, K, X)                                                                        \
-        KZ_CASE(R, 2, K, X)                                                                        \
-        KZ_CASE(R, 3, K, X)                                                                        \
-    default:                                                                                       \
-        kz_tile(W, rb, xp, n, out, R, 4, K, X);                                                    \
-        break;                                                                                     \
-    }
-
-/* nr rows (1 or 2) against nt tokens (1-4); ready: take the pair vectors
- * ready made (one row only) */
-#define KZ_TILE_FN(NAME, K)                                                                        \
-    KX_TGT static void NAME(const uint8_t *W, size_t rb, const uint8_t *const *xp, int n,          \
-                            float *out, int nr, int nt, int ready)                                 \
-    {                                                                                              \
-        if (nr == 2)                                                                               \
-            KZ_SWITCH(2, K, 0)                                                                     \
-        else if (ready)                                                                            \
-            KZ_SWITCH(1, K, 1)                                                                     \
-        else                                                                                       \
-            KZ_SWITCH(1, K, 0)                                                                     \
-    }
-
-KZ_TILE_FN(kz_q4_0, KZ_Q4_0)
-KZ_TILE_FN(kz_q5_0, KZ_Q5_0)
-
-typedef void (*kz_tile_fn)(const uint8_t *W, size_t rb, const uint8_t *const *xp, int n, float *out,
-                           int nr, int nt, int ready);
-
-/* Fewer than 8 tokens walk one row at a time: two interleaved row streams
- * measured at half the memory rate of one on this machine (bench_kernels:
- * 4 tokens 1.7x the per-token rate of 1 with one row, 1.0x with two), while
- * from 8 tokens on the input reuse of two rows wins. */
-static void kz_drive(kz_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
-                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
-{
-    const int rstep = n_tok < 8 ? 1 : KZ_R;
-    /* ready-made pair vectors triple the input a row visit reads: worth it
-     * while the visit's inputs stay in L1 (48 KiB here, shared with the
-     * streaming weights) */
-    const int ready =
-        rstep == 1 && (size_t)(n_tok < KX_TILE ? n_tok : KX_TILE) * 3 * (size_t)n <= 36864;
-    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
-        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
-        for (int r = r0; r < r1; r += rstep) {
-            int nr = r1 - r < rstep ? r1 - r : rstep;
-            if (rstep == 2 && r + PF_ROWS + nr <= r1)
-                kz_prefetch(W + (size_t)(r + PF_ROWS) * rb, rb * (size_t)nr);
-            for (int t0 = c0; t0 < c1; t0 += KX_TILE) {
-                int nt = c1 - t0 < KX_TILE ? c1 - t0 : KX_TILE;
-                const uint8_t *xp[KX_TILE];
-                float out[KZ_R * KX_TILE];
-                for (int i = 0; i < nt; i++)
-                    xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(W + (size_t)r * rb, rb, xp, n, out, nr, nt, ready);
-                for (int k = 0; k < nr; k++)
-                    for (int i = 0; i < nt; i++)
-                        y[(size_t)(t0 + i) * (size_t)ys + (size_t)(r + k)] = out[k * KX_TILE + i];
-            }
-        }
-    }
-}
-
-#define KZ_MM(NAME)                                                                                \
-    static void NAME##_mm(const uint8_t *W, size_t rb, int n, const uint8_t *p, size_t ps, int nt, \
-                          float *y, int ys, int r0, int r1)                                        \
-    {                                                                                              \
-        kz_drive(NAME, W, rb, n, p, ps, nt, y, ys, r0, r1);                                        \
-    }
-
-KZ_MM(kz_q4_0)
-KZ_MM(kz_q5_0)
-
-#define K4Z_T 8 /* tokens per row visit of the Q6_K kernel */
-
-/* kern_drive_tiles with tiles of K4Z_T tokens: a row is unpacked once for eight. */
-static void kk_drive(kx_tile_fn fn, const uint8_t *W, size_t rb, int n, const uint8_t *prep,
-                     size_t ps, int n_tok, float *y, int ys, int r0, int r1)
-{
-    for (int c0 = 0; c0 < n_tok; c0 += KX_TCHUNK) {
-        int c1 = n_tok - c0 < KX_TCHUNK ? n_tok : c0 + KX_TCHUNK;
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = W + (size_t)r * rb;
-            if (n_tok >= 8 && r + PF_ROWS < r1) kz_prefetch(row + PF_ROWS * rb, rb);
-            for (int t0 = c0; t0 < c1; t0 += K4Z_T) {
-                int nt = c1 - t0 < K4Z_T ? c1 - t0 : K4Z_T;
-                const uint8_t *xp[K4Z_T];
-                float out[K4Z_T];
-                for (int i = 0; i < nt; i++)
-                    xp[i] = prep + (size_t)(t0 + i) * ps;
-                fn(row, xp, n, out, nt);
-                for (int i = 0; i < nt; i++)
-                    y[(size_t)(t0 + i) * (size_t)ys + (size_t)r] = out[i];
-            }
-        }
-    }
-}
-
-/* ---- 512-bit Q6_K -------------------------------------------------------
- * Per 128-element half: one 64-byte load of the low 4 bits (bytes 0-31 give
- * elements 0-31 and 64-95, bytes 32-63 elements 32-63 and 96-127) and the
- * 32 bytes of high 2 bits, broadcast to both 256-bit halves and shifted per
- * half by a variable word shift, give two vectors of 64 consecutive 6-bit
- * values, plain memory operands for the inputs. Values stay unsigned
- * (0..63, maddubs pair sums at most 2*63*127); the -32 offset is taken off
- * once per block through the per-16 input sums, as in the AVX2 kernel. */
-KX_INLINE void k6z_tile(const uint8_t *row, const uint8_t *const *xp, int n, float *out,
-                        const int T)
-{
-    __m512 acc[K4Z_T];
-    KX_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
-    /* word shifts of the high bits: elements 0-31 / 32-63 of a half take qh
-     * bits 0-1 / 2-3, elements 64-95 / 96-127 bits 4-5 / 6-7 */
-    const __m512i s01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i s23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    /* scale vector k: words 0-7, 8-15, 16-23, 24-31 take scales 4k .. 4k+3 */
-    __m512i sidx[4];
-    KX_UNROLL
-    for (int k = 0; k < 4; k++)
-        sidx[k] = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)(4 * k + 1)),
-                                                    _mm_set1_epi16((short)(4 * k)))),
-            _mm256_set_m128i(_mm_set1_epi16((short)(4 * k + 3)),
-                             _mm_set1_epi16((short)(4 * k + 2))),
-            1);
-    const int nb = n / KQ_K;
-    for (int b = 0; b < nb; b++, row += KB_Q6_K) {
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 192)));
-        __m512i sc5 = _mm512_castsi256_si512(sc16);
-        __m512i scv[4], v[4];
-        KX_UNROLL
-        for (int k = 0; k < 4; k++)
-            scv[k] = _mm512_permutexvar_epi16(sidx[k], sc5);
-        KX_UNROLL
-        for (int h = 0; h < 2; h++) {
-            __m512i l = _mm512_loadu_si512((const void *)(row + 64 * h));
-            __m512i hb = _mm512_broadcast_i64x4(kx_load(row + 128 + 32 * h));
-            __m512i h01 = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(hb, s01), 4), m30);
-            __m512i h23 = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(hb, s23), 4), m30);
-            v[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
-            v[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), h23);
-        }
-        float d = kx_h2f(row + 208);
-        KX_UNROLL
-        for (int t = 0; t < T; t++) {
-            const uint8_t *x = xp[t] + (size_t)KQ_K * b;
-            __m512i s0 = _mm512_dpwssd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_maddubs_epi16(v[0], _mm512_loadu_si512((const void *)x)), scv[0]);
-            __m512i s1 = _mm512_dpwssd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_maddubs_epi16(v[1], _mm512_loadu_si512((const void *)(x + 64))), scv[1]);
-            s0 = _mm512_dpwssd_epi32(
-                s0, _mm512_maddubs_epi16(v[2], _mm512_loadu_si512((const void *)(x + 128))),
-                scv[2]);
-            s1 = _mm512_dpwssd_epi32(
-                s1, _mm512_maddubs_epi16(v[3], _mm512_loadu_si512((const void *)(x + 192))),
-                scv[3]);
-            /* the -32 offset of every value: -32 * sum_g sc[g] * bs[g] */
-            __m256i corr =
-                _mm256_slli_epi32(_mm256_madd_epi16(kx_load(KX_XBS(xp[t], n) + 16 * b), sc16), 5);
-            __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
-            float dx = KX_XD(xp[t], n)[b];
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * dx), acc[t]);
-        }
-    }
-    KX_UNROLL
-    for (int t = 0; t < T; t++)
-        out[t] = _mm512_reduce_add_ps(acc[t]);
-}
-
-#define K6Z_CASE(T)                                                                                \
-    case T:                                                                                        \
-        k6z_tile(row, xp, n, out, T);                                                              \
-        break;
-
-KX_TGT static void k6z_q6_K(const uint8_t *row, const uint8_t *const *xp, int n, float *out, int nt)
-{
-    switch (nt) {
-        K6Z_CASE(1)
-        K6Z_CASE(2)
-        K6Z_CASE(3)
-        K6Z_CASE(4)
-        K6Z_CASE(5)
-        K6Z_CASE(6)
-        K6Z_CASE(7)
-    default:
-        k6z_tile(row, xp, n, out, 8);
-        break;
-    }
-}
-
-static void k6z_drive(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps, int n_tok,
-                      float *y, int ys, int r0, int r1)
-{
-    kk_drive(k6z_q6_K, W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
-}
-
 /* ---- 512-bit Q8_0, sixteen rows per vector --------------------------------
- * The kernels above put one row's elements in a vector's lanes, so every
- * (row, token, block pair) ends in its own int->float epilogue; with several
+ * Kernels that put one row's elements in a vector's lanes (kernels_x86.h)
+ * end every (row, token, block pair) in its own int->float epilogue; with several
  * tokens that epilogue, not memory, bounds them. Here lane i of every vector
  * is row i of a group of 16: a pair of blocks (68 bytes per row: d, 32 values,
  * d, 32 values = 17 dwords) is loaded from the 16 rows and transposed in
@@ -828,6 +498,16 @@ KX_INLINE __m512i kt_pair_ctl(int q)
                             _mm512_or_si512(_mm512_slli_epi32(l4, 8), _mm512_slli_epi32(l4, 24)));
 }
 
+/* Lane i: row i's d in the high half (as packed). */
+KX_INLINE __m512i kt_q6_d(const uint8_t *const *rp, size_t off)
+{
+    uint32_t dd[KT_ROWS];
+    KT_UNROLL
+    for (int i = 0; i < KT_ROWS; i++)
+        dd[i] = (uint32_t)kern_ld16(rp[i] + off + 208) << 16;
+    return _mm512_loadu_si512((const void *)dd);
+}
+
 KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
                             const uint8_t *const *xp, int n, float *y, int ys, const int T,
                             const int P)
@@ -837,10 +517,6 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
     KT_UNROLL
     for (int i = 0; i < KT_ROWS; i++)
         rp[i] = W + (size_t)(i < nr ? i : nr - 1) * rb;
-    const __m512i gidx = _mm512_mullo_epi32(
-        _mm512_min_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(nr - 1)),
-        _mm512_set1_epi32((int)rb));
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
     __m512 acc[KT_T];
     KT_UNROLL
@@ -865,7 +541,7 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
             for (int k = 0; k < 4; k++)
                 _mm_prefetch((const char *)rp[i] + off + KT_PF + 64 * k, _MM_HINT_T0);
             kt_header16(rp, off + 192, s);
-            dv = _mm512_i32gather_epi32(gidx, (const void *)(W + off + KB_Q6_K - 4), 1);
+            dv = kt_q6_d(rp, off);
         }
         __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dv, 16)));
         /* sumi starts at the offset's -32 * sum_g sc[g] * bs[g] */
@@ -951,12 +627,191 @@ KT_TILE_FN(kt_q6_K, kt_q6_K_tile)
 static void kt_q6_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
                        int n_tok, float *y, int ys, int r0, int r1)
 {
-    /* the gather's offsets are int32 */
-    if (rb > (size_t)INT32_MAX / KT_ROWS) {
-        k6z_drive(W, rb, n, prep, ps, n_tok, y, ys, r0, r1);
-        return;
-    }
     kt_drive(kt_q6_K, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
+/* ---- 512-bit Q4_0 and Q5_0, sixteen rows per vector -----------------------
+ * The row-group scheme for the 32-element blocks with a zero point (q4_0: 18
+ * bytes, values - 8; q5_0: 22 bytes, a fifth bit per value in qh, values -
+ * 16). Per 16 rows and pair of blocks the packed layout holds one vector of
+ * both blocks' d (lane i: row i's d(b) in the low half, d(b+1) in the high),
+ * for q5_0 each block's qh with its bits transposed (byte k, bit m: qh bit
+ * 4m + k, the fifth bit of element 4m + k), then each block's 16 bytes of
+ * nibbles as 4 vectors (dword m, lane i = row i): 9 vectors for q4_0, 11 for
+ * q5_0, exactly the matrix's bytes (a lone last block's half is zeros).
+ * Element dword m (elements 4m..4m+3) is dword m % 4's low (m < 4) or high
+ * nibbles, with the fifth bits shifted to bit 4 in one shift and a mask; one
+ * VNNI product with 4 broadcast input bytes serves 16 rows, the chain
+ * starting at -z*sum(x) so a block's integer is exact. The float epilogue is
+ * the portable path's, so results equal it bit for bit. Unpacked, a block's
+ * 18 or 22 bytes are loaded from 16 rows at the end of a 32-byte window
+ * (masked: nothing outside the block is read) and transposed, and the fifth
+ * bits spread from qh with a multiply. */
+
+enum kt_qz { KT_Q4_0, KT_Q5_0 };
+
+#define KT_QZ_VECS(K) ((K) == KT_Q4_0 ? 9 : 11) /* per pair of blocks */
+
+/* The transposed 32-byte windows ending at the ends of block b of 16 rows:
+ * v[2] (q5_0) or v[3] (q4_0) has d in its high half, v[3] is q5_0's qh,
+ * v[4..7] the nibbles. */
+KX_INLINE void kt_qz_window(const uint8_t *const *rp, size_t off, size_t bb, __m512i v[8])
+{
+    /* bytes 32-bb.. of the window are the block's */
+    const __mmask32 mk = ~(__mmask32)0 << (32 - bb);
+    const ptrdiff_t w0 = (ptrdiff_t)off + (ptrdiff_t)bb - 32; /* may be before the row: masked */
+    __m512i z[8], a[8], b[8];
+    KT_UNROLL
+    for (int i = 0; i < 8; i++)
+        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_maskz_loadu_epi8(mk, rp[i] + w0)),
+                                  _mm256_maskz_loadu_epi8(mk, rp[i + 8] + w0), 1);
+    KT_UNROLL
+    for (int i = 0; i < 4; i++) {
+        a[2 * i] = _mm512_unpacklo_epi32(z[2 * i], z[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(z[2 * i], z[2 * i + 1]);
+    }
+    KT_UNROLL
+    for (int j = 0; j < 2; j++) {
+        b[4 * j + 0] = _mm512_unpacklo_epi64(a[4 * j + 0], a[4 * j + 2]);
+        b[4 * j + 1] = _mm512_unpackhi_epi64(a[4 * j + 0], a[4 * j + 2]);
+        b[4 * j + 2] = _mm512_unpacklo_epi64(a[4 * j + 1], a[4 * j + 3]);
+        b[4 * j + 3] = _mm512_unpackhi_epi64(a[4 * j + 1], a[4 * j + 3]);
+    }
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    KT_UNROLL
+    for (int c = 0; c < 4; c++) {
+        v[c] = _mm512_permutex2var_epi64(b[c], lo, b[4 + c]);
+        v[4 + c] = _mm512_permutex2var_epi64(b[c], hi, b[4 + c]);
+    }
+}
+
+/* 0x10 in byte k of every lane where qh bit 4m + k is set: from the raw qh
+ * (a multiply spreads 4 bits to 4 bytes) or the packed, transposed one. */
+KX_INLINE __m512i kt_q5_hbits(__m512i qh, int m, int transposed)
+{
+    const __m512i m10 = _mm512_set1_epi8(0x10);
+    if (transposed) {
+        __m512i s = m < 4 ? _mm512_slli_epi32(qh, 4 - m) : _mm512_srli_epi32(qh, m - 4);
+        return _mm512_and_si512(s, m10);
+    }
+    __m512i x = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * m), _mm512_set1_epi32(15));
+    return _mm512_and_si512(_mm512_mullo_epi32(x, _mm512_set1_epi32(0x02040810)), m10);
+}
+
+/* q5_0's qh with its bits transposed (byte k, bit m: bit 4m + k), lane-wise. */
+KX_INLINE __m512i kt_q5_qh_transpose(__m512i qh)
+{
+    __m512i r = _mm512_setzero_si512();
+    KT_UNROLL
+    for (int m = 0; m < 8; m++) {
+        __m512i h = kt_q5_hbits(qh, m, 0); /* bit 4 of byte k: qh bit 4m + k */
+        r = _mm512_or_si512(r, m < 4 ? _mm512_srli_epi32(h, 4 - m) : _mm512_slli_epi32(h, m - 4));
+    }
+    return r;
+}
+
+KX_INLINE void kt_qz_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                          const uint8_t *const *xp, int n, float *y, int ys, const int T,
+                          const int P, const int K)
+{
+    const size_t bb = K == KT_Q4_0 ? KB_Q4_0 : KB_Q5_0;
+    const int nb = n / KQ, nv = KT_QZ_VECS(K);
+    const uint8_t *rp[KT_ROWS];
+    KT_UNROLL
+    for (int i = 0; i < KT_ROWS; i++)
+        rp[i] = W + (size_t)(i < nr ? i : nr - 1) * rb;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512 acc[KT_T];
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const size_t off = (size_t)b * bb;
+        __m512i q[4], qh = _mm512_setzero_si512();
+        __m512 dw;
+        if (P) {
+            const uint8_t *pp = pk + (size_t)(b / 2) * (size_t)nv * 64;
+            const int e = b % 2;
+            if (!e) {
+                KT_UNROLL
+                for (int k = 0; k < nv; k++)
+                    _mm_prefetch((const char *)pp + 64 * k + KT_PPF, _MM_HINT_T0);
+            }
+            __m512i d2 = _mm512_load_si512((const void *)pp);
+            dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(e ? _mm512_srli_epi32(d2, 16) : d2));
+            if (K == KT_Q5_0) qh = _mm512_load_si512((const void *)(pp + 64 * (1 + e)));
+            const uint8_t *pq = pp + 64 * (K == KT_Q5_0 ? 3 : 1) + 256 * e;
+            KT_UNROLL
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm512_load_si512((const void *)(pq + 64 * k));
+        } else {
+            KT_UNROLL
+            for (int i = 0; i < KT_ROWS; i++)
+                _mm_prefetch((const char *)rp[i] + off + KT_PF, _MM_HINT_T0);
+            __m512i v[8];
+            kt_qz_window(rp, off, bb, v);
+            dw = _mm512_cvtph_ps(
+                _mm512_cvtepi32_epi16(_mm512_srli_epi32(v[K == KT_Q4_0 ? 3 : 2], 16)));
+            qh = v[3];
+            KT_UNROLL
+            for (int k = 0; k < 4; k++)
+                q[k] = v[4 + k];
+        }
+        /* element dwords 0-7, unsigned */
+        __m512i u[8];
+        KT_UNROLL
+        for (int m = 0; m < 8; m++) {
+            __m512i nib = _mm512_and_si512(m < 4 ? q[m] : _mm512_srli_epi32(q[m - 4], 4), m4);
+            u[m] = K == KT_Q5_0 ? _mm512_or_si512(nib, kt_q5_hbits(qh, m, P)) : nib;
+        }
+        KT_UNROLL
+        for (int t = 0; t < T; t++) {
+            const uint8_t *x = xp[t] + (size_t)KQ * b;
+            __m512i s = _mm512_set1_epi32(KX_XS(xp[t], n)[nb + b]); /* -z * sum(x) */
+            __m512i s2 = _mm512_setzero_si512();
+            KT_UNROLL
+            for (int m = 0; m < 8; m += 2) {
+                s = _mm512_dpbusd_epi32(s, u[m], kt_bcast(x + 4 * m));
+                s2 = _mm512_dpbusd_epi32(s2, u[m + 1], kt_bcast(x + 4 * m + 4));
+            }
+            __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(KX_XD(xp[t], n)[b]));
+            acc[t] = _mm512_add_ps(acc[t],
+                                   _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(s, s2))));
+        }
+    }
+    KT_UNROLL
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * (size_t)ys, (__mmask16)sm, acc[t]);
+}
+
+KX_INLINE void kt_q4_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                            const uint8_t *const *xp, int n, float *y, int ys, const int T,
+                            const int P)
+{
+    kt_qz_tile(W, rb, nr, pk, sm, xp, n, y, ys, T, P, KT_Q4_0);
+}
+
+KX_INLINE void kt_q5_0_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk, unsigned sm,
+                            const uint8_t *const *xp, int n, float *y, int ys, const int T,
+                            const int P)
+{
+    kt_qz_tile(W, rb, nr, pk, sm, xp, n, y, ys, T, P, KT_Q5_0);
+}
+
+KT_TILE_FN(kt_q4_0, kt_q4_0_tile)
+KT_TILE_FN(kt_q5_0, kt_q5_0_tile)
+
+static void kt_q4_0_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
+                       int n_tok, float *y, int ys, int r0, int r1)
+{
+    kt_drive(kt_q4_0, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
+}
+
+static void kt_q5_0_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, size_t ps,
+                       int n_tok, float *y, int ys, int r0, int r1)
+{
+    kt_drive(kt_q5_0, W, rb, NULL, 0, n, prep, ps, n_tok, y, ys, r0, r1);
 }
 
 /* ---- packing ------------------------------------------------------------
@@ -972,6 +827,10 @@ static size_t kt_group_bytes(enum ggml_type t, int n_cols)
 {
     if (t == GGML_TYPE_Q8_0 && n_cols % KQ == 0) return (size_t)(n_cols / KQ + 1) / 2 * 17 * 64;
     if (t == GGML_TYPE_Q4_K && n_cols % KQ_K == 0) return (size_t)(n_cols / KQ_K) * 36 * 64;
+    if (t == GGML_TYPE_Q4_0 && n_cols % KQ == 0)
+        return (size_t)(n_cols / KQ + 1) / 2 * KT_QZ_VECS(KT_Q4_0) * 64;
+    if (t == GGML_TYPE_Q5_0 && n_cols % KQ == 0)
+        return (size_t)(n_cols / KQ + 1) / 2 * KT_QZ_VECS(KT_Q5_0) * 64;
     if (t == GGML_TYPE_Q6_K && n_cols % KQ_K == 0)
         return (size_t)(n_cols / KQ_K) * KT_Q6_VECS * 64;
     return 0;
@@ -1017,6 +876,26 @@ KX_TGT static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n
                     _mm512_stream_si512((void *)(po + 64 * k), v[k]);
                 _mm512_stream_si512((void *)(po + 64 * 16), _mm512_loadu_si512((const void *)c16));
             }
+        } else if (t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0) {
+            const int q5 = t == GGML_TYPE_Q5_0, nv = q5 ? KT_QZ_VECS(KT_Q5_0) : KT_QZ_VECS(KT_Q4_0);
+            const size_t bb = q5 ? KB_Q5_0 : KB_Q4_0;
+            const int nb = n_cols / KQ;
+            for (int p = 0; p < (nb + 1) / 2; p++) {
+                uint8_t *pp = o + (size_t)p * (size_t)nv * 64;
+                __m512i d2 = _mm512_setzero_si512();
+                for (int e = 0; e < 2; e++) {
+                    __m512i v[8] = {0};
+                    if (2 * p + e < nb) kt_qz_window(rp, (size_t)(2 * p + e) * bb, bb, v);
+                    __m512i d = _mm512_srli_epi32(v[q5 ? 2 : 3], 16);
+                    d2 = _mm512_or_si512(d2, e ? _mm512_slli_epi32(d, 16) : d);
+                    if (q5)
+                        _mm512_stream_si512((void *)(pp + 64 * (1 + e)), kt_q5_qh_transpose(v[3]));
+                    uint8_t *pq = pp + 64 * (q5 ? 3 : 1) + 256 * e;
+                    for (int k = 0; k < 4; k++)
+                        _mm512_stream_si512((void *)(pq + 64 * k), v[4 + k]);
+                }
+                _mm512_stream_si512((void *)pp, d2);
+            }
         } else if (t == GGML_TYPE_Q6_K) {
             for (int b = 0; b < n_cols / KQ_K; b++) {
                 const size_t off = (size_t)b * KB_Q6_K;
@@ -1026,11 +905,7 @@ KX_TGT static void kt_pack(enum ggml_type t, const uint8_t *W, int n_rows, int n
                 KT_UNROLL
                 for (int k = 0; k < 4; k++)
                     _mm512_stream_si512((void *)(pb + 64 * k), h[k]);
-                /* d in the high half of lane i, as the unpacked kernel's gather has it */
-                uint32_t dd[KT_ROWS];
-                for (int i = 0; i < KT_ROWS; i++)
-                    dd[i] = (uint32_t)kern_ld16(rp[i] + off + 208) << 16;
-                _mm512_stream_si512((void *)(pb + 64 * 4), _mm512_loadu_si512((const void *)dd));
+                _mm512_stream_si512((void *)(pb + 64 * 4), kt_q6_d(rp, off));
                 /* ql chunks 0-3, then qh chunks 0-1 */
                 KT_UNROLL
                 for (int c = 0; c < 6; c++) {
@@ -1143,6 +1018,18 @@ KX_TGT static void kt_prep_q8(const float *x, int n, int z, uint8_t *out)
     kern_prep_q8_tail(n, z, out);
 }
 
+static void kt_q4_0_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
+                        int ys, int r0, int r1)
+{
+    kt_drive(kt_q4_0, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q4_0, n), n, p, ps, nt, y, ys, r0, r1);
+}
+
+static void kt_q5_0_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
+                        int ys, int r0, int r1)
+{
+    kt_drive(kt_q5_0, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q5_0, n), n, p, ps, nt, y, ys, r0, r1);
+}
+
 static void kt_q6_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
                         int ys, int r0, int r1)
 {
@@ -1154,8 +1041,10 @@ void kern_ops_avx512(struct kern_ops *ops)
     ops->name = "avx512";
     kx_fill(ops);
     ops->mm[GGML_TYPE_Q8_0] = kt_q8_0_mm;
-    ops->mm[GGML_TYPE_Q4_0] = kz_q4_0_mm;
-    ops->mm[GGML_TYPE_Q5_0] = kz_q5_0_mm;
+    ops->mm[GGML_TYPE_Q4_0] = kt_q4_0_mm;
+    ops->mm[GGML_TYPE_Q5_0] = kt_q5_0_mm;
+    ops->pmm[GGML_TYPE_Q4_0] = kt_q4_0_pmm;
+    ops->pmm[GGML_TYPE_Q5_0] = kt_q5_0_pmm;
     ops->mm[GGML_TYPE_Q4_K] = kt_q4_K_mm;
     ops->pmm[GGML_TYPE_Q8_0] = kt_q8_0_pmm;
     ops->pmm[GGML_TYPE_Q4_K] = kt_q4_K_pmm;
@@ -1168,12 +1057,6 @@ void kern_ops_avx512(struct kern_ops *ops)
 }
 
 #else
-
-static void kt_q6_K_pmm(const uint8_t *pk, int n, const uint8_t *p, size_t ps, int nt, float *y,
-                        int ys, int r0, int r1)
-{
-    kt_drive(kt_q6_K, NULL, 0, pk, kt_group_bytes(GGML_TYPE_Q6_K, n), n, p, ps, nt, y, ys, r0, r1);
-}
 
 void kern_ops_avx512(struct kern_ops *ops)
 {

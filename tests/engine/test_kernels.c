@@ -775,7 +775,8 @@ static void test_prep_levels_identical(void)
  * the portable path's. */
 static bool avx512_row_group(enum ggml_type t)
 {
-    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K;
+    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K ||
+           t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q4_0;
 }
 
 /* Blocks at the edges of the integer ranges, which quantised weights never
@@ -846,12 +847,11 @@ static void test_simd_extreme_blocks(void)
     }
 }
 
-/* The AVX-512 Q8_0, Q4_K and Q6_K kernels compute each row's exact per-block integer sums
- * 16 rows at a time and then the portable path's float operations in the
- * same order, so it must equal the portable path bit for bit, for any number
- * of tokens, any row range (groups of 16 cut anywhere, tails of 1-15 rows)
- * and rows with an odd number of blocks (a lone last block); so must the
- * kernels over the packed layout (kern_pack), whose last group is padded. */
+/* The AVX-512 Q8_0, Q4_K, Q6_K, Q5_0 and Q4_0 kernels compute each row's exact per-block integer
+ * sums 16 rows at a time and then the portable path's float operations in the same order, so it
+ * must equal the portable path bit for bit, for any number of tokens, any row range (groups of 16
+ * cut anywhere, tails of 1-15 rows) and rows with an odd number of blocks (a lone last block); so
+ * must the kernels over the packed layout (kern_pack), whose last group is padded. */
 static void test_row_group_kernels_bit_identical(void)
 {
     if (kern_force_level("avx512") != 0) {
@@ -864,8 +864,12 @@ static void test_row_group_kernels_bit_identical(void)
     ASSERT_CMP(kern_pack_bytes(GGML_TYPE_Q4_K, 16, 512), ==, (size_t)2 * 36 * 64);
     ASSERT_CMP(kern_pack_bytes(GGML_TYPE_Q6_K, 16, 512), ==, (size_t)2 * 53 * 64);
     ASSERT_EQ(kern_pack_bytes(GGML_TYPE_Q8_0, 16, 100), 0);
+    ASSERT_CMP(kern_pack_bytes(GGML_TYPE_Q5_0, 17, 96), ==, (size_t)2 * 2 * 11 * 64);
+    ASSERT_CMP(kern_pack_bytes(GGML_TYPE_Q4_0, 16, 64), ==, (size_t)9 * 64);
     ASSERT_EQ(kern_pack_bytes(GGML_TYPE_Q5_K, 16, 512), 0);
-    static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    ASSERT_EQ(kern_pack_bytes(GGML_TYPE_Q4_1, 16, 512), 0);
+    static const enum ggml_type types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
+                                           GGML_TYPE_Q5_0, GGML_TYPE_Q4_0};
     static const int cols[] = {32, 64, 96, 256, 768, 1056, 2048};
     static const int rows[] = {1, 7, 16, 17, 40};
     static const int toks[] = {1, 2, 3, 5, 8, 9, 16, 19};

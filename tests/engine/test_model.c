@@ -257,31 +257,46 @@ static float *run_threads(const char *path, int threads, int *nv)
     return out;
 }
 
+/* The logits of a model file with 1, 2 and 3 threads and unpacked: the same bits. */
+static void check_bit_identical(const char *path, const char *name)
+{
+    ASSERT(path);
+    int nv;
+    float *a = run_threads(path, 1, &nv), *b = run_threads(path, 2, &nv);
+    float *c = run_threads(path, 3, &nv);
+    /* the weights left unpacked (engine_model_load): the same logits */
+    setenv("THAW_ENGINE_PACK", "0", 1);
+    float *d = run_threads(path, 2, &nv);
+    unsetenv("THAW_ENGINE_PACK");
+    unlink(path);
+    ASSERT(a && b && c && d);
+    int same2 = !memcmp(a, b, sizeof(float) * nv * 5);
+    int same3 = !memcmp(a, c, sizeof(float) * nv * 5);
+    int samep = !memcmp(a, d, sizeof(float) * nv * 5);
+    if (!same2 || !same3 || !samep)
+        fprintf(stderr, "  %s: 1 vs 2 threads %s, 1 vs 3 threads %s, unpacked %s\n", name,
+                same2 ? "same" : "DIFFER", same3 ? "same" : "DIFFER", samep ? "same" : "DIFFER");
+    free(a), free(b), free(c), free(d);
+    ASSERT(same2 && same3 && samep);
+}
+
 static void test_threads_bit_identical(void)
 {
-    const enum ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
-    for (size_t k = 0; k < ARRAY_LEN(types); k++) {
-        const char *path = gen("tiny-gqa", types[k], 5);
-        ASSERT(path);
-        int nv;
-        float *a = run_threads(path, 1, &nv), *b = run_threads(path, 2, &nv);
-        float *c = run_threads(path, 3, &nv);
-        /* the weights left unpacked (engine_model_load): the same logits */
-        setenv("THAW_ENGINE_PACK", "0", 1);
-        float *d = run_threads(path, 2, &nv);
-        unsetenv("THAW_ENGINE_PACK");
-        unlink(path);
-        ASSERT(a && b && c && d);
-        int same2 = !memcmp(a, b, sizeof(float) * nv * 5);
-        int same3 = !memcmp(a, c, sizeof(float) * nv * 5);
-        int samep = !memcmp(a, d, sizeof(float) * nv * 5);
-        if (!same2 || !same3 || !samep)
-            fprintf(stderr, "  %s: 1 vs 2 threads %s, 1 vs 3 threads %s, unpacked %s\n",
-                    ggml_type_name(types[k]), same2 ? "same" : "DIFFER", same3 ? "same" : "DIFFER",
-                    samep ? "same" : "DIFFER");
-        free(a), free(b), free(c), free(d);
-        ASSERT(same2 && same3 && samep);
-    }
+    const enum ggml_type types[] = {GGML_TYPE_F32,  GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
+                                    GGML_TYPE_Q6_K, GGML_TYPE_Q5_0, GGML_TYPE_Q4_0};
+    for (size_t k = 0; k < ARRAY_LEN(types) && !test_cur_failed_; k++)
+        check_bit_identical(gen("tiny-gqa", types[k], 5), ggml_type_name(types[k]));
+    if (test_cur_failed_) return;
+    /* llama.cpp's Q4_K_M mixture 96 wide: Q5_0, Q8_0 (attn_v of layer 1, the
+     * tied embedding), Q6_K and Q4_K (ffn_down) */
+    struct engine_gen_params p;
+    struct thaw_err err = {0};
+    ASSERT_EQ(engine_gen_preset("tiny-gqa", &p, &err), 0);
+    p.q4_k_m = true;
+    p.n_embd = 96, p.n_head = 3, p.n_head_kv = 1, p.seed = 6;
+    snprintf(path_buf, sizeof path_buf, "/tmp/thaw_test_model_%d_q4km.gguf", (int)getpid());
+    ASSERT_EQ(engine_gen_write(&p, path_buf, NULL, &err), 0);
+    check_bit_identical(path_buf, "Q4_K_M");
 }
 
 /* An f16 KV cache: close to the reference (K and V rounded to f16),
