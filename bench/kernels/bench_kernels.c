@@ -5,7 +5,11 @@
  * of the bandwidth), and matmul throughput per token count against n_tok=1,
  * with OpenBLAS sgemm as the F32 reference.
  *
- * Usage: bench_kernels [--quick] [--level avx512|avx2|neon-dotprod|neon|portable] [--types Q8_0,Q4_K,...] */
+ * With --packed the matrices are packed first (kern_pack, as engine_model_load
+ * does) where the level has a packed layout for the type.
+ *
+ * Usage: bench_kernels [--quick] [--packed] [--level avx512|avx2|neon-dotprod|neon|portable]
+ * [--types Q8_0,Q4_K,...] */
 #include "engine/kernels.h"
 
 #include <math.h>
@@ -189,7 +193,8 @@ static double bw_measure(struct bw *w, int kind, int nth, double bytes_per_elem)
 struct mm {
     enum ggml_type t;
     int rows, cols, n_tok;
-    const uint8_t *W; /* current copy */
+    const uint8_t *W;  /* current copy */
+    const uint8_t *pk; /* its packed layout, or NULL */
     size_t mat_bytes;
     const void *prep;
     float *y;
@@ -199,11 +204,14 @@ static void mm_job(void *p, int tid, int nth)
 {
     struct mm *m = p;
     long lo, hi;
-    /* split on multiples of 4 rows so threads do not share cache lines of y */
-    split(m->rows / 4, tid, nth, &lo, &hi);
-    int r1 = tid == nth - 1 ? m->rows : (int)hi * 4;
+    /* split on multiples of 4 rows so threads do not share cache lines of y
+     * (packed: of the 16-row groups) */
+    int g = m->pk ? 16 : 4;
+    split(m->rows / g, tid, nth, &lo, &hi);
+    int r1 = tid == nth - 1 ? m->rows : (int)hi * g;
     double t0 = thread_s();
-    kern_matmul(m->t, m->W, m->cols, m->prep, m->n_tok, m->y, m->rows, (int)lo * 4, r1);
+    kern_matmul_packed(m->t, m->W, m->pk, m->cols, m->prep, m->n_tok, m->y, m->rows, (int)lo * g,
+                       r1);
     job_time[tid] = thread_s() - t0;
 }
 
@@ -213,7 +221,11 @@ struct weights {
     uint8_t *buf;
     size_t mat_bytes;
     int copies;
+    uint8_t *pk; /* packed copies, pk_bytes apart (--packed) */
+    size_t pk_bytes;
 };
+
+static int packed_opt;
 
 static void weights_make(struct weights *w, enum ggml_type t, int rows, int cols, size_t min_total)
 {
@@ -237,6 +249,16 @@ static void weights_make(struct weights *w, enum ggml_type t, int rows, int cols
         memcpy(w->buf + off, rowsq + rb * ((off / rb) % POOL), rb);
     free(x);
     free(rowsq);
+    w->pk = NULL;
+    w->pk_bytes = packed_opt ? kern_pack_bytes(t, rows, cols) : 0;
+    if (w->pk_bytes) {
+        w->pk_bytes = (w->pk_bytes + 63) & ~(size_t)63;
+        w->pk = aligned_alloc(64, w->pk_bytes * (size_t)w->copies);
+        if (!w->pk) abort();
+        for (int c = 0; c < w->copies; c++)
+            kern_pack(t, w->buf + w->mat_bytes * (size_t)c, rows, cols,
+                      w->pk + w->pk_bytes * (size_t)c);
+    }
 }
 
 /* Seconds per matmul call (input preparation included): the fastest call of
@@ -258,6 +280,7 @@ static double time_matmul(struct weights *w, enum ggml_type t, int rows, int col
     double start = now_s(), best = 1e30;
     for (int it = 0; it < 3 || now_s() - start < min_time; it++) {
         m.W = w->buf + w->mat_bytes * (size_t)(it % w->copies);
+        m.pk = w->pk ? w->pk + w->pk_bytes * (size_t)(it % w->copies) : NULL;
         double t0 = thread_s();
         kern_input_prepare(t, x, n_tok, cols, prep);
         double tprep = thread_s() - t0;
@@ -337,12 +360,15 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1;
+        else if (!strcmp(argv[i], "--packed"))
+            packed_opt = 1;
         else if (!strcmp(argv[i], "--level") && i + 1 < argc)
             level = argv[++i];
         else if (!strcmp(argv[i], "--types") && i + 1 < argc)
             types = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--level L] [--types T1,T2]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--packed] [--level L] [--types T1,T2]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -354,8 +380,8 @@ int main(int argc, char **argv)
     pool_start(2);
     double load[3] = {0};
     getloadavg(load, 3);
-    printf("kernels: %s; load average %.2f (times are per-thread CPU time, best call)\n",
-           kern_simd_level(), load[0]);
+    printf("kernels: %s%s; load average %.2f (times are per-thread CPU time, best call)\n",
+           kern_simd_level(), packed_opt ? ", packed where the level has a layout" : "", load[0]);
 
     struct bw bw = {xalloc(BW_N * 4), xalloc(BW_N * 4), xalloc(BW_N * 4), 0, {0}};
     bw.kind = 0;
@@ -390,6 +416,7 @@ int main(int argc, char **argv)
                    100 * gbs[1] / triad[1], 100 * gbs[1] / rd[1], gbs[2], 100 * gbs[2] / triad[2],
                    100 * gbs[2] / rd[2]);
             free(w.buf);
+            free(w.pk);
         }
     }
 
@@ -417,6 +444,7 @@ int main(int argc, char **argv)
             printf("\n");
         }
         free(w.buf);
+        free(w.pk);
     }
 
 #ifdef HAVE_OPENBLAS

@@ -364,7 +364,7 @@ size_t kern_prep_row_bytes(enum ggml_type t, int n_cols)
         break;
     case KPREP_Q8:
         if (n % KQ) return 0;
-        bytes = kern_prep_q8_pairs((int)n) + (n / KQ + 1) / 2 * 128;
+        bytes = n + (n / KQ) * 12;
         break;
     case KPREP_Q8K:
         if (n % KQ_K) return 0;
@@ -404,20 +404,6 @@ void kern_prep_q8_tail(int n, int z, uint8_t *out)
     int32_t *zsum = sum + n / KQ;
     for (int b = 0; b < n / KQ; b++)
         zsum[b] = -z * sum[b];
-    int nb = n / KQ;
-    for (int b = 0; b < nb; b += 2) {
-        float dv[16];
-        int32_t cv[16] = {0};
-        for (int j = 0; j < 8; j++) {
-            dv[j] = d[b];
-            dv[8 + j] = b + 1 < nb ? d[b + 1] : 0.0f;
-        }
-        cv[0] = zsum[b];
-        cv[8] = b + 1 < nb ? zsum[b + 1] : 0;
-        uint8_t *pair = out + kern_prep_q8_pairs(n) + (size_t)(b / 2) * 128;
-        memcpy(pair, dv, 64);
-        memcpy(pair + 64, cv, 64);
-    }
 }
 
 static void prep_q8(const float *x, int n, int z, uint8_t *out)

@@ -74,11 +74,6 @@ float kern_f16_table_(uint16_t h);
  *   KPREP_F32: float x[n]
  *   KPREP_Q8:  i8 qs[n] | f32 d[n/32] | i32 sum[n/32]  (per 32: x ~ d*qs, sum = sum of qs)
  *              | i32 zsum[n/32] (-z * sum, z the weight type's zero point: kern_zero_point)
- *              | pad to 64 | per pair of blocks (b, b+1), 128 bytes: f32 [d(b) x8, d(b+1) x8]
- *              then i32 [zsum(b), 0 x7, zsum(b+1), 0 x7] (a missing b+1: zeros)
- *              (the 512-bit Q4_0/Q5_0 kernels take a pair's scales and zero-point term from the
- *              compact arrays, or with few tokens as whole vectors from the pair section: no
- *              shuffles)
  *   KPREP_Q8K: i8 qs[n] | f32 d[n/256] | i16 bsum[n/16] (sums of 16 qs) | i16 bsum32[n/32]
  *              (sums of 32: the AVX-512 Q4_K kernel takes two sub-blocks' mins per product)
  * The integer sums let kernels fold a weight's zero point or min into one
@@ -94,14 +89,8 @@ static inline int kern_zero_point(enum ggml_type t)
     return t == GGML_TYPE_Q8_0 ? 128 : t == GGML_TYPE_Q4_0 ? 8 : t == GGML_TYPE_Q5_0 ? 16 : 0;
 }
 
-/* Offset of the pair section of a KPREP_Q8 row of n elements. */
-static inline size_t kern_prep_q8_pairs(int n)
-{
-    return ((size_t)n + (size_t)(n / KQ) * 12 + 63) & ~(size_t)63;
-}
-
 /* The end of a Q8 preparation whose blocks (values, scales d, sums) are
- * written: the zero-point sums and the scale pairs, from those (kernels.c). */
+ * written: the zero-point sums, from those (kernels.c). */
 void kern_prep_q8_tail(int n, int z, uint8_t *out);
 
 /* Computes rows [r0, r1) of y = W x for n_tok prepared rows. */
