@@ -490,7 +490,7 @@ static void kt_q4_K_mm(const uint8_t *W, size_t rb, int n, const uint8_t *prep, 
 
 /* shuffle control putting bytes 2q, 2q+1 of every dword in the high bytes of
  * its two words (srai by 8 then sign-extends them) */
-KX_INLINE __m512i kt_pair_ctl(int q)
+KX_INLINE __m512i kt_spair_ctl(int q)
 {
     const __m512i l4 = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
     uint32_t c = 0x00800080u | (uint32_t)(2 * q) << 8 | (uint32_t)(2 * q + 1) << 24;
@@ -551,7 +551,7 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
             sumi[t] = _mm512_setzero_si512();
         KT_UNROLL
         for (int q = 0; q < 8; q++) {
-            __m512i pr = _mm512_srai_epi16(_mm512_shuffle_epi8(s[q / 2], kt_pair_ctl(q % 2)), 8);
+            __m512i pr = _mm512_srai_epi16(_mm512_shuffle_epi8(s[q / 2], kt_spair_ctl(q % 2)), 8);
             KT_UNROLL
             for (int t = 0; t < T; t++) {
                 const uint8_t *bs = (const uint8_t *)(KX_XBS(xp[t], n) + 16 * b);
@@ -601,7 +601,8 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
                     KT_UNROLL
                     for (int t = 0; t < T; t++)
                         sa[t] = _mm512_dpbusd_epi32(
-                            sa[t], w, kt_bcast(xp[t] + (size_t)KQ_K * b + 128 * h + 32 * j + 4 * m));
+                            sa[t], w,
+                            kt_bcast(xp[t] + (size_t)KQ_K * b + 128 * h + 32 * j + 4 * m));
                 }
                 /* lane i: row i's int8 scale of group g */
                 __m512i sg = _mm512_srai_epi32(_mm512_slli_epi32(s[g / 4], 24 - 8 * (g % 4)), 24);
@@ -613,8 +614,8 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
         KT_UNROLL
         for (int t = 0; t < T; t++) {
             __m512 dx = _mm512_set1_ps(KX_XD(xp[t], n)[b]);
-            acc[t] = _mm512_add_ps(acc[t],
-                                   _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(sumi[t])));
+            acc[t] = _mm512_add_ps(
+                acc[t], _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(sumi[t])));
         }
     }
     KT_UNROLL
@@ -831,8 +832,7 @@ static size_t kt_group_bytes(enum ggml_type t, int n_cols)
         return (size_t)(n_cols / KQ + 1) / 2 * KT_QZ_VECS(KT_Q4_0) * 64;
     if (t == GGML_TYPE_Q5_0 && n_cols % KQ == 0)
         return (size_t)(n_cols / KQ + 1) / 2 * KT_QZ_VECS(KT_Q5_0) * 64;
-    if (t == GGML_TYPE_Q6_K && n_cols % KQ_K == 0)
-        return (size_t)(n_cols / KQ_K) * KT_Q6_VECS * 64;
+    if (t == GGML_TYPE_Q6_K && n_cols % KQ_K == 0) return (size_t)(n_cols / KQ_K) * KT_Q6_VECS * 64;
     return 0;
 }
 
