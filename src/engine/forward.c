@@ -37,6 +37,10 @@ struct engine_ctx {
     bool kv_f16;
     float (*kdot)(const float *q, const void *k, int n);
     void (*vacc)(float *out, float p, const void *v, int n);
+    /* a head's whole pass over its positions, the same floats as kdot and
+     * vacc row by row (NULL: row by row) */
+    void (*kdots)(const float *q, const char *k, size_t row, int n_pos, int n, float *scores);
+    void (*vaccs)(float *out, const float *p, const char *v, size_t row, int n_pos, int n);
     int32_t *seq_len, *seq_next;
 
     /* the batch being run */
@@ -359,6 +363,88 @@ F16C_TGT static void vacc_f16c(float *out, float p, const void *vv, int n)
         out[i] += p * kern_fp16_to_fp32(v[i]);
 }
 
+/* kdot_f32 and vacc_f32 over all of a head's positions, 8 floats per vector:
+ * lane j of the sum is kdot_f32's acc[j], and each output element takes its
+ * products in position order, multiplied then added as the C does, so the
+ * results are the same bit for bit; the call per row and vacc's trip through
+ * memory per position, 9% of an 8-sequence decode step, are gone. n % 8 == 0. */
+#define AVX2_TGT __attribute__((target("avx2")))
+
+AVX2_TGT static inline __m256 kdot8(__m256 acc, const float *q, const float *k)
+{
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(k)));
+}
+
+/* Four positions at a time: four independent chains of adds instead of one
+ * waiting on the last add's latency. */
+AVX2_TGT static void kdots_f32_avx2(const float *q, const char *k, size_t row, int n_pos, int n,
+                                    float *scores)
+{
+    int j = 0;
+    for (; j + 4 <= n_pos; j += 4) {
+        const float *k0 = (const float *)(k + (size_t)j * row),
+                    *k1 = (const float *)((const char *)k0 + row);
+        const float *k2 = (const float *)((const char *)k1 + row),
+                    *k3 = (const float *)((const char *)k2 + row);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n; i += 8) {
+            a0 = kdot8(a0, q + i, k0 + i);
+            a1 = kdot8(a1, q + i, k1 + i);
+            a2 = kdot8(a2, q + i, k2 + i);
+            a3 = kdot8(a3, q + i, k3 + i);
+        }
+        float t[4][8];
+        _mm256_storeu_ps(t[0], a0);
+        _mm256_storeu_ps(t[1], a1);
+        _mm256_storeu_ps(t[2], a2);
+        _mm256_storeu_ps(t[3], a3);
+        for (int m = 0; m < 4; m++)
+            scores[j + m] = sum8(t[m]);
+    }
+    for (; j < n_pos; j++) {
+        const float *kj = (const float *)(k + (size_t)j * row);
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < n; i += 8)
+            acc = kdot8(acc, q + i, kj + i);
+        float t[8];
+        _mm256_storeu_ps(t, acc);
+        scores[j] = sum8(t);
+    }
+}
+
+AVX2_TGT static inline __m256 vacc8(__m256 o, __m256 p, const char *v, int i)
+{
+    return _mm256_add_ps(o, _mm256_mul_ps(p, _mm256_loadu_ps((const float *)v + i)));
+}
+
+/* 32 output elements at a time (four chains), 8 for what is left. */
+AVX2_TGT static void vaccs_f32_avx2(float *out, const float *p, const char *v, size_t row,
+                                    int n_pos, int n)
+{
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int j = 0; j < n_pos; j++) {
+            const char *vj = v + (size_t)j * row;
+            __m256 pj = _mm256_set1_ps(p[j]);
+            o0 = vacc8(o0, pj, vj, i);
+            o1 = vacc8(o1, pj, vj, i + 8);
+            o2 = vacc8(o2, pj, vj, i + 16);
+            o3 = vacc8(o3, pj, vj, i + 24);
+        }
+        _mm256_storeu_ps(out + i, o0);
+        _mm256_storeu_ps(out + i + 8, o1);
+        _mm256_storeu_ps(out + i + 16, o2);
+        _mm256_storeu_ps(out + i + 24, o3);
+    }
+    for (; i < n; i += 8) {
+        __m256 o = _mm256_setzero_ps();
+        for (int j = 0; j < n_pos; j++)
+            o = vacc8(o, _mm256_set1_ps(p[j]), v + (size_t)j * row, i);
+        _mm256_storeu_ps(out + i, o);
+    }
+}
+
 static bool have_f16c(void)
 {
     unsigned a, b, c, d;
@@ -378,6 +464,11 @@ static void pick_attention(struct engine_ctx *c)
         c->kdot = kdot_f16c;
         c->vacc = vacc_f16c;
     }
+    __builtin_cpu_init();
+    if (!c->kv_f16 && c->hp->head_dim % 8 == 0 && __builtin_cpu_supports("avx2")) {
+        c->kdots = kdots_f32_avx2;
+        c->vaccs = vaccs_f32_avx2;
+    }
 #endif
 }
 
@@ -391,8 +482,9 @@ static void attend(struct engine_ctx *c, int t, int h, float *scores)
     const char *kbase = (const char *)cache_at(c, c->kc, c->layer, seq, 0) + kvh * hd * es;
     const char *vbase = (const char *)cache_at(c, c->vc, c->layer, seq, 0) + kvh * hd * es;
     float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
+    if (c->kdots) c->kdots(q, kbase, row, n, hd, scores);
     for (int j = 0; j < n; j++) {
-        scores[j] = c->kdot(q, kbase + j * row, hd) * scale;
+        scores[j] = (c->kdots ? scores[j] : c->kdot(q, kbase + j * row, hd)) * scale;
         if (scores[j] > mx) mx = scores[j];
     }
     float sum = 0;
@@ -402,6 +494,12 @@ static void attend(struct engine_ctx *c, int t, int h, float *scores)
     }
     float inv = 1.0f / sum;
     float *out = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
+    if (c->vaccs) {
+        for (int j = 0; j < n; j++)
+            scores[j] *= inv;
+        c->vaccs(out, scores, vbase, row, n, hd);
+        return;
+    }
     memset(out, 0, hd * sizeof(float));
     for (int j = 0; j < n; j++)
         c->vacc(out, scores[j] * inv, vbase + j * row, hd);
