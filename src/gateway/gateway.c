@@ -217,12 +217,51 @@ bool gw_deployment_owner(struct gateway *gw, const char *name, char *out, size_t
     return true;
 }
 
+static void vrules_free(struct gw_deployment *d)
+{
+    for (size_t k = 0; k < d->n_vrules; k++)
+        json_decref(d->vrules[k].input_schema);
+    free(d->vrules);
+    d->vrules = NULL;
+    d->n_vrules = d->cap_vrules = 0;
+}
+
+void gw_version_known(struct gateway *gw, const struct deploy_spec *spec, int version)
+{
+    if (version <= 0) return;
+    pthread_rwlock_wrlock(&gw->deps_lock);
+    struct gw_deployment *d = NULL;
+    for (size_t i = 0; i < gw->n_deps && !d; i++)
+        if (strcmp(gw->deps[i].name, spec->name) == 0) d = &gw->deps[i];
+    bool known = false;
+    for (size_t k = 0; d && k < d->n_vrules && !known; k++)
+        known = d->vrules[k].version == version;
+    if (d && !known && d->n_vrules == d->cap_vrules) {
+        size_t cap = d->cap_vrules ? d->cap_vrules * 2 : 4;
+        struct gw_version_rules *v = realloc(d->vrules, cap * sizeof(*v));
+        if (v) {
+            d->vrules = v;
+            d->cap_vrules = cap;
+        }
+    }
+    /* Without memory the version is checked by the latest's rules. */
+    if (d && !known && d->n_vrules < d->cap_vrules) {
+        d->vrules[d->n_vrules++] = (struct gw_version_rules){
+            .version = version,
+            .max_body_bytes = spec->limits.max_body_bytes,
+            .input_schema = spec->input_schema ? json_deep_copy(spec->input_schema) : NULL,
+        };
+    }
+    pthread_rwlock_unlock(&gw->deps_lock);
+}
+
 void gw_deployment_forget(struct gateway *gw, const char *name)
 {
     pthread_rwlock_wrlock(&gw->deps_lock);
     for (size_t i = 0; i < gw->n_deps; i++) {
         if (strcmp(gw->deps[i].name, name) == 0) {
             json_decref(gw->deps[i].input_schema);
+            vrules_free(&gw->deps[i]);
             gw->deps[i] = gw->deps[--gw->n_deps];
             break;
         }
@@ -230,21 +269,85 @@ void gw_deployment_forget(struct gateway *gw, const char *name)
     pthread_rwlock_unlock(&gw->deps_lock);
 }
 
-int gw_validate_input(struct gateway *gw, const char *name, const char *body, size_t len,
-                      struct thaw_err *err)
+/* The rules of version `version` of name (see gw_max_body): latest when
+ * that version is not known here; false for an unknown deployment. With
+ * deps_lock held; the schema stays valid while it is. */
+static bool rules_of(struct gateway *gw, const char *name, int version, int64_t *max_body,
+                     const json_t **schema)
+{
+    for (size_t i = 0; i < gw->n_deps; i++) {
+        const struct gw_deployment *d = &gw->deps[i];
+        if (strcmp(d->name, name) != 0) continue;
+        *max_body = d->max_body_bytes;
+        *schema = d->input_schema;
+        for (size_t k = 0; version > 0 && k < d->n_vrules; k++) {
+            if (d->vrules[k].version != version) continue;
+            *max_body = d->vrules[k].max_body_bytes;
+            *schema = d->vrules[k].input_schema;
+            break;
+        }
+        return true;
+    }
+    return false;
+}
+
+int64_t gw_max_body(struct gateway *gw, const char *name, int version)
+{
+    int64_t max = -1;
+    const json_t *schema;
+    pthread_rwlock_rdlock(&gw->deps_lock);
+    if (!rules_of(gw, name, version, &max, &schema)) max = -1;
+    pthread_rwlock_unlock(&gw->deps_lock);
+    return max;
+}
+
+int gw_validate_input(struct gateway *gw, const char *name, int version, const char *body,
+                      size_t len, struct thaw_err *err)
 {
     int rc = 0;
+    int64_t max;
+    const json_t *schema = NULL;
     pthread_rwlock_rdlock(&gw->deps_lock);
-    for (size_t i = 0; i < gw->n_deps; i++) {
-        if (strcmp(gw->deps[i].name, name) || !gw->deps[i].input_schema) continue;
+    if (rules_of(gw, name, version, &max, &schema) && schema) {
         json_t *v = len ? json_loadb(body, len, JSON_DECODE_ANY, NULL) : json_null();
-        rc = v ? registry_schema_validate(gw->deps[i].input_schema, v, err)
+        rc = v ? registry_schema_validate(schema, v, err)
                : thaw_errf(err, THAW_EINVAL, "input is not valid JSON");
         json_decref(v);
-        break;
     }
     pthread_rwlock_unlock(&gw->deps_lock);
     return rc;
+}
+
+void gw_version_header(struct evhttp_request *req, int version)
+{
+    if (version <= 0) return;
+    char v[16];
+    snprintf(v, sizeof(v), "v%d", version);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "x-thaw-version", v);
+}
+
+bool gw_pick_version(struct gw_worker *w, struct evhttp_request *req, const char *path,
+                     const char *name, const char *rid, uint64_t t0, struct gw_route *out)
+{
+    struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
+    const char *pin = evhttp_find_header(hin, "x-thaw-version");
+    *out = (struct gw_route){0};
+    if (pin && !(out->version = registry_version_parse(pin))) {
+        gw_reject(w, req, path, name, rid, t0, 400, "invalid_version",
+                  "header x-thaw-version must name a version like v3");
+        return false;
+    }
+    const char *sticky = evhttp_find_header(hin, "x-thaw-sticky");
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = sticky; p && *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    out->sticky = sticky && *sticky;
+    out->sticky_hash = h;
+    if (!out->version) {
+        out->version = scale_route(w->gw->scale, name, out->sticky, h);
+        out->routed = out->version > 0;
+    }
+    return true;
 }
 
 /* ---- sockets and workers ---- */
@@ -449,7 +552,10 @@ void gw_free(struct gateway *gw)
         pthread_mutex_destroy(&w->outbox_lock);
     }
     free(gw->workers);
-    for (size_t i = 0; i < gw->n_deps; i++) json_decref(gw->deps[i].input_schema);
+    for (size_t i = 0; i < gw->n_deps; i++) {
+        json_decref(gw->deps[i].input_schema);
+        vrules_free(&gw->deps[i]);
+    }
     free(gw->deps);
     gw_tls_free(gw);
     pthread_mutex_destroy(&gw->tls_lock);

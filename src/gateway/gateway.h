@@ -47,6 +47,13 @@ int gw_start(struct gateway *gw, struct thaw_err *err);
 /* Tells the gateway about a deployment that exists (at start-up: those in
  * the store) and the tenant that owns it. Thread-safe. */
 void gw_deployment_known(struct gateway *gw, const struct deploy_spec *spec, const char *owner);
+/* Tells the gateway the rules (input schema, body limit) of one version of
+ * a deployment it knows, which requests routed to that version are checked
+ * against. Versions are immutable: a version already known is kept.
+ * Thread-safe. */
+void gw_version_known(struct gateway *gw, const struct deploy_spec *spec, int version);
+/* Forgets a deployment (deleted, or not restored after all). Thread-safe. */
+void gw_deployment_forget(struct gateway *gw, const char *name);
 /* Serves the jobs API with jobs (borrowed); call before gw_start. */
 struct jobs;
 void gw_set_jobs(struct gateway *gw, struct jobs *jobs);

@@ -59,8 +59,27 @@ struct gw_deployment {
     char owner[ACCESS_NAME_MAX + 1];
     char runtime[8];  /* "exec", "llm", "embed" */
     int64_t known_at; /* unix seconds this node first saw it (OpenAI's "created") */
+    int64_t max_body_bytes; /* the latest deployed version's */
+    json_t *input_schema;   /* owned by the table; use through gw_validate_input */
+    /* Each version's own rules (versions are immutable): owned by the
+     * table, read under its lock only (a looked-up copy must not use it). */
+    struct gw_version_rules *vrules;
+    size_t n_vrules, cap_vrules;
+};
+
+/* What a request is checked against before it goes to a version. */
+struct gw_version_rules {
+    int version;
     int64_t max_body_bytes;
-    json_t *input_schema; /* owned by the table; use through gw_validate_input */
+    json_t *input_schema; /* NULL: any input */
+};
+
+/* The version a request goes to, picked before it is checked. */
+struct gw_route {
+    int version; /* 0: none could be picked here (the scale answers why) */
+    bool routed; /* picked by traffic, not pinned by x-thaw-version */
+    bool sticky; /* x-thaw-sticky was given: sticky_hash is its key's */
+    uint64_t sticky_hash;
 };
 
 /* Who is calling, for the request a worker is handling right now. */
@@ -167,11 +186,26 @@ void gw_route_grants(struct gw_worker *w, struct evhttp_request *req, const char
 
 /* Deployment table. */
 bool gw_deployment_lookup(struct gateway *gw, const char *name, struct gw_deployment *out);
-void gw_deployment_forget(struct gateway *gw, const char *name);
-/* Checks a request body against the deployment's input schema, if it has
- * one. Returns 0, or THAW_EINVAL with err naming the failing path. */
-int gw_validate_input(struct gateway *gw, const char *name, const char *body, size_t len,
-                      struct thaw_err *err);
+/* The body limit of version `version` of deployment name: the latest
+ * deployed version's for version 0 or one this gateway has not seen (a
+ * pin of a version that does not exist, which the scale then refuses);
+ * -1 for an unknown deployment. */
+int64_t gw_max_body(struct gateway *gw, const char *name, int version);
+/* Checks a request body against the input schema of version `version`
+ * (as gw_max_body picks it), if it has one. Returns 0, or THAW_EINVAL with
+ * err naming the failing path. */
+int gw_validate_input(struct gateway *gw, const char *name, int version, const char *body,
+                      size_t len, struct thaw_err *err);
+/* Picks the version a request to name goes to, from its headers: an
+ * x-thaw-version pin, or traffic (by its x-thaw-sticky key, or by weight)
+ * as the scale would pick it, so the request is checked against the rules
+ * of the version that serves it. False when the pin is malformed: then it
+ * has answered 400 and logged the request. */
+bool gw_pick_version(struct gw_worker *w, struct evhttp_request *req, const char *path,
+                     const char *name, const char *rid, uint64_t t0, struct gw_route *out);
+/* Names the version a refusal applied the rules of (x-thaw-version), as
+ * answers name the version that served them. */
+void gw_version_header(struct evhttp_request *req, int version);
 
 /* Routes. */
 void gw_route(struct evhttp_request *req, void *worker);
@@ -191,6 +225,7 @@ struct gw_call_opts {
     bool stream;
     bool include_usage; /* OpenAI streams: a last chunk with usage */
     bool base64;        /* OpenAI embeddings as base64 float32 */
+    struct gw_route route; /* from gw_pick_version */
 };
 bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char *path,
                     const struct gw_deployment *dep, const char *rid, const struct gw_auth *auth,

@@ -316,12 +316,18 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
                   "a request body needs a Content-Length (or chunked encoding)");
         return false;
     }
+    /* The version first: the request is checked against its rules. */
+    struct gw_call_opts opts = {.api = GW_API_NATIVE, .stream = wants_stream(req)};
+    if (!gw_pick_version(w, req, path, name, rid, t0, &opts.route)) return false;
+    int version = opts.route.version;
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
-    if ((int64_t)len > dep.max_body_bytes) {
+    int64_t limit = gw_max_body(gw, name, version);
+    if ((int64_t)len > limit) {
         snprintf(msg, sizeof(msg),
                  "request body of %zu bytes exceeds the deployment's limit of %lld", len,
-                 (long long)dep.max_body_bytes);
+                 (long long)limit);
+        gw_version_header(req, version);
         gw_reject(w, req, path, name, rid, t0, 413, "body_too_large", msg);
         return false;
     }
@@ -333,12 +339,12 @@ bool gw_handle_invoke(struct gw_worker *w, struct evhttp_request *req, const cha
         return false;
     }
     struct thaw_err verr = {0};
-    if (gw_validate_input(gw, name, input, input_len, &verr)) {
+    if (gw_validate_input(gw, name, version, input, input_len, &verr)) {
         free(input);
+        gw_version_header(req, version);
         gw_reject(w, req, path, name, rid, t0, 400, "invalid_input", verr.msg);
         return false;
     }
-    struct gw_call_opts opts = {.api = GW_API_NATIVE, .stream = wants_stream(req)};
     return gw_call_submit(w, req, path, &dep, rid, auth, t0, input, input_len, &opts);
 }
 
@@ -357,21 +363,6 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
                   "this key or tenant has spent its daily tokens (daily_tokens limit)");
         return false;
     }
-    /* A pinned version, or a sticky key that keeps a caller on one version
-     * (for every API that reaches a deployment, native or OpenAI). */
-    struct evkeyvalq *hin = evhttp_request_get_input_headers(req);
-    const char *pin = evhttp_find_header(hin, "x-thaw-version");
-    int version = 0;
-    if (pin && !(version = registry_version_parse(pin))) {
-        free(input);
-        gw_reject(w, req, path, dep->name, rid, t0, 400, "invalid_version",
-                  "header x-thaw-version must name a version like v3");
-        return false;
-    }
-    const char *sticky = evhttp_find_header(hin, "x-thaw-sticky");
-    uint64_t sticky_hash = 1469598103934665603ULL; /* FNV-1a */
-    for (const char *p = sticky; p && *p; p++)
-        sticky_hash = (sticky_hash ^ (unsigned char)*p) * 1099511628211ULL;
     struct gw_call *c = calloc(1, sizeof(*c));
     if (!c) {
         free(input);
@@ -385,9 +376,13 @@ bool gw_call_submit(struct gw_worker *w, struct evhttp_request *req, const char 
     str_copy(c->inv.tenant, auth->who.tenant, sizeof(c->inv.tenant));
     str_copy(c->path, path, sizeof(c->path));
     c->inv.stream = opts->stream;
-    c->inv.version = version;
-    c->inv.sticky = sticky && *sticky;
-    c->inv.sticky_hash = sticky_hash;
+    /* The version the caller's checks were made against (pinned, or picked
+     * by traffic); when none could be picked here the scale picks, from
+     * the sticky key if there is one. */
+    c->inv.version = opts->route.version;
+    c->inv.routed = opts->route.routed;
+    c->inv.sticky = opts->route.sticky;
+    c->inv.sticky_hash = opts->route.sticky_hash;
     c->inv.on_event = on_event;
     c->req = req;
     c->worker = w;

@@ -323,22 +323,36 @@ static void submit(struct gw_worker *w, struct evhttp_request *req, const char *
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const char *body = (const char *)evbuffer_pullup(in, -1);
+    /* Each attempt is routed by the weights when it runs, so an input must
+     * pass the rules of every version with traffic now (the latest
+     * deployed version's when none has any). */
+    int vs[REGISTRY_SPLIT_MAX];
+    int nv = gw->scale ? scale_route_versions(gw->scale, name, vs, (int)ARRAY_LEN(vs)) : 0;
+    if (nv == 0) vs[nv++] = 0;
+    int64_t limit = INT64_MAX;
+    for (int k = 0; k < nv; k++) {
+        int64_t m = gw_max_body(gw, name, vs[k]);
+        if (m >= 0 && m < limit) limit = m;
+    }
     char msg[320];
-    int st = parse_submit(l, body ? body : "", len, dep.max_body_bytes, msg, sizeof(msg));
+    int st = parse_submit(l, body ? body : "", len, limit, msg, sizeof(msg));
     if (st) {
         gw_reply_error(req, st, st == 413 ? "body_too_large" : "invalid_request", "%s", msg);
         later_done(l);
         return;
     }
-    /* The deployment's input schema, as on the invoke path, before anything
-     * is stored: a job that cannot be valid is refused now, not dead later. */
+    /* The input schemas, as on the invoke path, before anything is stored:
+     * a job that cannot be valid is refused now, not dead later. */
     for (size_t i = 0; i < l->r.n; i++) {
-        struct thaw_err verr = {0};
-        if (gw_validate_input(gw, name, l->inputs[i], l->lens[i], &verr)) {
+        for (int k = 0; k < nv; k++) {
+            struct thaw_err verr = {0};
+            if (!gw_validate_input(gw, name, vs[k], l->inputs[i], l->lens[i], &verr)) continue;
+            char ver[24] = "";
+            if (nv > 1) snprintf(ver, sizeof(ver), " (version v%d)", vs[k]);
             if (l->single)
-                gw_reply_error(req, 400, "invalid_input", "%s", verr.msg);
+                gw_reply_error(req, 400, "invalid_input", "%s%s", verr.msg, ver);
             else
-                gw_reply_error(req, 400, "invalid_input", "inputs[%zu]: %s", i, verr.msg);
+                gw_reply_error(req, 400, "invalid_input", "inputs[%zu]: %s%s", i, verr.msg, ver);
             later_done(l);
             return;
         }

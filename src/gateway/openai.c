@@ -336,17 +336,26 @@ bool gw_handle_openai(struct gw_worker *w, struct evhttp_request *req, enum gw_a
         gw_reject(w, req, path, NULL, rid, t0, 404, "model_not_found", msg);
         return false;
     }
+    /* The version first: the body limit is the one of the version that
+     * serves the request. */
+    struct gw_call_opts opts = {.api = api};
+    if (!gw_pick_version(w, req, path, dep.name, rid, t0, &opts.route)) {
+        json_decref(in);
+        return false;
+    }
     int status = 0;
     const char *code = NULL;
+    int64_t limit = gw_max_body(gw, dep.name, opts.route.version);
     if (strcmp(dep.runtime, route_runtime(api)) != 0) {
         snprintf(msg, sizeof(msg), "model '%s' is a %s deployment; this route needs runtime %s",
                  model, dep.runtime, route_runtime(api));
         status = 400, code = "invalid_model";
-    } else if ((int64_t)len > dep.max_body_bytes) {
+    } else if ((int64_t)len > limit) {
         snprintf(msg, sizeof(msg),
                  "request body of %zu bytes exceeds the deployment's limit of %lld", len,
-                 (long long)dep.max_body_bytes);
+                 (long long)limit);
         status = 413, code = "body_too_large";
+        gw_version_header(req, opts.route.version);
     }
     struct xlate x = {.in = in, .out = json_object()};
     bool base64 = false;
@@ -367,8 +376,9 @@ bool gw_handle_openai(struct gw_worker *w, struct evhttp_request *req, enum gw_a
         gw_reject(w, req, path, dep.name, rid, t0, status, code, msg);
         return false;
     }
-    struct gw_call_opts opts = {
-        .api = api, .stream = stream, .include_usage = include_usage, .base64 = base64};
+    opts.stream = stream;
+    opts.include_usage = include_usage;
+    opts.base64 = base64;
     return gw_call_submit(w, req, path, &dep, rid, auth, t0, input, strlen(input), &opts);
 }
 

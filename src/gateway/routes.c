@@ -156,6 +156,7 @@ static void create_deployment(struct gateway *gw, struct evhttp_request *req)
     str_copy(name, spec->name, sizeof(name));
     str_copy(owner_copy, owner, sizeof(owner_copy));
     gw_deployment_known(gw, spec, owner_copy);
+    gw_version_known(gw, spec, dr.version);
     scale_apply_version(gw->scale, spec, dr.version); /* takes ownership */
     scale_set_traffic(gw->scale, name, &dr.traffic, dr.rev);
     char vlabel[16];

@@ -123,9 +123,13 @@ static int restore_cb(void *arg, const char *name, const char *spec_json, const 
     return 0;
 }
 
+/* Each stored version: its rules to the gateway (requests routed to it are
+ * checked against them), then the spec to scale. */
 static void apply_version_cb(void *ctx, int version, struct deploy_spec *spec)
 {
-    scale_apply_version(ctx, spec, version);
+    struct node *n = ctx;
+    gw_version_known(n->gw, spec, version);
+    scale_apply_version(n->scale, spec, version);
 }
 
 /* Brings one deployment back: its versions to scale, its traffic, and the
@@ -155,12 +159,14 @@ static void restore_one(struct node *n, const char *name, const char *spec_json,
         }
     }
     int bad = 0;
+    /* Known to the gateway first, so it can take each version's rules. */
+    if (!rc) gw_deployment_known(n->gw, spec, owner);
     if (!rc)
-        rc = registry_versions_load(n->store, &n->sealer, name, apply_version_cb, n->scale, &bad,
-                                    &err);
+        rc = registry_versions_load(n->store, &n->sealer, name, apply_version_cb, n, &bad, &err);
     if (rc) {
         OBS_LOG(LOG_ERROR, "deployment_restore_failed", LOG_S("deployment", name),
                 LOG_S("error", err.msg));
+        if (spec) gw_deployment_forget(n->gw, name);
         registry_spec_free(spec);
         return;
     }
@@ -168,7 +174,6 @@ static void restore_one(struct node *n, const char *name, const char *spec_json,
         OBS_LOG(LOG_ERROR, "version_restore_failed", LOG_S("deployment", name),
                 LOG_I("versions", bad));
     scale_set_traffic(n->scale, name, &t, rev);
-    gw_deployment_known(n->gw, spec, owner);
     registry_spec_free(spec);
 }
 

@@ -441,18 +441,88 @@ int scale_pick_sticky(const struct registry_traffic *t, uint64_t key_hash)
     return best;
 }
 
-static int pick_weighted(struct scale *s, const struct registry_traffic *t)
+/* The version at u (uniform in [0, 1)) along the weights; 0 when none has
+ * any. */
+static int pick_at(const struct registry_traffic *t, double u)
 {
     int total = 0;
     for (int i = 0; i < t->n; i++)
         total += MAX(t->w[i].weight, 0);
     if (total <= 0) return 0;
-    int x = (int)(rng_unit(s) * total);
+    int x = (int)(u * total);
     for (int i = 0; i < t->n; i++) {
         x -= MAX(t->w[i].weight, 0);
         if (x < 0) return t->w[i].version;
     }
     return t->w[t->n - 1].version;
+}
+
+static int pick_weighted(struct scale *s, const struct registry_traffic *t)
+{
+    return pick_at(t, rng_unit(s));
+}
+
+/* ---- traffic published for other threads ---- */
+
+static struct route_pub *pub_find(struct scale *s, const char *name)
+{
+    for (struct route_pub *e = s->pubs; e; e = e->next)
+        if (strcmp(e->name, name) == 0) return e;
+    return NULL;
+}
+
+/* With pub_lock held. Without memory the deployment is routed on the scale
+ * thread as before (scale_route answers 0). */
+static void pub_set(struct scale *s, const char *name, const struct registry_traffic *t)
+{
+    struct route_pub *e = pub_find(s, name);
+    if (!e && (e = calloc(1, sizeof(*e)))) {
+        str_copy(e->name, name, sizeof(e->name));
+        e->next = s->pubs;
+        s->pubs = e;
+    }
+    if (e) e->t = *t;
+}
+
+static void pub_drop(struct scale *s, const char *name)
+{
+    for (struct route_pub **pp = &s->pubs; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            struct route_pub *e = *pp;
+            *pp = e->next;
+            free(e);
+            return;
+        }
+    }
+}
+
+int scale_route(struct scale *s, const char *name, bool sticky, uint64_t sticky_hash)
+{
+    /* Each calling thread draws from its own generator: no shared state
+     * but the traffic, read under a lock held for a few comparisons. */
+    static _Thread_local uint64_t rng;
+    if (!rng && (random_bytes(&rng, sizeof(rng)) || !rng)) rng = (uint64_t)time_now_ns() | 1;
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    double u = (double)((rng * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+    int v = 0;
+    pthread_mutex_lock(&s->pub_lock);
+    struct route_pub *e = pub_find(s, name);
+    if (e) v = sticky ? scale_pick_sticky(&e->t, sticky_hash) : pick_at(&e->t, u);
+    pthread_mutex_unlock(&s->pub_lock);
+    return v;
+}
+
+int scale_route_versions(struct scale *s, const char *name, int *out, int max)
+{
+    int n = 0;
+    pthread_mutex_lock(&s->pub_lock);
+    struct route_pub *e = pub_find(s, name);
+    for (int i = 0; e && i < e->t.n && n < max; i++)
+        if (e->t.w[i].weight > 0) out[n++] = e->t.w[i].version;
+    pthread_mutex_unlock(&s->pub_lock);
+    return n;
 }
 
 static void outcome_record(struct pool *p, int role, uint64_t now_ms, double ms, bool error,
@@ -545,10 +615,10 @@ static void do_submit(struct scale *s, struct invocation *inv)
         inv->on_event(inv, INV_FAIL, 404, "not_found", buf_steal(&b));
         return;
     }
-    bool pinned = inv->version > 0;
-    int v = pinned        ? inv->version
-            : inv->sticky ? scale_pick_sticky(&r->t, inv->sticky_hash)
-                          : pick_weighted(s, &r->t);
+    bool pinned = inv->version > 0 && !inv->routed;
+    int v = inv->version > 0 ? inv->version
+            : inv->sticky    ? scale_pick_sticky(&r->t, inv->sticky_hash)
+                             : pick_weighted(s, &r->t);
     struct pool *p = v ? pool_find_v(s, inv->deployment, v) : NULL;
     if (!p) {
         if (pinned)
@@ -693,7 +763,12 @@ void scale_set_traffic(struct scale *s, const char *name, const struct registry_
     str_copy(m->name, name, sizeof(m->name));
     m->traffic = *t;
     m->rev = rev;
+    /* Published and queued under one lock: two callers' changes reach
+     * scale_route and the scale thread in the same order. */
+    pthread_mutex_lock(&s->pub_lock);
+    pub_set(s, name, t);
     post(s, m);
+    pthread_mutex_unlock(&s->pub_lock);
 }
 
 void scale_remove(struct scale *s, const char *name)
@@ -702,7 +777,10 @@ void scale_remove(struct scale *s, const char *name)
     if (!m) return;
     m->type = MSG_REMOVE;
     str_copy(m->name, name, sizeof(m->name));
+    pthread_mutex_lock(&s->pub_lock);
+    pub_drop(s, name);
     post(s, m);
+    pthread_mutex_unlock(&s->pub_lock);
 }
 
 void scale_shutdown(struct scale *s, void (*done)(void *arg), void *arg)
@@ -926,6 +1004,9 @@ static bool canary_analyse(struct scale *s, struct route *r, uint64_t now, float
     obs_metric_add(obs_metric_series(s->f_canary, (const char *[]){r->name, d->decision}), 1);
     /* Route by the decision at once; the store write follows. */
     r->t = d->t;
+    pthread_mutex_lock(&s->pub_lock);
+    pub_set(s, r->name, &r->t);
+    pthread_mutex_unlock(&s->pub_lock);
     r->pending = s->cfg.on_canary != NULL;
     r->step_since_ms = now;
     apply_activity(s, r);
@@ -953,6 +1034,7 @@ struct scale *scale_new(struct event_base *base, const struct scale_config *cfg,
     if (s->cfg.stop_grace_ms <= 0) s->cfg.stop_grace_ms = 5000;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->inbox_lock, NULL);
+    pthread_mutex_init(&s->pub_lock, NULL);
     s->f_instances = obs_metric_family("thaw_instances", "Instances by state.", METRIC_GAUGE,
                                        (const char *[]){"deployment", "state", NULL}, NULL, 0);
     s->f_held =
@@ -1028,6 +1110,11 @@ void scale_free(struct scale *s)
         s->routes = r->next;
         free(r);
     }
+    while (s->pubs) {
+        struct route_pub *e = s->pubs;
+        s->pubs = e->next;
+        free(e);
+    }
     pthread_mutex_lock(&s->inbox_lock);
     while (s->inbox_head) {
         struct inbox_msg *m = s->inbox_head;
@@ -1047,5 +1134,6 @@ void scale_free(struct scale *s)
     free(s->artifact_root);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->inbox_lock);
+    pthread_mutex_destroy(&s->pub_lock);
     free(s);
 }

@@ -60,6 +60,10 @@ struct invocation {
      * event): the version that serves it, 0 when none was chosen. */
     int version;
     bool sticky; /* pick the version by sticky_hash (consistent hashing) */
+    /* version was picked by traffic before submitting (scale_route), not
+     * pinned by the caller: it still gets shadow copies, and a version gone
+     * meanwhile is "no traffic" rather than "no such version". */
+    bool routed;
     uint64_t sticky_hash;
     /* payload ownership passes to the callee; code is a static string. */
     void (*on_event)(struct invocation *inv, enum inv_event_kind kind, int status, const char *code,
@@ -122,6 +126,17 @@ void scale_apply_version(struct scale *s, struct deploy_spec *spec, int version)
  * without traffic drain and scale to zero. */
 void scale_set_traffic(struct scale *s, const char *name, const struct registry_traffic *t,
                        int64_t rev);
+/* Thread-safe. The version a request to deployment name goes to under its
+ * traffic as last set (scale_set_traffic): by sticky_hash when sticky,
+ * otherwise a weighted random pick. The caller checks the request against
+ * that version's rules and submits it with version set and routed true.
+ * 0: no such deployment, or no version with traffic (submitting unrouted
+ * then answers why). */
+int scale_route(struct scale *s, const char *name, bool sticky, uint64_t sticky_hash);
+/* Thread-safe. The versions with traffic (weight > 0) of deployment name,
+ * up to max of them into out; returns how many (0: unknown or none). A
+ * job may run on any of them. */
+int scale_route_versions(struct scale *s, const char *name, int *out, int max);
 /* Picks a version by weight for a sticky key's hash: weighted rendezvous
  * hashing, so a key keeps its version while the weights stay, and a weight
  * change only moves keys to or from the version that changed. */

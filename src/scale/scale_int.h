@@ -150,6 +150,16 @@ struct inbox_msg {
     void *done_arg;
 };
 
+/* A deployment's traffic as callers last set it, for scale_route on other
+ * threads: set before the scale thread applies it (and under the same lock
+ * as the message that makes it apply it), so a request routed after a
+ * traffic change returns sees the change, as one submitted would. */
+struct route_pub {
+    struct route_pub *next;
+    char name[DEPLOY_NAME_MAX + 1];
+    struct registry_traffic t;
+};
+
 struct scale {
     struct event_base *base;
     struct scale_config cfg; /* cfg.tmp_root (artifact_root) point to the copies below */
@@ -157,6 +167,8 @@ struct scale {
     pthread_mutex_t lock;
     struct pool *pools;
     struct route *routes;
+    pthread_mutex_t pub_lock; /* guards pubs; order: lock, pub_lock, inbox_lock */
+    struct route_pub *pubs;
     uint64_t rng; /* xorshift state for weighted picks and shadow sampling */
     struct event *tick_ev, *inbox_ev, *sigchld_ev;
     struct buf line; /* scratch for encoding request lines */

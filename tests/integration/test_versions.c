@@ -730,6 +730,8 @@ static void test_cli(void)
     ASSERT_EQ(run_cli("invoke " NAME " --version v99 -d 1", out, sizeof(out)), 3);
 }
 
+static void check_rules_after_restart(void);
+
 static void test_restart_keeps_versions(void)
 {
     json_t *before = get("/v1/deployments/" NAME "/traffic");
@@ -746,6 +748,7 @@ static void test_restart_keeps_versions(void)
     ASSERT_STR_EQ(v, "v2");
     ASSERT_EQ(one(NAME, (const char *[]){"x-thaw-version: v3", NULL}, v, sizeof(v), NULL, 0), 200);
     ASSERT_STR_EQ(v, "v3");
+    check_rules_after_restart();
 }
 
 /* Jobs run through the same routing: the job names the version that
@@ -811,6 +814,141 @@ static void test_migrates_old_store(void)
     node_cleanup(&old);
 }
 
+/* A request is checked against the version that serves it: its input schema
+ * and body limit, whether the version was pinned, picked by weight or by a
+ * sticky key. v1 wants {"a": integer} in at most 1 KiB; v2 wants
+ * {"b": string} in up to 64 KiB. Refusals name the version whose rules
+ * refused them. */
+static void test_rules_of_serving_version(void)
+{
+    char m1[2048], m2[2048];
+    snprintf(m1, sizeof(m1),
+             "{\"name\":\"rules\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+             "\"limits\":{\"max_body_size\":\"1Ki\"},\"input_schema\":{\"type\":\"object\","
+             "\"required\":[\"a\"],\"properties\":{\"a\":{\"type\":\"integer\"}}}}",
+             testfn_path());
+    snprintf(m2, sizeof(m2),
+             "{\"name\":\"rules\",\"runtime\":\"exec\",\"command\":[\"%s\"],"
+             "\"limits\":{\"max_body_size\":\"64Ki\"},\"input_schema\":{\"type\":\"object\","
+             "\"required\":[\"b\"],\"properties\":{\"b\":{\"type\":\"string\"}}}}",
+             testfn_path());
+    long st;
+    json_t *j = post("/v1/deployments", m1, &st);
+    ASSERT_EQ(st, 201);
+    json_decref(j);
+    j = post("/v1/deployments?traffic=0", m2, &st); /* v2 dark: v1 keeps the traffic */
+    ASSERT_EQ(st, 200);
+    ASSERT_STR_EQ(json_string_value(json_object_get(j, "version")), "v2");
+    json_decref(j);
+    char big[4096];
+    int n = snprintf(big, sizeof(big), "{\"a\":1,\"b\":\"");
+    memset(big + n, 'x', 2000);
+    snprintf(big + n + 2000, sizeof(big) - (size_t)n - 2000, "\"}");
+    const char *pin1[] = {"x-thaw-version: v1", NULL}, *pin2[] = {"x-thaw-version: v2", NULL};
+    struct {
+        const char *const *headers;
+        const char *body;
+        int status;
+        const char *code, *version;
+    } cases[] = {
+        /* by weight: v1, the latest deployed (v2) notwithstanding */
+        {NULL, "{\"a\":1}", 200, NULL, "v1"},
+        {NULL, "{\"b\":\"x\"}", 400, "invalid_input", "v1"},
+        {pin1, "{\"a\":1}", 200, NULL, "v1"},
+        {pin1, "{\"a\":\"one\"}", 400, "invalid_input", "v1"},
+        {pin2, "{\"b\":\"x\"}", 200, NULL, "v2"},
+        {pin2, "{\"a\":1}", 400, "invalid_input", "v2"},
+        {pin1, big, 413, "body_too_large", "v1"},
+        {pin2, big, 200, NULL, "v2"},
+        {NULL, big, 413, "body_too_large", "v1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct resp r;
+        ASSERT_EQ(
+            http(&N, "POST", "/v1/deployments/rules/invoke", cases[i].body, cases[i].headers, &r),
+            0);
+        char v[16] = "";
+        resp_header(&r, "x-thaw-version", v, sizeof(v));
+        if (r.status != cases[i].status || strcmp(v, cases[i].version))
+            fprintf(stderr, "  case %zu: %ld %s: %.200s\n", i, r.status, v, r.body);
+        ASSERT_EQ(r.status, cases[i].status);
+        ASSERT_STR_EQ(v, cases[i].version);
+        if (cases[i].code) ASSERT_CONTAINS(r.body, cases[i].code);
+        resp_free(&r);
+    }
+    /* A job runs on whichever version has traffic when it runs: its input
+     * must pass the rules of each (here v1 alone). */
+    j = post("/v1/deployments/rules/jobs", "{\"input\":{\"a\":1}}", &st);
+    ASSERT_EQ(st, 202);
+    json_decref(j);
+    j = post("/v1/deployments/rules/jobs", "{\"input\":{\"b\":\"x\"}}", &st);
+    ASSERT_EQ(st, 400);
+    json_decref(j);
+    /* Sticky keys over 50/50: each key's answers follow its own version's
+     * rules, every time. */
+    j = post("/v1/deployments/rules/traffic", "{\"weights\":{\"v1\":50,\"v2\":50}}", &st);
+    ASSERT_EQ(st, 200);
+    json_decref(j);
+    int on[3] = {0};
+    for (int k = 0; k < 24; k++) {
+        char h[64];
+        snprintf(h, sizeof(h), "x-thaw-sticky: key-%d", k);
+        const char *hs[] = {h, NULL};
+        char first[16] = "";
+        for (int rep = 0; rep < 3; rep++) {
+            struct resp r;
+            ASSERT_EQ(http(&N, "POST", "/v1/deployments/rules/invoke", "{\"a\":1}", hs, &r), 0);
+            char v[16] = "";
+            resp_header(&r, "x-thaw-version", v, sizeof(v));
+            long status = r.status;
+            resp_free(&r);
+            ASSERT(strcmp(v, "v1") == 0 || strcmp(v, "v2") == 0);
+            ASSERT_EQ(status, strcmp(v, "v1") == 0 ? 200 : 400);
+            if (!rep) snprintf(first, sizeof(first), "%s", v);
+            ASSERT_STR_EQ(v, first);
+        }
+        on[first[1] - '0']++;
+    }
+    ASSERT(on[1] > 0 && on[2] > 0);
+    /* By weight over 50/50: the same, request by request. */
+    for (int i = 0; i < 40; i++) {
+        struct resp r;
+        ASSERT_EQ(http(&N, "POST", "/v1/deployments/rules/invoke", "{\"b\":\"x\"}", NULL, &r), 0);
+        char v[16] = "";
+        resp_header(&r, "x-thaw-version", v, sizeof(v));
+        long status = r.status;
+        resp_free(&r);
+        ASSERT_EQ(status, strcmp(v, "v2") == 0 ? 200 : 400);
+    }
+    /* Jobs now: v1 and v2 both have traffic, and no input passes both. */
+    struct resp r;
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/rules/jobs", "{\"input\":{\"a\":1}}", NULL, &r), 0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "(version v2)");
+    resp_free(&r);
+    /* test_restart_keeps_versions checks the rules again after a restart,
+     * then deletes the deployment. */
+}
+
+/* After a restart each version still has its own rules. */
+static void check_rules_after_restart(void)
+{
+    const char *pin1[] = {"x-thaw-version: v1", NULL}, *pin2[] = {"x-thaw-version: v2", NULL};
+    struct resp r;
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/rules/invoke", "{\"a\":1}", pin1, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/rules/invoke", "{\"a\":1}", pin2, &r), 0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "invalid_input");
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "POST", "/v1/deployments/rules/invoke", "{\"b\":\"x\"}", pin2, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    ASSERT_EQ(http(&N, "DELETE", "/v1/deployments/rules", NULL, NULL, &r), 0);
+    resp_free(&r);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -825,6 +963,7 @@ int main(void)
     RUN(test_traffic_errors);
     RUN(test_split);
     RUN(test_sticky);
+    RUN(test_rules_of_serving_version);
     RUN(test_promote_rollback_under_load);
     RUN(test_promote_drains_in_flight);
     RUN(test_gc_keeps_version_artifacts);
