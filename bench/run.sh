@@ -14,13 +14,46 @@ export THAW_ADMIN_KEY=thaw_0123456789abcdef_benchbenchbenchbenchbenchbenchbenchb
 export THAW_KEK=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 AUTH="Authorization: Bearer $THAW_ADMIN_KEY"
 
+# Nodes (and data dirs) a benchmark started, stopped and removed on any exit:
+# under set -e a failure after the first of two nodes started (the second
+# did not come up, a curl failed) would otherwise leave the first running.
+# A benchmark that ends normally stops its own with stop_nodes/cleanup, so a
+# pid is never signalled after it was waited for (and possibly reused).
+bench_pids=()
+bench_dirs=()
+started() { bench_pids+=("$1"); }
+made() { bench_dirs+=("$1"); }
+stop_nodes() {
+  local p
+  for p in ${bench_pids[@]+"${bench_pids[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in ${bench_pids[@]+"${bench_pids[@]}"}; do wait "$p" 2>/dev/null || true; done
+  bench_pids=()
+}
+cleanup() {
+  stop_nodes
+  local d
+  for d in ${bench_dirs[@]+"${bench_dirs[@]}"}; do rm -rf "$d"; done
+  bench_dirs=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# Waits for a node on port to answer /healthz; fails (and so cleans up) if
+# it never does, rather than benchmarking a node that is not there.
+wait_up() {
+  local _
+  for _ in $(seq "${2:-100}"); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep "${3:-0.05}"; done
+  echo "bench: the node on port $1 did not start" >&2
+  exit 1
+}
+
 throughput() {
   local threads=${1:-1} data port pid
-  data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+  data=$(mktemp -d /tmp/thaw-bench-XXXXXX); made "$data"
   port=$((20000 + RANDOM % 20000))
   ./thaw serve --listen 127.0.0.1:$port --data "$data" --access-log off --threads "$threads" &
-  pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
+  pid=$!; started $pid
+  wait_up $port
 
   curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/deployments" -d "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}" >/dev/null
   sleep 0.5
@@ -31,8 +64,7 @@ throughput() {
   thaw=$(wrk -t1 -c64 -d10s -H "$AUTH" -s "$OLDPWD/bench/platform/post.lua" "http://127.0.0.1:$port/v1/deployments/echo/invoke" | awk '/Requests\/sec/ {print $2}')
   echo "  baseline GET /healthz (no key, no function)     $base req/s"
   echo "  POST invoke with a key, trivial function        $thaw req/s  ($(awk "BEGIN {printf \"%.2f\", $thaw / $base}")x baseline)"
-  kill -TERM $pid; wait $pid || true
-  rm -rf "$data"
+  cleanup
 }
 
 # Routing between versions: the same trivial function as one version with all
@@ -41,11 +73,11 @@ throughput() {
 # another. Both versions run warm with the same capacity.
 versions() {
   local data port pid url
-  data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+  data=$(mktemp -d /tmp/thaw-bench-XXXXXX); made "$data"
   port=$((20000 + RANDOM % 20000))
   ./thaw serve --listen 127.0.0.1:$port --data "$data" --access-log off --threads 1 &
-  pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
+  pid=$!; started $pid
+  wait_up $port
   url="http://127.0.0.1:$port/v1/deployments"
   for tag in a b; do
     curl -sf -H "$AUTH" -XPOST "$url?traffic=0" -d "{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"env\":{\"TAG\":\"$tag\"},\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}" >/dev/null
@@ -66,8 +98,7 @@ versions() {
   echo "  v1=90 v2=10                              $split req/s ($(awk "BEGIN {printf \"%.2f\", $split / $one}")x)"
   echo "  v1=90 v2=10 with x-thaw-sticky           $sticky req/s ($(awk "BEGIN {printf \"%.2f\", $sticky / $one}")x)"
   echo "  v1=100, every request shadowed to v2     $shadow req/s ($(awk "BEGIN {printf \"%.2f\", $shadow / $one}")x; twice the function calls)"
-  kill -TERM $pid; wait $pid || true
-  rm -rf "$data"
+  cleanup
 }
 
 # Milliseconds from a wrk --latency line value ("812.00us", "1.20ms", "2.01s").
@@ -82,16 +113,15 @@ to_ms() {
 # the same on a node with --security off, alternating runs in the same loop.
 security_onoff() {
   local threads=${1:-1} rounds=${BENCH_ROUNDS:-5} secs=${BENCH_SECONDS:-4} data_on data_off port_on port_off pid_on pid_off key
-  data_on=$(mktemp -d /tmp/thaw-bench-XXXXXX); data_off=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+  data_on=$(mktemp -d /tmp/thaw-bench-XXXXXX); made "$data_on"
+  data_off=$(mktemp -d /tmp/thaw-bench-XXXXXX); made "$data_off"
   port_on=$((20000 + RANDOM % 20000)); port_off=$((port_on + 1))
   ./thaw serve --listen 127.0.0.1:$port_on --data "$data_on" --access-log off --threads "$threads" 2>/dev/null &
-  pid_on=$!
+  pid_on=$!; started $pid_on
   ./thaw serve --listen 127.0.0.1:$port_off --data "$data_off" --access-log off --threads "$threads" --security off 2>/dev/null &
-  pid_off=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port_on/healthz" >/dev/null && curl -sf "http://127.0.0.1:$port_off/healthz" >/dev/null && break
-    sleep 0.05
-  done
+  pid_off=$!; started $pid_off
+  wait_up $port_on
+  wait_up $port_off
   curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port_on/v1/tenants" -d '{"name":"bench","limits":{"rps":1000000,"burst":1000000,"concurrency":100000}}' >/dev/null
   key=$(curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port_on/v1/tenants/bench/keys" -d '{"scopes":["deploy","invoke"],"limits":{"rps":1000000,"burst":1000000}}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
   local dep="{\"name\":\"echo\",\"runtime\":\"exec\",\"command\":[\"$PWD/thaw-echo\"],\"concurrency\":64,\"scale\":{\"min_instances\":1,\"max_instances\":1}}"
@@ -131,8 +161,7 @@ security_onoff() {
   printf "  security off (baseline)   %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   node CPU %6.1f us/req   (req/s runs:%s)\n" "$r_off" "$(echo "$off_p50" | med)" "$(echo "$off_p99" | med)" "$c_off" "$off_rps"
   printf "  security on               %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms   node CPU %6.1f us/req   (req/s runs:%s)\n" "$r_on" "$(echo "$on_p50" | med)" "$(echo "$on_p99" | med)" "$c_on" "$on_rps"
   awk -v a="$r_on" -v b="$r_off" -v ca="$c_on" -v cb="$c_off" 'BEGIN {printf "  on/off throughput %.3fx: %.1f%% loss (target < 5%%); node CPU per request %.3fx (+%.1f us)\n", a / b, (1 - a / b) * 100, ca / cb, ca - cb}'
-  kill -TERM $pid_on $pid_off; wait $pid_on $pid_off || true
-  rm -rf "$data_on" "$data_off"
+  cleanup
 }
 
 # The same cost as instructions per request (valgrind's callgrind; user space
@@ -147,13 +176,13 @@ security_ir() {
   local mode ir_on="" ir_off=""
   for mode in on off; do
     local data port pid key="" extra="" out n ir
-    data=$(mktemp -d /tmp/thaw-bench-XXXXXX)
+    data=$(mktemp -d /tmp/thaw-bench-XXXXXX); made "$data"
     port=$((20000 + RANDOM % 20000))
     out="$data/callgrind.out"
     [ "$mode" = off ] && extra="--security off"
     valgrind --tool=callgrind --callgrind-out-file="$out" ./thaw serve --listen 127.0.0.1:$port --data "$data/d" --access-log off --threads 1 $extra 2>/dev/null &
-    pid=$!
-    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    pid=$!; started $pid
+    wait_up $port 600 0.1
     if [ "$mode" = on ]; then
       curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/tenants" -d '{"name":"bench","limits":{"rps":1000000,"burst":1000000,"concurrency":100000}}' >/dev/null
       key=$(curl -sf -H "$AUTH" -XPOST "http://127.0.0.1:$port/v1/tenants/bench/keys" -d '{"scopes":["deploy","invoke"],"limits":{"rps":1000000,"burst":1000000}}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
@@ -163,11 +192,11 @@ security_ir() {
     callgrind_control -z $pid >/dev/null 2>&1
     n=$(wrk -t1 -c8 -d8s -H "Authorization: Bearer $key" -s "$OLDPWD/bench/platform/post.lua" "$url" | awk '/requests in/ {print $1}')
     callgrind_control -d $pid >/dev/null 2>&1
-    kill -TERM $pid; wait $pid || true
+    stop_nodes
     ir=$(callgrind_annotate "$out".1 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     ir=$(awk -v a="$ir" -v b="$n" 'BEGIN {printf "%.0f", a / b}')
     if [ "$mode" = on ]; then ir_on=$ir; else ir_off=$ir; fi
-    rm -rf "$data"
+    cleanup
   done
   echo "  security off (baseline)   $ir_off instructions/request"
   echo "  security on               $ir_on instructions/request"
