@@ -331,6 +331,10 @@ int jobs_cancel(struct jobs *j, const char *id, json_t **out, struct thaw_err *e
                 r->cancel_wanted = true;
             stopped++;
         }
+        if (prev == STORE_JOB_RUNNING && !stopped && j->cfg.scale) {
+            unsigned k = j->n_unlisted_cancels++ % ARRAY_LEN(j->unlisted_cancels);
+            str_copy(j->unlisted_cancels[k].id, id, sizeof(j->unlisted_cancels[k].id));
+        }
         pthread_mutex_unlock(&j->lock);
         const char *was = jobs_state_name(prev);
         if (j->f_cancelled)

@@ -70,6 +70,14 @@ struct jobs {
 
     struct jdep *deps;
     struct jrun *running; /* in flight */
+    /* Running jobs cancelled while not in the in-flight list: leased just
+     * before the cancel, listed just after it. start_run stops them once
+     * submitted. A small ring suffices: the window is the runner's step
+     * from lease to list. */
+    struct {
+        char id[STORE_JOB_ID_MAX + 1];
+    } unlisted_cancels[16];
+    unsigned n_unlisted_cancels;
     struct jrun *done_head, *done_tail;
     _Atomic int n_running;
     pthread_mutex_t wait_lock; /* guards waiters only; never held with lock */

@@ -404,6 +404,11 @@ static void start_run(struct jobs *j, const char *dep, struct store_job_lease *l
     free(l->input);
     r->inv.input_len = len;
     pthread_mutex_lock(&j->lock);
+    for (size_t k = 0; k < ARRAY_LEN(j->unlisted_cancels); k++) {
+        if (strcmp(j->unlisted_cancels[k].id, r->id) != 0) continue;
+        j->unlisted_cancels[k].id[0] = 0;
+        r->cancel_wanted = true; /* cancelled between its lease and now */
+    }
     r->next = j->running;
     if (j->running) j->running->prev = r;
     j->running = r;
