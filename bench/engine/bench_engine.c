@@ -315,7 +315,7 @@ static int parse(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){.dir = "/tmp", .prefill = 128, .decode = 32, .reps = 2, .batch = true};
     str_copy(o->models, "smollm2-135m,tinyllama-1.1b", sizeof o->models);
-    str_copy(o->types, "Q8_0,Q4_K", sizeof o->types);
+    str_copy(o->types, "Q8_0,Q4_K,Q4_K_M", sizeof o->types);
     str_copy(o->threads, "1,2", sizeof o->threads);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
