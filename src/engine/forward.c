@@ -464,8 +464,11 @@ static void pick_attention(struct engine_ctx *c)
         c->kdot = kdot_f16c;
         c->vacc = vacc_f16c;
     }
+    /* THAW_ENGINE_ATTN_SIMD=0: the C row by row (tests compare the two) */
+    const char *env = getenv("THAW_ENGINE_ATTN_SIMD");
     __builtin_cpu_init();
-    if (!c->kv_f16 && c->hp->head_dim % 8 == 0 && __builtin_cpu_supports("avx2")) {
+    if (!c->kv_f16 && c->hp->head_dim % 8 == 0 && __builtin_cpu_supports("avx2") &&
+        !(env && !strcmp(env, "0"))) {
         c->kdots = kdots_f32_avx2;
         c->vaccs = vaccs_f32_avx2;
     }
