@@ -115,6 +115,27 @@ void access_charge_tokens(struct access *a, const struct access_principal *p, ui
 bool access_tokens_left(struct access *a, const struct access_principal *p,
                         uint32_t *retry_after_s);
 
+/* Jobs. A submission of n jobs is charged as n requests: the POST's own
+ * admission counted the first, so before a submission is stored
+ * access_jobs_admit checks that the key and its tenant have n - 1 daily
+ * requests left and, when tokens (an llm or embed deployment, as on the
+ * synchronous routes), daily tokens left. False: refuse with 429
+ * rate_limited; *reason names the limit ("daily_requests", "daily_tokens")
+ * and *retry_after_s says until the next UTC day. Once stored,
+ * access_charge_requests adds the n - 1 (past the limit, like tokens: jobs
+ * accepted concurrently may pass it by a little). */
+bool access_jobs_admit(struct access *a, const struct access_principal *p, uint64_t extra_requests,
+                       bool tokens, uint32_t *retry_after_s, const char **reason);
+void access_charge_requests(struct access *a, const struct access_principal *p, uint64_t n);
+/* May a job of tenant, submitted by key_id ("" for jobs stored before keys
+ * were recorded: only the tenant is checked), start an attempt now? 0, or
+ * THAW_EDENIED when the key was revoked (its tenant deleted) or expired, or
+ * THAW_EBUSY when tokens and the key or tenant has spent its daily tokens;
+ * err says which. On success p (may be NULL) is the job's principal, for
+ * access_charge_tokens. */
+int access_job_runnable(struct access *a, const char *tenant, const char *key_id, bool tokens,
+                        struct access_principal *p, struct thaw_err *err);
+
 /* Usage metering per tenant, UTC day and deployment. record counts one
  * answered request (failed: answered with an error status) and its tokens;
  * get returns {"tenant","day":"YYYY-MM-DD","totals":{..},"deployments":{name:{

@@ -189,3 +189,79 @@ void access_release(struct access *a, const struct access_principal *p,
         security_conc_release(a->conc, key);
     }
 }
+
+bool access_jobs_admit(struct access *a, const struct access_principal *p, uint64_t extra_requests,
+                       bool tokens, uint32_t *retry_after_s, const char **reason)
+{
+    if (extra_requests) {
+        struct access_limits tl, kl;
+        limits_of(a, p, &tl, &kl);
+        char tkey[80], kkey[40];
+        limiter_key(tkey, sizeof(tkey), 't', p->tenant);
+        limiter_key(kkey, sizeof(kkey), 'k', p->key_id);
+        const struct access_limits *daily[2] = {&kl, &tl};
+        const char *dkeys[2] = {kkey, tkey};
+        int64_t wall_s = time_wall_ms() / 1000;
+        for (int i = 0; i < 2; i++) {
+            struct security_quota_result q = {0};
+            if (!daily[i]->daily_requests) continue;
+            /* Reads (amount 0): the jobs are charged once they are stored. */
+            if (security_quota_consume(a->quota, dkeys[i], daily[i]->daily_requests, 0, wall_s,
+                                       &q) ||
+                q.remaining < extra_requests) {
+                *reason = "daily_requests";
+                *retry_after_s = q.reset_s ? q.reset_s : 60;
+                return false;
+            }
+        }
+    }
+    if (tokens && !access_tokens_left(a, p, retry_after_s)) {
+        *reason = "daily_tokens";
+        return false;
+    }
+    return true;
+}
+
+void access_charge_requests(struct access *a, const struct access_principal *p, uint64_t n)
+{
+    if (!n) return;
+    struct access_limits tl, kl;
+    limits_of(a, p, &tl, &kl);
+    char tkey[80], kkey[40];
+    limiter_key(tkey, sizeof(tkey), 't', p->tenant);
+    limiter_key(kkey, sizeof(kkey), 'k', p->key_id);
+    int64_t wall_s = time_wall_ms() / 1000;
+    struct security_quota_result q;
+    if (kl.daily_requests) security_quota_add(a->quota, kkey, kl.daily_requests, n, wall_s, &q);
+    if (tl.daily_requests) security_quota_add(a->quota, tkey, tl.daily_requests, n, wall_s, &q);
+}
+
+int access_job_runnable(struct access *a, const char *tenant, const char *key_id, bool tokens,
+                        struct access_principal *p, struct thaw_err *err)
+{
+    struct access_principal who = {0};
+    str_copy(who.tenant, tenant, sizeof(who.tenant));
+    int rc = 0;
+    if (key_id && key_id[0]) {
+        /* The key is checked as a request's would be, minus the secret
+         * (the job holds only its id): revoking it, or deleting its
+         * tenant, stops the jobs it submitted that have not started. */
+        pthread_rwlock_rdlock(&a->lock);
+        const struct access_key *k = access_find_key(a, key_id);
+        if (!k || k->revoked_ms || strcmp(k->tenant, tenant) != 0)
+            rc = thaw_errf(err, THAW_EDENIED, "the API key %s that submitted this job was revoked",
+                           key_id);
+        else if (k->expires_ms && time_wall_ms() >= k->expires_ms)
+            rc = thaw_errf(err, THAW_EDENIED, "the API key %s that submitted this job expired",
+                           key_id);
+        pthread_rwlock_unlock(&a->lock);
+        str_copy(who.key_id, key_id, sizeof(who.key_id));
+    }
+    uint32_t retry_s = 0;
+    if (!rc && tokens && !access_tokens_left(a, &who, &retry_s))
+        rc = thaw_errf(err, THAW_EBUSY,
+                       "the key or tenant that submitted this job has spent its daily tokens "
+                       "(daily_tokens limit)");
+    if (!rc && p) *p = who;
+    return rc;
+}

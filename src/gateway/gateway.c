@@ -217,6 +217,13 @@ bool gw_deployment_owner(struct gateway *gw, const char *name, char *out, size_t
     return true;
 }
 
+bool gw_deployment_metered(struct gateway *gw, const char *name)
+{
+    struct gw_deployment d;
+    if (!gw_deployment_lookup(gw, name, &d)) return false;
+    return strcmp(d.runtime, "llm") == 0 || strcmp(d.runtime, "embed") == 0;
+}
+
 static void vrules_free(struct gw_deployment *d)
 {
     for (size_t k = 0; k < d->n_vrules; k++)

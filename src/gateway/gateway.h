@@ -60,6 +60,9 @@ void gw_set_jobs(struct gateway *gw, struct jobs *jobs);
 /* Copies the owner tenant of a known deployment into out; false if unknown.
  * Thread-safe. */
 bool gw_deployment_owner(struct gateway *gw, const char *name, char *out, size_t n);
+/* Whether a known deployment's answers spend daily tokens (runtime llm or
+ * embed, as the synchronous routes count them). Thread-safe. */
+bool gw_deployment_metered(struct gateway *gw, const char *name);
 /* Marks the node ready (readyz answers 200). */
 void gw_set_ready(struct gateway *gw, int ready);
 /* Loads the certificate and key again (SIGHUP): new connections use them,

@@ -31,6 +31,8 @@ struct later {
     char **inputs;
     size_t *lens;
     char *webhook, *idem_key;
+    struct access_principal who; /* the submitter: charged once its jobs are stored */
+    bool charge;
 };
 
 static void later_free(struct later *l)
@@ -182,6 +184,10 @@ static void submit_answer(evutil_socket_t fd, short what, void *arg)
     struct later *l = arg;
     struct jobs_request *r = &l->r;
     struct evhttp_request *req = l->req;
+    /* A submission of n jobs counts n daily requests; its admission
+     * counted one (an idempotent replay, 200, created nothing). */
+    if (r->status == 202 && l->charge && r->n > 1)
+        access_charge_requests(l->w->gw->access, &l->who, r->n - 1);
     if (r->status == 202 || r->status == 200) {
         json_t *body = NULL;
         if (l->single && r->status == 200) {
@@ -360,6 +366,32 @@ static void submit(struct gw_worker *w, struct evhttp_request *req, const char *
     /* Keys are the tenant's own: the same key from two tenants is two keys. */
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
     const struct access_principal *who = gw_principal();
+    /* Jobs spend the submitting key's and tenant's quotas as synchronous
+     * calls do (their attempts' tokens are charged as they answer): a key
+     * or tenant already out of daily requests or tokens is refused now,
+     * the same 429 as an invoke, rather than queueing work it cannot pay. */
+    if (who && !gw->cfg.no_auth) {
+        uint32_t retry_s = 0;
+        const char *reason = NULL;
+        bool tokens = strcmp(dep.runtime, "llm") == 0 || strcmp(dep.runtime, "embed") == 0;
+        if (!access_jobs_admit(gw->access, who, l->r.n - 1, tokens, &retry_s, &reason)) {
+            set_retry_after(req, (int)retry_s);
+            if (!strcmp(reason, "daily_tokens"))
+                gw_reply_error(
+                    req, 429, "rate_limited",
+                    "this key or tenant has spent its daily tokens (daily_tokens limit)");
+            else
+                gw_reply_error(req, 429, "rate_limited",
+                               "too many requests for this key or tenant (daily_requests limit): "
+                               "%zu jobs count as %zu requests",
+                               l->r.n, l->r.n);
+            later_done(l);
+            return;
+        }
+        l->who = *who;
+        l->charge = true;
+        str_copy(l->r.key_id, who->key_id, sizeof(l->r.key_id));
+    }
     if (key && !jobs_idem_key_valid(key)) {
         gw_reply_error(req, 400, "invalid_idempotency_key",
                        "Idempotency-Key must be 1-255 printable ASCII characters without spaces");

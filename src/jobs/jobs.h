@@ -48,9 +48,16 @@ struct jobs_config {
      * are still owed), with the submitting tenant ("" for jobs kept before
      * tenants were), whether it failed, and the tokens of the answer's
      * "usage". NULL: jobs are not metered. */
-    void (*on_usage)(void *ctx, const char *tenant, const char *deployment, bool failed,
-                     uint64_t prompt_tokens, uint64_t completion_tokens);
+    void (*on_usage)(void *ctx, const char *tenant, const char *key_id, const char *deployment,
+                     bool failed, uint64_t prompt_tokens, uint64_t completion_tokens);
     void *usage_ctx;
+    /* Called on the runner thread before each attempt starts, with the
+     * submitting tenant and key id ("" for jobs kept before they were):
+     * 0 lets it run; otherwise the job fails at once (no retry, not
+     * metered) with status, code (static) and msg as its error, e.g. a
+     * revoked key or a tenant out of daily tokens. NULL: every job runs. */
+    int (*may_run)(void *ctx, const char *tenant, const char *key_id, const char *deployment,
+                   int *status, const char **code, char *msg, size_t msg_n);
 };
 
 /* Creates the object (no threads yet). Returns NULL and fills err. */
@@ -80,6 +87,7 @@ void jobs_free(struct jobs *j);
 struct jobs_request {
     char deployment[DEPLOY_NAME_MAX + 1];
     char tenant[64]; /* who submits: the job is theirs alone to see and runs as theirs */
+    char key_id[32]; /* the submitting key's id (never its secret): its quotas pay the attempts */
     size_t n;
     char **inputs; /* compact JSON each, borrowed */
     size_t *input_lens;

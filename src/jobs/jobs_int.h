@@ -43,6 +43,8 @@ struct jrun {
      * jobs_cancel may stop the attempt; a cancel that comes earlier leaves
      * cancel_wanted for the runner to act on once it has submitted. */
     bool submitted, cancel_wanted;
+    char key_id[32]; /* the submitting key's: charged for the attempt */
+    bool refused;    /* may_run said no: the job fails, not retried */
     /* The answer, set on the scale thread. */
     int status;
     int version; /* the deployment version that answered */

@@ -117,8 +117,9 @@ static void build_outcome(struct jobs *j, struct pending_outcome *p, int64_t now
 {
     struct jrun *r = p->run;
     struct settings s = dep_settings(j, r->inv.deployment);
-    enum jobs_verdict v =
-        jobs_classify(r->status, r->code, r->inv.function_error, r->attempt, r->max_attempts);
+    enum jobs_verdict v = r->refused ? JOBS_FAIL
+                                     : jobs_classify(r->status, r->code, r->inv.function_error,
+                                                     r->attempt, r->max_attempts);
     p->verdict = v;
     struct store_job_outcome *o = &p->o;
     memset(o, 0, sizeof(*o));
@@ -273,7 +274,7 @@ static void meter(struct jobs *j, const struct jrun *r)
         c = json_integer_value(json_object_get(u, "completion_tokens"));
         json_decref(out);
     }
-    j->cfg.on_usage(j->cfg.usage_ctx, r->inv.tenant, r->inv.deployment, r->status != 200,
+    j->cfg.on_usage(j->cfg.usage_ctx, r->inv.tenant, r->key_id, r->inv.deployment, r->status != 200,
                     p > 0 ? (uint64_t)p : 0, c > 0 ? (uint64_t)c : 0);
 }
 
@@ -397,6 +398,7 @@ static void start_run(struct jobs *j, const char *dep, struct store_job_lease *l
     /* The submitter's: an instance bound to another tenant never runs it
      * ("" for jobs kept before tenants were). */
     str_copy(r->inv.tenant, l->tenant, sizeof(r->inv.tenant));
+    str_copy(r->key_id, l->key_id, sizeof(r->key_id));
     r->inv.on_event = on_event;
     r->inv.owner = j;
     size_t len = 0;
@@ -416,12 +418,27 @@ static void start_run(struct jobs *j, const char *dep, struct store_job_lease *l
     struct jdep *d = jobs_dep(j, dep);
     if (d) d->inflight++;
     pthread_mutex_unlock(&j->lock);
-    if (rc || r->attempt > r->max_attempts) {
-        /* Its last attempt was lost with a lease that expired. */
-        r->status = 504;
-        r->code = rc ? "unreadable" : "lease_expired";
-        r->payload = str_dup(rc ? "the job's input could not be read"
-                                : "the job's last attempt was lost when its lease expired");
+    /* The submitter may no longer run it (a revoked key, a tenant out of
+     * its daily tokens): it fails now, with the reason as its error. */
+    char why[256] = "";
+    int refused_status = 0;
+    const char *refused_code = NULL;
+    if (!rc && r->attempt <= r->max_attempts && j->cfg.may_run &&
+        j->cfg.may_run(j->cfg.usage_ctx, l->tenant, l->key_id, dep, &refused_status, &refused_code,
+                       why, sizeof(why)))
+        r->refused = true;
+    if (rc || r->attempt > r->max_attempts || r->refused) {
+        if (r->refused) {
+            r->status = refused_status ? refused_status : 403;
+            r->code = refused_code ? refused_code : "forbidden";
+            r->payload = str_dup(why);
+        } else {
+            /* Its last attempt was lost with a lease that expired. */
+            r->status = 504;
+            r->code = rc ? "unreadable" : "lease_expired";
+            r->payload = str_dup(rc ? "the job's input could not be read"
+                                    : "the job's last attempt was lost when its lease expired");
+        }
         r->next_done = *lost;
         *lost = r;
         return;

@@ -159,6 +159,7 @@ static int batch_build(struct jobs *j, struct batch *b, int64_t now)
             str_copy(sub->id, r->ids[k], sizeof(sub->id));
             sub->deployment = r->deployment;
             sub->tenant = r->tenant;
+            sub->key_id = r->key_id;
             if (jobs_seal(j, r->tenant, r->deployment, r->inputs[k], r->input_lens[k],
                           &b->sealed[s], &sub->input_len))
                 return THAW_ENOMEM;

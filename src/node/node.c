@@ -347,8 +347,8 @@ static int jobs_open_cb(void *ctx, const char *in, size_t len, char **out, size_
  * owner for jobs kept before tenants were, as their sealing does), like a
  * synchronous call's: requests, failures and tokens per day, and the
  * tokens counter on /metrics. */
-static void jobs_usage_cb(void *ctx, const char *tenant, const char *deployment, bool failed,
-                          uint64_t prompt_tokens, uint64_t completion_tokens)
+static void jobs_usage_cb(void *ctx, const char *tenant, const char *key_id, const char *deployment,
+                          bool failed, uint64_t prompt_tokens, uint64_t completion_tokens)
 {
     struct node *n = ctx;
     char owner[ACCESS_NAME_MAX + 1];
@@ -356,6 +356,17 @@ static void jobs_usage_cb(void *ctx, const char *tenant, const char *deployment,
         str_copy(owner, tenant, sizeof(owner));
     else if (!gw_deployment_owner(n->gw, deployment, owner, sizeof(owner)))
         str_copy(owner, ACCESS_ROOT_TENANT, sizeof(owner));
+    /* The tokens also spend the submitting key's and tenant's daily_tokens,
+     * as a synchronous call's do (llm and embed only, as there); jobs kept
+     * before keys were recorded spend their tenant's alone. Charged before
+     * usage shows them, so a client that sees its usage sees its quota. */
+    if (tenant && tenant[0] && prompt_tokens + completion_tokens &&
+        gw_deployment_metered(n->gw, deployment)) {
+        struct access_principal who = {0};
+        str_copy(who.tenant, tenant, sizeof(who.tenant));
+        str_copy(who.key_id, key_id ? key_id : "", sizeof(who.key_id));
+        access_charge_tokens(n->access, &who, prompt_tokens + completion_tokens);
+    }
     access_usage_record(n->access, owner, deployment, failed, prompt_tokens, completion_tokens);
     /* The gateway created this family; the lookup finds it by name. */
     struct metric_family *f = obs_metric_family(
@@ -368,6 +379,29 @@ static void jobs_usage_cb(void *ctx, const char *tenant, const char *deployment,
             counts[i] ? obs_metric_series(f, (const char *[]){deployment, owner, kinds[i]}) : NULL;
         if (m) obs_metric_add(m, (double)counts[i]);
     }
+}
+
+/* Before each attempt of a job: the key that submitted it must still be
+ * valid and, for llm and embed, it and its tenant must have daily tokens
+ * left. Otherwise the job fails with the reason (a 401 as a request with a
+ * revoked key gets; a 429 rate_limited as a request out of tokens gets):
+ * waiting for the next UTC day would hold the queue with work nobody may
+ * be paying for, and the error says what to do. Jobs kept before tenants
+ * were recorded run as they did. */
+static int jobs_may_run_cb(void *ctx, const char *tenant, const char *key_id,
+                           const char *deployment, int *status, const char **code, char *msg,
+                           size_t msg_n)
+{
+    struct node *n = ctx;
+    if (!tenant || !tenant[0] || n->cfg->security_off) return 0;
+    struct thaw_err err = {0};
+    int rc = access_job_runnable(n->access, tenant, key_id,
+                                 gw_deployment_metered(n->gw, deployment), NULL, &err);
+    if (!rc) return 0;
+    *status = rc == THAW_EBUSY ? 429 : 401;
+    *code = rc == THAW_EBUSY ? "rate_limited" : "unauthorized";
+    str_copy(msg, err.msg, msg_n);
+    return rc;
 }
 
 /* jobs: the runner and its API; knobs for webhooks come from the environment. */
@@ -396,6 +430,7 @@ static int start_jobs(struct node *n, struct thaw_err *err)
         .webhook_backoff_cap_ms = base ? base * 32 : 0,
         .self_port = gw_port(n->gw),
         .on_usage = jobs_usage_cb,
+        .may_run = jobs_may_run_cb,
         .usage_ctx = n,
     };
     n->jobs = jobs_new(&jc, err);

@@ -183,7 +183,7 @@ static const char *SQL_IDEM_PUT = "INSERT OR REPLACE INTO job_idempotency(key, b
                                   "expires_ms) VALUES (?1, ?2, ?3, ?4)";
 static const char *SQL_JOB_INSERT =
     "INSERT INTO jobs(id, deployment, state, max_attempts, created_ms, updated_ms, run_at_ms, "
-    "input, webhook, tenant) VALUES (?1, ?2, 0, ?3, ?4, ?4, ?4, ?5, ?6, ?7)";
+    "input, webhook, tenant, key_id) VALUES (?1, ?2, 0, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8)";
 
 /* 1: seen (outcome set), 0: new, <0: error. */
 static int idem_check(struct sj *j, struct store_job_submit *sub, int64_t now, struct thaw_err *err)
@@ -219,6 +219,7 @@ static int submit_one(struct sj *j, struct store_job_submit *sub, int64_t now, s
     sqlite3_bind_blob64(st, 5, sub->input ? sub->input : "", sub->input_len, SQLITE_STATIC);
     bind_text(st, 6, sub->webhook);
     sqlite3_bind_text(st, 7, sub->tenant ? sub->tenant : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, sub->key_id ? sub->key_id : "", -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return db_err(j, err, "insert job");
     if (!sub->idem_key) return 0;
     if (!(st = stmt(j, SQL_IDEM_PUT, err))) return THAW_EIO;
@@ -266,7 +267,7 @@ static const char *SQL_LEASE =
     "UPDATE jobs SET state = 1, attempts = attempts + 1, run_at_ms = ?3, updated_ms = ?2 "
     "WHERE rowid IN (SELECT rowid FROM jobs WHERE deployment = ?1 AND state <= 1 "
     "AND run_at_ms <= ?2 ORDER BY run_at_ms LIMIT ?4) "
-    "RETURNING id, attempts, max_attempts, input, created_ms, webhook, tenant";
+    "RETURNING id, attempts, max_attempts, input, created_ms, webhook, tenant, key_id";
 
 static int sj_lease(struct store *s, const char *deployment, int64_t now, int64_t until,
                     struct store_job_lease *out, int max, struct thaw_err *err)
@@ -292,6 +293,8 @@ static int sj_lease(struct store *s, const char *deployment, int64_t now, int64_
         l->webhook = col_dup(st, 5, NULL);
         if (sqlite3_column_text(st, 6))
             str_copy(l->tenant, (const char *)sqlite3_column_text(st, 6), sizeof(l->tenant));
+        if (sqlite3_column_text(st, 7))
+            str_copy(l->key_id, (const char *)sqlite3_column_text(st, 7), sizeof(l->key_id));
         n++;
     }
     if (step != SQLITE_DONE && step != SQLITE_ROW) rc = db_err(j, err, "lease jobs");
@@ -401,7 +404,7 @@ static int sj_complete(struct store *s, struct store_job_outcome *o, size_t n, s
 
 #define JOB_COLS                                                                                   \
     "id, deployment, state, attempts, max_attempts, created_ms, updated_ms, run_at_ms, "           \
-    "finished_ms, expires_ms, expired, webhook, tenant"
+    "finished_ms, expires_ms, expired, webhook, tenant, key_id"
 
 static void read_job(sqlite3_stmt *st, struct store_job *out)
 {
@@ -420,6 +423,8 @@ static void read_job(sqlite3_stmt *st, struct store_job *out)
     out->webhook = col_dup(st, 11, NULL);
     if (sqlite3_column_text(st, 12))
         str_copy(out->tenant, (const char *)sqlite3_column_text(st, 12), sizeof(out->tenant));
+    if (sqlite3_column_text(st, 13))
+        str_copy(out->key_id, (const char *)sqlite3_column_text(st, 13), sizeof(out->key_id));
 }
 
 static const char *SQL_GET = "SELECT " JOB_COLS ", input, result FROM jobs WHERE id = ?1";
@@ -478,8 +483,8 @@ static int sj_get(struct store *s, const char *id, bool with_data, struct store_
     }
     read_job(st, out);
     if (with_data) {
-        out->input = col_dup(st, 13, &out->input_len);
-        out->result = col_dup(st, 14, &out->result_len);
+        out->input = col_dup(st, 14, &out->input_len);
+        out->result = col_dup(st, 15, &out->result_len);
         sqlite3_reset(st);
         rc = read_attempts(j, out, err);
     }
@@ -938,6 +943,21 @@ static int add_job_tenant(struct sj *j, struct thaw_err *err)
     return rc;
 }
 
+/* Jobs record the id of the key that submitted them (its quotas are
+ * charged for their attempts, and revoking it stops them); files from
+ * before get the column, "" for their old rows (charged to the tenant). */
+static int add_job_key(struct sj *j, struct thaw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    bool has = false;
+    if (sqlite3_prepare_v2(j->db, "PRAGMA table_info(jobs)", -1, &st, NULL) != SQLITE_OK)
+        return db_err(j, err, "read jobs columns");
+    while (sqlite3_step(st) == SQLITE_ROW)
+        has |= strcmp((const char *)sqlite3_column_text(st, 1), "key_id") == 0;
+    sqlite3_finalize(st);
+    return has ? 0 : exec(j, "ALTER TABLE jobs ADD COLUMN key_id TEXT NOT NULL DEFAULT ''", err);
+}
+
 int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err)
 {
     struct sj *j = calloc(1, sizeof(*j));
@@ -957,6 +977,7 @@ int sqlite_jobs_attach(struct store *s, const char *path, struct thaw_err *err)
     if (!rc) rc = exec(j, schema, err);
     if (!rc) rc = add_attempt_version(j, err);
     if (!rc) rc = add_job_tenant(j, err);
+    if (!rc) rc = add_job_key(j, err);
     if (rc) {
         sqlite_jobs_detach(s);
         return rc;

@@ -59,6 +59,7 @@ struct store_job_submit {
     char id[STORE_JOB_ID_MAX + 1];
     const char *deployment;
     const char *tenant; /* who submitted it: only that tenant may see it; NULL = "" */
+    const char *key_id; /* the API key (its id, never the secret) that submitted it; NULL = "" */
     const char *input;  /* sealed bytes, not copied */
     size_t input_len;
     const char *webhook; /* NULL = none */
@@ -87,6 +88,7 @@ struct store_job_lease {
     int64_t created_ms;
     char *webhook; /* NULL = none; the caller's to free() */
     char tenant[64]; /* the submitter's; "" for jobs from before tenants were kept */
+    char key_id[32]; /* the submitting key's id; "" for jobs from before keys were kept */
 };
 
 /* Leases up to max jobs of deployment that are due (queued with run_at <=
@@ -144,6 +146,7 @@ struct store_job {
     char id[STORE_JOB_ID_MAX + 1];
     char deployment[64];
     char tenant[64]; /* the submitter's; "" for jobs from before tenants were kept */
+    char key_id[32]; /* the submitting key's id; "" for jobs from before keys were kept */
     int state;
     int attempts, max_attempts;
     int64_t created_ms, updated_ms, run_at_ms, finished_ms, expires_ms;

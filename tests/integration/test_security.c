@@ -1,7 +1,10 @@
 /* Access control through the real binary: keys on every route (401), scopes
  * (403), tenants isolated from each other (404, never the data), grants,
  * jobs seen only by their submitting tenant, revoked and expired keys
- * refused at once, rate limits with their headers, the audit trail whose
+ * refused at once, jobs spending their submitting key's and tenant's daily
+ * requests and tokens (refused as an invoke is; queued ones failing once the
+ * quota is spent or the key revoked), rate limits with their headers, the
+ * audit trail whose
  * tampering `thaw audit verify` detects, and a node with security: off
  * (benchmarks) serving without keys on loopback only.
  * `test_security --rate-seconds N` runs only the rate-limit check, over N
@@ -12,6 +15,7 @@
 #include <curl/curl.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static struct node N;
 static char key_a[128], key_a_read[128], key_b[128], key_g[128];
@@ -379,6 +383,314 @@ static void test_jobs_are_the_submitters(void)
     sqlite3_close(s);
 }
 
+/* ---- jobs spend the submitting key's and tenant's quotas ---- */
+
+/* Submits input as a job of name with key; 202 copies its id into id. */
+static long submit_job(const char *key, const char *name, const char *body, char *id, size_t n)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/deployments/%s/jobs", name);
+    struct resp r;
+    long st = call_as(key, "POST", path, body, &r);
+    if (st == 202 && id) {
+        json_t *j = resp_json(&r);
+        const char *s = json_string_value(json_object_get(j, "id"));
+        snprintf(id, n, "%s", s ? s : "");
+        json_decref(j);
+    }
+    resp_free(&r);
+    return st;
+}
+
+/* The ended job id, read (and long-polled) with the admin key so that no
+ * request of the key under test is spent; NULL if it never ends. */
+static json_t *job_end(const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/jobs/%s?wait=30", id);
+    for (int i = 0; i < 10; i++) {
+        struct resp r;
+        json_t *j = NULL;
+        if (call_as(TEST_ADMIN_KEY, "GET", path, NULL, &r) == 200) j = resp_json(&r);
+        resp_free(&r);
+        const char *st = json_string_value(json_object_get(j, "state"));
+        if (st && strcmp(st, "queued") && strcmp(st, "running")) return j;
+        json_decref(j);
+    }
+    return NULL;
+}
+
+static const char *job_state(const json_t *j)
+{
+    return json_string_value(json_object_get(j, "state"));
+}
+
+static const char *job_error_code(const json_t *j)
+{
+    return json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+}
+
+/* tenant's tokens (prompt + completion) for deployment today, as the admin
+ * reads /v1/usage, once they reach want (bounded: the runner records an
+ * attempt's usage after its answer). */
+static long usage_tokens(const char *tenant, const char *deployment, const char *field, long want)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/usage?tenant=%s", tenant);
+    long v = -1;
+    for (int i = 0; i < 200; i++) {
+        struct resp r;
+        if (call_as(TEST_ADMIN_KEY, "GET", path, NULL, &r) == 200) {
+            json_t *j = resp_json(&r);
+            json_t *d = json_object_get(json_object_get(j, "deployments"), deployment);
+            v = field ? (long)json_integer_value(json_object_get(d, field))
+                      : (long)(json_integer_value(json_object_get(d, "prompt_tokens")) +
+                               json_integer_value(json_object_get(d, "completion_tokens")));
+            json_decref(j);
+        }
+        resp_free(&r);
+        if (v >= want) break;
+        sleep_ms(50);
+    }
+    return v;
+}
+
+static char qmodel[300];
+
+/* An llm deployment of a generated model, usable by tenants; jobs one at a
+ * time, so each attempt is checked after the previous one was charged. */
+static void deploy_quota_llm(void)
+{
+    char cmd[1024];
+    snprintf(qmodel, sizeof(qmodel), "/tmp/thaw-test-security-%d.gguf", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "%s model gen --preset tiny --type F32 --seed 11 -o %s >/dev/null",
+             thaw_path(), qmodel);
+    ASSERT_EQ(system(cmd), 0);
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"q-llm\",\"runtime\":\"llm\",\"model\":\"%s\",\"parallel\":1,"
+             "\"sampling\":{\"temperature\":0},\"scale\":{\"max_instances\":4},"
+             "\"jobs\":{\"concurrency\":1}}",
+             qmodel);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/deployments", m), 201);
+}
+
+#define QUOTA_JOB "{\"input\":{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":6}}"
+
+/* llm jobs, one by one, until the tenant's daily_tokens are spent: the
+ * submission that follows gets the invoke route's 429 (same code and
+ * message), the tokens are in usage and in the key's count, and a
+ * synchronous call is refused too. */
+static void test_job_tokens_spend_daily_tokens(void)
+{
+    deploy_quota_llm();
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants",
+                        "{\"name\":\"qtok\",\"limits\":{\"daily_tokens\":30}}"),
+              201);
+    ASSERT_EQ(
+        status_as(TEST_ADMIN_KEY, "POST", "/v1/deployments/q-llm/grants", "{\"tenant\":\"qtok\"}"),
+        201);
+    char k[128], id[64];
+    ASSERT_EQ(make_key("qtok", "[\"invoke\",\"read\"]", NULL, k), 0);
+    long spent = 0;
+    int ran = 0;
+    long st = 0;
+    for (int i = 0; i < 30; i++) {
+        st = submit_job(k, "q-llm", QUOTA_JOB, id, sizeof(id));
+        if (st != 202) break;
+        json_t *j = job_end(id);
+        ASSERT(j != NULL);
+        ASSERT_STR_EQ(job_state(j), "succeeded");
+        json_t *u = json_object_get(json_object_get(j, "result"), "usage");
+        long t = (long)(json_integer_value(json_object_get(u, "prompt_tokens")) +
+                        json_integer_value(json_object_get(u, "completion_tokens")));
+        ASSERT_CMP(t, >, 0);
+        spent += t;
+        ran++;
+        json_decref(j);
+        /* the runner charges after it recorded the answer */
+        ASSERT_EQ(usage_tokens("qtok", "q-llm", NULL, spent), spent);
+    }
+    ASSERT_EQ(st, 429);
+    ASSERT_CMP(ran, >=, 1);
+    ASSERT_CMP(spent, >=, 30);
+    ASSERT_CMP(spent - 30, <, spent / ran + 1); /* refused once the limit was reached */
+    struct resp rj, ri;
+    ASSERT_EQ(call_as(k, "POST", "/v1/deployments/q-llm/jobs", QUOTA_JOB, &rj), 429);
+    char ra[32];
+    ASSERT(resp_header(&rj, "Retry-After", ra, sizeof(ra)) != NULL);
+    ASSERT_EQ(call_as(k, "POST", "/v1/deployments/q-llm/invoke",
+                      "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":6}", &ri),
+              429);
+    ASSERT_CONTAINS(rj.body, "\"code\":\"rate_limited\"");
+    ASSERT_STR_EQ(rj.body, ri.body); /* the same error as the synchronous call */
+    resp_free(&rj);
+    resp_free(&ri);
+    /* a batch of the same is refused as a whole; usage counted every job */
+    ASSERT_EQ(submit_job(k, "q-llm", "{\"inputs\":[1,2]}", NULL, 0), 429);
+    ASSERT_EQ(usage_tokens("qtok", "q-llm", "requests", ran), ran);
+    ASSERT_EQ(usage_tokens("qtok", "q-llm", NULL, spent), spent);
+    /* The key's own limit counts job tokens too (another key of the
+     * tenant is stopped by the tenant's limit, this one by its own). */
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants", "{\"name\":\"qkey\"}"), 201);
+    ASSERT_EQ(
+        status_as(TEST_ADMIN_KEY, "POST", "/v1/deployments/q-llm/grants", "{\"tenant\":\"qkey\"}"),
+        201);
+    char k1[128], k2[128];
+    ASSERT_EQ(make_key("qkey", "[\"invoke\"]", ",\"limits\":{\"daily_tokens\":1}", k1), 0);
+    ASSERT_EQ(make_key("qkey", "[\"invoke\"]", NULL, k2), 0);
+    ASSERT_EQ(submit_job(k1, "q-llm", QUOTA_JOB, id, sizeof(id)), 202);
+    json_t *j = job_end(id);
+    ASSERT_STR_EQ(job_state(j), "succeeded");
+    json_decref(j);
+    ASSERT_CMP(usage_tokens("qkey", "q-llm", NULL, 1), >=, 1);
+    ASSERT_EQ(submit_job(k1, "q-llm", QUOTA_JOB, NULL, 0), 429);
+    ASSERT_EQ(submit_job(k2, "q-llm", QUOTA_JOB, id, sizeof(id)), 202);
+    j = job_end(id);
+    ASSERT_STR_EQ(job_state(j), "succeeded");
+    json_decref(j);
+}
+
+/* A queue of llm jobs whose tenant runs out of tokens part way: the jobs
+ * that start after that fail at once with the 429's code and reason (not
+ * retried, not metered); those before succeeded. */
+static void test_queued_jobs_fail_when_tokens_run_out(void)
+{
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/tenants",
+                        "{\"name\":\"qbatch\",\"limits\":{\"daily_tokens\":12}}"),
+              201);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "POST", "/v1/deployments/q-llm/grants",
+                        "{\"tenant\":\"qbatch\"}"),
+              201);
+    char k[128];
+    ASSERT_EQ(make_key("qbatch", "[\"invoke\"]", NULL, k), 0);
+    struct resp r;
+    const char *in = "{\"op\":\"complete\",\"prompt\":\"Hello\",\"max_tokens\":6}";
+    char body[1024];
+    snprintf(body, sizeof(body), "{\"inputs\":[%s,%s,%s,%s,%s]}", in, in, in, in, in);
+    ASSERT_EQ(call_as(k, "POST", "/v1/deployments/q-llm/jobs", body, &r), 202);
+    json_t *whole = resp_json(&r);
+    json_t *doc = json_incref(json_object_get(whole, "jobs"));
+    json_decref(whole);
+    resp_free(&r);
+    ASSERT_EQ(json_array_size(doc), 5);
+    int ok = 0, refused = 0;
+    long spent = 0;
+    for (size_t i = 0; i < json_array_size(doc); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(doc, i), "id"));
+        json_t *j = job_end(id);
+        ASSERT(j != NULL);
+        if (!strcmp(job_state(j), "succeeded")) {
+            ASSERT_EQ(refused, 0); /* in order: one at a time */
+            json_t *u = json_object_get(json_object_get(j, "result"), "usage");
+            spent += (long)(json_integer_value(json_object_get(u, "prompt_tokens")) +
+                            json_integer_value(json_object_get(u, "completion_tokens")));
+            ok++;
+        } else {
+            ASSERT_STR_EQ(job_state(j), "failed");
+            ASSERT_STR_EQ(job_error_code(j), "rate_limited");
+            ASSERT_EQ(json_integer_value(json_object_get(json_object_get(j, "error"), "status")),
+                      429);
+            ASSERT_CONTAINS(
+                json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                "daily_tokens");
+            ASSERT_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+            refused++;
+        }
+        json_decref(j);
+    }
+    json_decref(doc);
+    ASSERT_CMP(ok, >=, 1);
+    ASSERT_CMP(refused, >=, 1);
+    ASSERT_CMP(spent, >=, 12);
+    /* only the jobs that ran are in usage */
+    ASSERT_EQ(usage_tokens("qbatch", "q-llm", "requests", ok), ok);
+    ASSERT_EQ(usage_tokens("qbatch", "q-llm", NULL, spent), spent);
+    unlink(qmodel);
+}
+
+/* A batch of n jobs counts n daily requests of the key (exec jobs: no
+ * tokens): one that does not fit is refused whole, with the invoke route's
+ * 429 code; what fits is accepted. */
+static void test_jobs_spend_daily_requests(void)
+{
+    char k[128], id[64];
+    ASSERT_EQ(make_key("acme", "[\"invoke\"]", ",\"limits\":{\"daily_requests\":6}", k), 0);
+    ASSERT_EQ(submit_job(k, "jobs-fn", "{\"input\":{\"n\":1}}", id, sizeof(id)), 202); /* 1 */
+    ASSERT_EQ(submit_job(k, "jobs-fn", "{\"inputs\":[2,3,4]}", NULL, 0), 202);         /* 4 */
+    struct resp r;
+    ASSERT_EQ(call_as(k, "POST", "/v1/deployments/jobs-fn/jobs", "{\"inputs\":[5,6,7]}", &r),
+              429); /* 5: needs 2 more */
+    ASSERT_CONTAINS(r.body, "\"code\":\"rate_limited\"");
+    ASSERT_CONTAINS(r.body, "daily_requests");
+    resp_free(&r);
+    ASSERT_EQ(submit_job(k, "jobs-fn", "{\"input\":{\"n\":8}}", NULL, 0), 202); /* 6 */
+    ASSERT_EQ(call_as(k, "POST", "/v1/deployments/jobs-fn/invoke", "{\"n\":9}", &r), 429);
+    ASSERT_CONTAINS(r.body, "daily_requests");
+    resp_free(&r);
+    json_t *j = job_end(id);
+    ASSERT_STR_EQ(job_state(j), "succeeded");
+    json_decref(j);
+}
+
+/* Jobs of a key revoked after they were submitted: those that had not
+ * started fail with the 401 a request with that key gets (not retried,
+ * nothing run or metered); one running at the revocation finishes its
+ * attempt, and a retry of it is refused the same way. */
+static void test_revoked_key_stops_its_queued_jobs(void)
+{
+    char m[1024];
+    snprintf(m, sizeof(m),
+             "{\"name\":\"q-fn\",\"runtime\":\"exec\",\"command\":[\"%s\"],\"timeout\":\"1s\","
+             "\"scale\":{\"max_instances\":1},"
+             "\"jobs\":{\"concurrency\":1,\"max_attempts\":3,\"backoff_base\":\"10ms\"}}",
+             testfn_path());
+    ASSERT_EQ(status_as(key_a, "POST", "/v1/deployments", m), 201);
+    char k[128], first[64], ids[4][64];
+    ASSERT_EQ(make_key("acme", "[\"invoke\"]", NULL, k), 0);
+    /* The first never answers: it holds the only slot until it times out. */
+    ASSERT_EQ(submit_job(k, "q-fn", "{\"input\":{\"op\":\"hang\"}}", first, sizeof(first)), 202);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(submit_job(k, "q-fn", "{\"input\":{\"n\":1}}", ids[i], sizeof(ids[i])), 202);
+    /* Until it is on the instance (past the runner's check of its key). */
+    int in_flight = 0;
+    for (int i = 0; i < 1200 && in_flight < 1; i++) {
+        json_t *st = status_of(&N, "q-fn");
+        in_flight = (int)json_integer_value(json_object_get(st, "in_flight"));
+        json_decref(st);
+        if (in_flight < 1) sleep_ms(25);
+    }
+    ASSERT_EQ(in_flight, 1);
+    char path[128];
+    struct resp r;
+    snprintf(path, sizeof(path), "/v1/keys/%.16s", k + 5);
+    ASSERT_EQ(status_as(TEST_ADMIN_KEY, "DELETE", path, NULL), 200);
+    ASSERT_EQ(call_as(k, "POST", "/v1/deployments/q-fn/jobs", "{\"input\":1}", &r), 401);
+    resp_free(&r);
+    for (int i = 0; i < 4; i++) {
+        json_t *j = job_end(ids[i]);
+        ASSERT(j != NULL);
+        ASSERT_STR_EQ(job_state(j), "failed");
+        ASSERT_STR_EQ(job_error_code(j), "unauthorized");
+        ASSERT_EQ(json_integer_value(json_object_get(json_object_get(j, "error"), "status")), 401);
+        ASSERT_CONTAINS(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                        "revoked");
+        ASSERT_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+        json_decref(j);
+    }
+    json_t *j = job_end(first);
+    ASSERT(j != NULL);
+    ASSERT_STR_EQ(job_state(j), "failed");
+    ASSERT_STR_EQ(job_error_code(j), "unauthorized");
+    json_t *log = json_object_get(j, "attempt_log");
+    ASSERT_CMP(json_array_size(log), >=, 1);
+    /* its first attempt ran (and timed out); the retry was refused */
+    ASSERT_EQ(json_integer_value(json_object_get(json_array_get(log, 0), "status")), 504);
+    json_decref(j);
+    /* nothing of the refused jobs was metered: only the hung attempt */
+    ASSERT_EQ(usage_tokens("acme", "q-fn", "requests", 1), 1);
+}
+
 static void test_revoked_and_expired_keys(void)
 {
     char k[128], rotated[128];
@@ -565,6 +877,10 @@ int main(int argc, char **argv)
     RUN(test_instances_serve_one_tenant);
     RUN(test_jobs_are_the_submitters);
     RUN(test_revoked_and_expired_keys);
+    RUN(test_job_tokens_spend_daily_tokens);
+    RUN(test_queued_jobs_fail_when_tokens_run_out);
+    RUN(test_jobs_spend_daily_requests);
+    RUN(test_revoked_key_stops_its_queued_jobs);
     RUN(test_rate_limit);
     RUN(test_audit_trail);
     RUN(test_tenant_delete_revokes_keys);

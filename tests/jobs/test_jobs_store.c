@@ -346,6 +346,7 @@ static void test_tenant_and_old_files(void)
     a[0].tenant = "ta";
     a[1].tenant = "tb";
     a[2].tenant = "tb";
+    a[1].key_id = "kb1"; /* the submitting key's id; n1 and n3 have none */
     ASSERT_EQ(store_job_submit(s, a, 3, 1000, &err), 0);
     char ids[256] = "";
     struct store_job_filter fa = {"d", -1, NULL, 100, "ta"};
@@ -363,12 +364,19 @@ static void test_tenant_and_old_files(void)
     struct store_job job;
     ASSERT_EQ(store_job_get(s, "n2", false, &job, &err), 0);
     ASSERT_STR_EQ(job.tenant, "tb");
+    ASSERT_STR_EQ(job.key_id, "kb1");
     store_job_clear(&job);
-    /* Leases carry the tenant, so the run gets that tenant's instances. */
+    ASSERT_EQ(store_job_get(s, "old1", true, &job, &err), 0);
+    ASSERT_STR_EQ(job.key_id, ""); /* rows from before keys were kept */
+    ASSERT_EQ(job.input_len, 1);   /* the columns after key_id still line up */
+    store_job_clear(&job);
+    /* Leases carry the tenant, so the run gets that tenant's instances,
+     * and the key, whose quotas its attempts spend. */
     struct store_job_lease l[4];
     ASSERT_EQ(store_job_lease(s, "d", 2000, 9000, l, 4, &err), 3);
     for (int i = 0; i < 3; i++) {
         ASSERT_STR_EQ(l[i].tenant, strcmp(l[i].id, "n1") == 0 ? "ta" : "tb");
+        ASSERT_STR_EQ(l[i].key_id, strcmp(l[i].id, "n2") == 0 ? "kb1" : "");
         free(l[i].input);
         free(l[i].webhook);
     }
