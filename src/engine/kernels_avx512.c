@@ -553,10 +553,9 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
         for (int q = 0; q < 8; q++) {
             __m512i pr = _mm512_srai_epi16(_mm512_shuffle_epi8(s[q / 2], kt_spair_ctl(q % 2)), 8);
             KT_UNROLL
-            for (int t = 0; t < T; t++) {
-                const uint8_t *bs = (const uint8_t *)(KX_XBS(xp[t], n) + 16 * b);
-                sumi[t] = _mm512_dpwssd_epi32(sumi[t], pr, kt_bcast(bs + 4 * q));
-            }
+            for (int t = 0; t < T; t++)
+                sumi[t] = kt_dotw_bcast(sumi[t], pr,
+                                        (const uint8_t *)(KX_XBS(xp[t], n) + 16 * b) + 4 * q);
         }
         KT_UNROLL
         for (int t = 0; t < T; t++)
@@ -598,17 +597,18 @@ KX_INLINE void kt_q6_K_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *
                                   : hb;
                     /* (l & 15) | (hb & 0x30) */
                     __m512i w = _mm512_ternarylogic_epi32(l, _mm512_and_si512(hb, m30), m4, 0xEC);
+                    const size_t xo = (size_t)KQ_K * b + 128 * h + 32 * j + 4 * m;
                     KT_UNROLL
                     for (int t = 0; t < T; t++)
-                        sa[t] = _mm512_dpbusd_epi32(
-                            sa[t], w,
-                            kt_bcast(xp[t] + (size_t)KQ_K * b + 128 * h + 32 * j + 4 * m));
+                        sa[t] = kt_dot_bcast(sa[t], w, xp[t] + xo);
                 }
                 /* lane i: row i's int8 scale of group g */
                 __m512i sg = _mm512_srai_epi32(_mm512_slli_epi32(s[g / 4], 24 - 8 * (g % 4)), 24);
                 KT_UNROLL
-                for (int t = 0; t < T; t++)
+                for (int t = 0; t < T; t++) {
                     sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(sa[t], sg));
+                    KT_PIN(sumi[t]); /* a running sum, not a tree of 16 live ones (kt_q4_K) */
+                }
             }
         }
         KT_UNROLL
@@ -773,8 +773,8 @@ KX_INLINE void kt_qz_tile(const uint8_t *W, size_t rb, int nr, const uint8_t *pk
             __m512i s2 = _mm512_setzero_si512();
             KT_UNROLL
             for (int m = 0; m < 8; m += 2) {
-                s = _mm512_dpbusd_epi32(s, u[m], kt_bcast(x + 4 * m));
-                s2 = _mm512_dpbusd_epi32(s2, u[m + 1], kt_bcast(x + 4 * m + 4));
+                s = kt_dot_bcast(s, u[m], x + 4 * m);
+                s2 = kt_dot_bcast(s2, u[m + 1], x + 4 * m + 4);
             }
             __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(KX_XD(xp[t], n)[b]));
             acc[t] = _mm512_add_ps(acc[t],
