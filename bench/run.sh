@@ -207,7 +207,7 @@ case "$what" in
   platform) ./bench_platform "$trials" ;;
   throughput) throughput 1; throughput 2 ;;
   versions) versions ;;
-  security) if [ -x ./bench_security ]; then ./bench_security; fi; security_onoff 1; security_onoff 2 ;;
+  security) if [ -x ./bench_security ]; then ./bench_security; fi; if [ -x ./bench_access ]; then ./bench_access; fi; security_onoff 1; security_onoff 2 ;;
   security-ir) security_ir ;;
   kernels) [ -x ./bench_kernels ] && ./bench_kernels ;;
   engine) [ -x ./bench_engine ] && ./bench_engine ;;

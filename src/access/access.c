@@ -5,6 +5,7 @@
 #include "access/access_int.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,16 +27,52 @@ int access_grow(void **arr, size_t *cap, size_t n, size_t elem_size)
 
 struct access_tenant *access_find_tenant(struct access *a, const char *name)
 {
-    for (size_t i = 0; i < a->n_tenants; i++)
-        if (!strcmp(a->tenants[i].name, name)) return &a->tenants[i];
-    return NULL;
+    long i = access_index_find(&a->tenant_ix, a->tenants, name);
+    return i < 0 ? NULL : &a->tenants[i];
 }
 
 struct access_key *access_find_key(struct access *a, const char *id)
 {
-    for (size_t i = 0; i < a->n_keys; i++)
-        if (!strcmp(a->keys[i].id, id)) return &a->keys[i];
-    return NULL;
+    long i = access_index_find(&a->key_ix, a->keys, id);
+    return i < 0 ? NULL : &a->keys[i];
+}
+
+/* Counts the element just written at a->tenants[n_tenants] (or keys) once
+ * its index entry is in; ENOMEM leaves both as they were. */
+static int tenant_commit(struct access *a)
+{
+    if (access_index_put(&a->tenant_ix, a->tenants, (uint32_t)a->n_tenants)) return THAW_ENOMEM;
+    a->n_tenants++;
+    return 0;
+}
+
+/* The same for a->grants[n_grants], whose fields are filled here. */
+static int grant_commit(struct access *a, const char *deployment, const char *tenant)
+{
+    struct access_grant *g = &a->grants[a->n_grants];
+    str_copy(g->deployment, deployment, sizeof(g->deployment));
+    str_copy(g->tenant, tenant, sizeof(g->tenant));
+    snprintf(g->id, sizeof(g->id), "%s/%s", g->deployment, g->tenant);
+    if (access_index_put(&a->grant_ix, a->grants, (uint32_t)a->n_grants)) return THAW_ENOMEM;
+    a->n_grants++;
+    return 0;
+}
+
+/* Removes grant i, filling its place with the last one. */
+static void grant_drop(struct access *a, size_t i)
+{
+    size_t last = a->n_grants - 1;
+    access_index_del(&a->grant_ix, a->grants, a->grants[i].id);
+    a->grants[i] = a->grants[last];
+    a->n_grants--;
+    if (i != last) access_index_moved(&a->grant_ix, a->grants, (uint32_t)last, (uint32_t)i);
+}
+
+static int key_commit(struct access *a)
+{
+    if (access_index_put(&a->key_ix, a->keys, (uint32_t)a->n_keys)) return THAW_ENOMEM;
+    a->n_keys++;
+    return 0;
 }
 
 static bool name_valid(const char *s)
@@ -81,13 +118,13 @@ static int load_tenant(void *ctx, const char *id, const char *json)
         json_decref(j);
         return j ? THAW_ENOMEM : 0;
     }
-    struct access_tenant *t = &a->tenants[a->n_tenants++];
+    struct access_tenant *t = &a->tenants[a->n_tenants];
     memset(t, 0, sizeof(*t));
     str_copy(t->name, id, sizeof(t->name));
     t->created_ms = json_integer_value(json_object_get(j, "created_ms"));
     access_limits_from_json(json_object_get(j, "limits"), &t->limits, NULL);
     json_decref(j);
-    return 0;
+    return tenant_commit(a);
 }
 
 static int load_key(void *ctx, const char *id, const char *json)
@@ -113,7 +150,10 @@ static int load_key(void *ctx, const char *id, const char *json)
         k->expires_ms = json_integer_value(json_object_get(j, "expires_ms"));
         k->revoked_ms = json_integer_value(json_object_get(j, "revoked_ms"));
         access_limits_from_json(json_object_get(j, "limits"), &k->limits, NULL);
-        a->n_keys++;
+        if (key_commit(a)) {
+            json_decref(j);
+            return THAW_ENOMEM;
+        }
     }
     json_decref(j);
     return 0;
@@ -125,14 +165,12 @@ static int load_grant(void *ctx, const char *id, const char *json)
     const char *slash = strchr(id, '/');
     if (!slash || access_grow((void **)&a->grants, &a->cap_grants, a->n_grants, sizeof(*a->grants)))
         return 0;
-    struct access_grant *g = &a->grants[a->n_grants];
+    char deployment[ACCESS_NAME_MAX + 1];
     size_t dl = (size_t)(slash - id);
     if (dl > ACCESS_NAME_MAX) return 0;
-    memcpy(g->deployment, id, dl);
-    g->deployment[dl] = 0;
-    str_copy(g->tenant, slash + 1, sizeof(g->tenant));
-    a->n_grants++;
-    return 0;
+    memcpy(deployment, id, dl);
+    deployment[dl] = 0;
+    return grant_commit(a, deployment, slash + 1);
 }
 
 int access_audit_load_tail(struct access *a, struct thaw_err *err);
@@ -144,6 +182,13 @@ int access_open(struct store *store, const unsigned char secret32[32], struct ac
     struct access *a = calloc(1, sizeof(*a));
     if (!a) return thaw_errf(err, THAW_ENOMEM, "out of memory");
     a->store = store;
+    randombytes_buf(a->index_key, sizeof(a->index_key));
+    access_index_init(&a->tenant_ix, a->index_key, sizeof(struct access_tenant),
+                      offsetof(struct access_tenant, name));
+    access_index_init(&a->key_ix, a->index_key, sizeof(struct access_key),
+                      offsetof(struct access_key, id));
+    access_index_init(&a->grant_ix, a->index_key, sizeof(struct access_grant),
+                      offsetof(struct access_grant, id));
     pthread_rwlock_init(&a->lock, NULL);
     access_keycache_init(a);
     pthread_mutex_init(&a->audit_lock, NULL);
@@ -186,9 +231,12 @@ void access_free(struct access *a)
     security_conclimiter_free(a->conc);
     security_quota_free(a->quota);
     free(a->tenants);
+    access_index_free(&a->tenant_ix);
     sodium_memzero(a->keys, a->n_keys * sizeof(*a->keys));
     free(a->keys);
+    access_index_free(&a->key_ix);
     free(a->grants);
+    access_index_free(&a->grant_ix);
     sodium_memzero(a->pepper, sizeof(a->pepper));
     sodium_memzero(a->audit_key, sizeof(a->audit_key));
     pthread_rwlock_destroy(&a->lock);
@@ -207,8 +255,16 @@ static int tenant_insert(struct access *a, const char *name, const struct access
     str_copy(t.name, name, sizeof(t.name));
     json_t *doc = json_pack("{s:I, s:o}", "created_ms", (json_int_t)t.created_ms, "limits",
                             access_limits_to_json(limits));
+    a->tenants[a->n_tenants] = t;
+    if (tenant_commit(a)) {
+        json_decref(doc);
+        return thaw_errf(err, THAW_ENOMEM, "out of memory");
+    }
     int rc = save_doc(a, COLL_TENANTS, name, doc, err);
-    if (!rc) a->tenants[a->n_tenants++] = t;
+    if (rc) {
+        access_index_del(&a->tenant_ix, a->tenants, name);
+        a->n_tenants--;
+    }
     return rc;
 }
 
@@ -263,7 +319,11 @@ int access_tenant_delete(struct access *a, const struct access_principal *actor,
     if (!t) rc = thaw_errf(err, THAW_ENOTFOUND, "tenant '%s' not found", name);
     if (!rc) rc = store_doc_delete(a->store, COLL_TENANTS, name, err);
     if (!rc) {
-        *t = a->tenants[--a->n_tenants];
+        uint32_t at = (uint32_t)(t - a->tenants), last = (uint32_t)(a->n_tenants - 1);
+        access_index_del(&a->tenant_ix, a->tenants, name);
+        *t = a->tenants[last];
+        a->n_tenants--;
+        if (at != last) access_index_moved(&a->tenant_ix, a->tenants, last, at);
         /* Its keys stop working at once. */
         int64_t now = time_wall_ms();
         for (size_t i = 0; i < a->n_keys; i++) {
@@ -306,8 +366,17 @@ static int key_insert(struct access *a, const char *key_str, const char *tenant,
     str_copy(k.id, parsed.id, sizeof(k.id));
     str_copy(k.tenant, tenant, sizeof(k.tenant));
     security_apikey_hash(a->pepper, &parsed, k.hash);
+    a->keys[a->n_keys] = k;
+    if (key_commit(a)) {
+        sodium_memzero(&k, sizeof(k));
+        return thaw_errf(err, THAW_ENOMEM, "out of memory");
+    }
     rc = save_doc(a, COLL_KEYS, k.id, key_json(&k), err);
-    if (!rc) a->keys[a->n_keys++] = k;
+    if (rc) {
+        access_index_del(&a->key_ix, a->keys, k.id);
+        a->n_keys--;
+    }
+    sodium_memzero(&k, sizeof(k));
     return rc;
 }
 
@@ -540,12 +609,18 @@ int access_key_list(struct access *a, const struct access_principal *actor, cons
 
 /* ---- grants ---- */
 
+/* The position of the grant of deployment to tenant, or -1. */
+static long grant_find(struct access *a, const char *deployment, const char *tenant)
+{
+    char id[2 * ACCESS_NAME_MAX + 2];
+    if (strlen(deployment) > ACCESS_NAME_MAX || strlen(tenant) > ACCESS_NAME_MAX) return -1;
+    snprintf(id, sizeof(id), "%s/%s", deployment, tenant);
+    return access_index_find(&a->grant_ix, a->grants, id);
+}
+
 static bool granted_locked(struct access *a, const char *deployment, const char *tenant)
 {
-    for (size_t i = 0; i < a->n_grants; i++)
-        if (!strcmp(a->grants[i].deployment, deployment) && !strcmp(a->grants[i].tenant, tenant))
-            return true;
-    return false;
+    return grant_find(a, deployment, tenant) >= 0;
 }
 
 bool access_can_use(struct access *a, const struct access_principal *p, const char *deployment,
@@ -582,11 +657,8 @@ int access_grant_add(struct access *a, const struct access_principal *actor, con
         if (access_grow((void **)&a->grants, &a->cap_grants, a->n_grants, sizeof(*a->grants)))
             rc = thaw_errf(err, THAW_ENOMEM, "out of memory");
         if (!rc) rc = save_doc(a, COLL_GRANTS, id, json_object(), err);
-        if (!rc) {
-            struct access_grant *g = &a->grants[a->n_grants++];
-            str_copy(g->deployment, deployment, sizeof(g->deployment));
-            str_copy(g->tenant, tenant, sizeof(g->tenant));
-        }
+        if (!rc && grant_commit(a, deployment, tenant))
+            rc = thaw_errf(err, THAW_ENOMEM, "out of memory");
     }
     pthread_rwlock_unlock(&a->lock);
     access_audit(a, actor, "grant.add", id, rc ? "error" : "ok", NULL);
@@ -603,12 +675,10 @@ int access_grant_remove(struct access *a, const struct access_principal *actor,
     snprintf(id, sizeof(id), "%s/%s", deployment, tenant);
     pthread_rwlock_wrlock(&a->lock);
     rc = THAW_ENOTFOUND;
-    for (size_t i = 0; i < a->n_grants; i++) {
-        if (strcmp(a->grants[i].deployment, deployment) || strcmp(a->grants[i].tenant, tenant))
-            continue;
+    long i = grant_find(a, deployment, tenant);
+    if (i >= 0) {
         rc = store_doc_delete(a->store, COLL_GRANTS, id, err);
-        if (!rc) a->grants[i] = a->grants[--a->n_grants];
-        break;
+        if (!rc) grant_drop(a, (size_t)i);
     }
     if (rc == THAW_ENOTFOUND) thaw_errf(err, rc, "no grant of '%s' to '%s'", deployment, tenant);
     pthread_rwlock_unlock(&a->lock);
@@ -635,10 +705,8 @@ void access_grants_forget(struct access *a, const char *deployment)
             i++;
             continue;
         }
-        char id[2 * ACCESS_NAME_MAX + 2];
-        snprintf(id, sizeof(id), "%s/%s", deployment, a->grants[i].tenant);
-        store_doc_delete(a->store, COLL_GRANTS, id, NULL);
-        a->grants[i] = a->grants[--a->n_grants];
+        store_doc_delete(a->store, COLL_GRANTS, a->grants[i].id, NULL);
+        grant_drop(a, i);
     }
     pthread_rwlock_unlock(&a->lock);
 }

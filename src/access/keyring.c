@@ -7,6 +7,7 @@
 #include "access/access_int.h"
 
 #include <sodium.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,8 +62,11 @@ static int rotate_locked(struct access *a, const char *tenant, struct security_k
 static struct security_keyset *keyset_locked(struct access *a, const char *tenant, bool create,
                                              struct thaw_err *err)
 {
-    for (size_t i = 0; i < a->n_keysets; i++)
-        if (!strcmp(a->keysets[i].tenant, tenant)) return a->keysets[i].ks;
+    if (!a->keyset_ix.stride)
+        access_index_init(&a->keyset_ix, a->index_key, sizeof(struct tenant_keys),
+                          offsetof(struct tenant_keys, tenant));
+    long at = access_index_find(&a->keyset_ix, a->keysets, tenant);
+    if (at >= 0) return a->keysets[at].ks;
     struct security_keyset *ks = NULL;
     if (security_keyset_new(tenant, &ks, err)) return NULL;
     char *doc_s = NULL;
@@ -91,9 +95,15 @@ static struct security_keyset *keyset_locked(struct access *a, const char *tenan
         thaw_errf(err, THAW_ENOMEM, "out of memory");
         return NULL;
     }
-    struct tenant_keys *tk = &a->keysets[a->n_keysets++];
+    struct tenant_keys *tk = &a->keysets[a->n_keysets];
     str_copy(tk->tenant, tenant, sizeof(tk->tenant));
     tk->ks = ks;
+    if (access_index_put(&a->keyset_ix, a->keysets, (uint32_t)a->n_keysets)) {
+        security_keyset_free(ks);
+        thaw_errf(err, THAW_ENOMEM, "out of memory");
+        return NULL;
+    }
+    a->n_keysets++;
     return ks;
 }
 
@@ -165,4 +175,5 @@ void access_keyring_free(struct access *a)
     free(a->keysets);
     a->keysets = NULL;
     a->n_keysets = 0;
+    access_index_free(&a->keyset_ix);
 }
