@@ -6,6 +6,7 @@
 #include "access/access_int.h"
 #include "obs/obs.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,7 @@ struct usage_row {
 };
 
 struct usage_day {
+    char id[ACCESS_NAME_MAX + 24]; /* "tenant/day": its index name */
     char tenant[ACCESS_NAME_MAX + 1];
     int64_t day; /* days since 1970-01-01 (UTC) */
     struct usage_row *rows;
@@ -32,7 +34,27 @@ struct access_usage {
     pthread_mutex_t flush_lock; /* one writer at a time, so writes land in order */
     struct usage_day *days;
     size_t n, cap;
+    struct access_index ix; /* days by tenant and day: every request finds its own */
 };
+
+/* "tenant/day" into out (ACCESS_NAME_MAX + 24 bytes); by hand, as snprintf
+ * cost as much as the rest of recording a request. */
+static void day_key(const char *tenant, int64_t day, char *out)
+{
+    size_t n = strnlen(tenant, ACCESS_NAME_MAX);
+    memcpy(out, tenant, n);
+    out[n++] = '/';
+    char digits[24];
+    int k = 0;
+    uint64_t v = day < 0 ? 0 : (uint64_t)day; /* days since 1970: never negative here */
+    do {
+        digits[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k)
+        out[n++] = digits[--k];
+    out[n] = 0;
+}
 
 static void day_id(const char *tenant, int64_t day, char *out, size_t n)
 {
@@ -106,13 +128,18 @@ static void day_load(struct access *a, struct usage_day *d)
 static struct usage_day *day_for(struct access *a, const char *tenant, int64_t day)
 {
     struct access_usage *u = a->usage;
-    for (size_t i = 0; i < u->n; i++)
-        if (u->days[i].day == day && strcmp(u->days[i].tenant, tenant) == 0) return &u->days[i];
+    char key[ACCESS_NAME_MAX + 24];
+    day_key(tenant, day, key);
+    long at = access_index_find(&u->ix, u->days, key);
+    if (at >= 0) return &u->days[at];
     if (access_grow((void **)&u->days, &u->cap, u->n, sizeof(*u->days))) return NULL;
-    struct usage_day *d = &u->days[u->n++];
+    struct usage_day *d = &u->days[u->n];
     memset(d, 0, sizeof(*d));
+    str_copy(d->id, key, sizeof(d->id));
     str_copy(d->tenant, tenant, sizeof(d->tenant));
     d->day = day;
+    if (access_index_put(&u->ix, u->days, (uint32_t)u->n)) return NULL;
+    u->n++;
     d->flushed_ms = (int64_t)(time_now_ns() / 1000000);
     day_load(a, d);
     return d;
@@ -120,8 +147,12 @@ static struct usage_day *day_for(struct access *a, const char *tenant, int64_t d
 
 static void day_drop(struct access_usage *u, size_t i)
 {
+    size_t last = u->n - 1;
     free(u->days[i].rows);
-    u->days[i] = u->days[--u->n];
+    access_index_del(&u->ix, u->days, u->days[i].id);
+    u->days[i] = u->days[last];
+    u->n--;
+    if (i != last) access_index_moved(&u->ix, u->days, (uint32_t)last, (uint32_t)i);
 }
 
 /* Writes every dirty day (all of them when force, else those not written
@@ -168,6 +199,8 @@ int access_usage_init(struct access *a, struct thaw_err *err)
     if (!a->usage) return thaw_errf(err, THAW_ENOMEM, "out of memory");
     pthread_mutex_init(&a->usage->lock, NULL);
     pthread_mutex_init(&a->usage->flush_lock, NULL);
+    access_index_init(&a->usage->ix, a->index_key, sizeof(struct usage_day),
+                      offsetof(struct usage_day, id));
     return 0;
 }
 
@@ -178,6 +211,7 @@ void access_usage_free(struct access *a)
     for (size_t i = 0; i < a->usage->n; i++)
         free(a->usage->days[i].rows);
     free(a->usage->days);
+    access_index_free(&a->usage->ix);
     pthread_mutex_destroy(&a->usage->lock);
     pthread_mutex_destroy(&a->usage->flush_lock);
     free(a->usage);
@@ -214,10 +248,11 @@ int access_usage_get(struct access *a, const char *tenant, int64_t day, json_t *
                      struct thaw_err *err)
 {
     struct access_usage *u = a->usage;
+    char key[ACCESS_NAME_MAX + 24];
+    day_key(tenant, day, key);
     pthread_mutex_lock(&u->lock);
-    struct usage_day *d = NULL;
-    for (size_t i = 0; i < u->n && !d; i++)
-        if (u->days[i].day == day && strcmp(u->days[i].tenant, tenant) == 0) d = &u->days[i];
+    long at = access_index_find(&u->ix, u->days, key);
+    struct usage_day *d = at >= 0 ? &u->days[at] : NULL;
     if (d) {
         *out = day_json(d);
         pthread_mutex_unlock(&u->lock);

@@ -3,14 +3,15 @@
  * its tenant, revoked keys and the keys of deleted tenants are refused,
  * deleted names can be created again, grants of 20 deployments to the
  * tenants answer access_can_use (some removed, one deployment forgotten),
- * and all of it holds after reloading from the store (the lookups are
- * indexes now, not list walks). */
+ * each tenant's usage lands on its own day, and all of it holds after reloading from the store (the
+ * lookups are indexes now, not list walks). */
 #include "access/access.h"
 #include "store/store.h"
 #include "test.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define N_TENANTS 2000
@@ -229,6 +230,33 @@ static void test_grants(void)
     check_grants();
 }
 
+/* Usage of every tenant today (each finds its own day among 2,000). */
+static void test_usage(void)
+{
+    for (int r = 0; r < 3; r++)
+        for (int t = 0; t < N_TENANTS; t++) {
+            char name[16];
+            tenant_name(t, name);
+            access_usage_record(A, name, "dep", r == 2, (uint64_t)t, 1);
+        }
+    int64_t today = (int64_t)time(NULL) / 86400;
+    int bad = 0;
+    for (int t = 0; t < N_TENANTS; t += 7) {
+        char name[16];
+        tenant_name(t, name);
+        json_t *u = NULL;
+        struct thaw_err err = {0};
+        ASSERT_EQ(access_usage_get(A, name, today, &u, &err), 0);
+        json_t *tot = json_object_get(u, "totals");
+        if (json_integer_value(json_object_get(tot, "requests")) != 3 ||
+            json_integer_value(json_object_get(tot, "failed")) != 1 ||
+            json_integer_value(json_object_get(tot, "prompt_tokens")) != 3 * t)
+            bad++;
+        json_decref(u);
+    }
+    ASSERT_EQ(bad, 0);
+}
+
 static void test_reload(void)
 {
     access_free(A);
@@ -272,6 +300,7 @@ int main(void)
     RUN(test_create_and_look_up);
     RUN(test_revoke_and_delete);
     RUN(test_grants);
+    RUN(test_usage);
     RUN(test_reload);
     access_free(A);
     store_close(S);
