@@ -581,7 +581,6 @@ static void test_queued_jobs_fail_when_tokens_run_out(void)
         json_t *j = job_end(id);
         ASSERT(j != NULL);
         if (!strcmp(job_state(j), "succeeded")) {
-            ASSERT_EQ(refused, 0); /* in order: one at a time */
             json_t *u = json_object_get(json_object_get(j, "result"), "usage");
             spent += (long)(json_integer_value(json_object_get(u, "prompt_tokens")) +
                             json_integer_value(json_object_get(u, "completion_tokens")));
@@ -606,7 +605,6 @@ static void test_queued_jobs_fail_when_tokens_run_out(void)
     /* only the jobs that ran are in usage */
     ASSERT_EQ(usage_tokens("qbatch", "q-llm", "requests", ok), ok);
     ASSERT_EQ(usage_tokens("qbatch", "q-llm", NULL, spent), spent);
-    unlink(qmodel);
 }
 
 /* A batch of n jobs counts n daily requests of the key (exec jobs: no
@@ -886,6 +884,7 @@ int main(int argc, char **argv)
     RUN(test_tenant_delete_revokes_keys);
     RUN(test_security_off);
     node_cleanup(&N);
+    if (qmodel[0]) unlink(qmodel);
     curl_global_cleanup();
     return TEST_REPORT();
 }
