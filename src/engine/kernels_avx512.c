@@ -306,16 +306,12 @@ KX_INLINE void kt_header16(const uint8_t *const *rp, size_t off, __m512i h[4])
     h[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
-/* Lane i of v[k] = dword k of the 32 bytes at rp[i] + off, for 16 rows: an
- * 8x8 transpose in each 256-bit half (rows i and i+8 share a register), then
- * the halves' 128-bit lanes put in row order. */
-KX_INLINE void kt_transpose8(const uint8_t *const *rp, size_t off, __m512i v[8])
+/* Lane i of v[k] = dword k of row i's 32 bytes, for 16 rows given as z[i] =
+ * row i | row i + 8: an 8x8 transpose in each 256-bit half, then the halves'
+ * 128-bit lanes put in row order. */
+KX_INLINE void kt_transpose8_net(const __m512i z[8], __m512i v[8])
 {
-    __m512i z[8], a[8], b[8];
-    KT_UNROLL
-    for (int i = 0; i < 8; i++)
-        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(kx_load(rp[i] + off)),
-                                  kx_load(rp[i + 8] + off), 1);
+    __m512i a[8], b[8];
     KT_UNROLL
     for (int i = 0; i < 4; i++) {
         a[2 * i] = _mm512_unpacklo_epi32(z[2 * i], z[2 * i + 1]);
@@ -336,6 +332,17 @@ KX_INLINE void kt_transpose8(const uint8_t *const *rp, size_t off, __m512i v[8])
         v[c] = _mm512_permutex2var_epi64(b[c], lo, b[4 + c]);
         v[4 + c] = _mm512_permutex2var_epi64(b[c], hi, b[4 + c]);
     }
+}
+
+/* kt_transpose8_net over the 32 bytes at rp[i] + off. */
+KX_INLINE void kt_transpose8(const uint8_t *const *rp, size_t off, __m512i v[8])
+{
+    __m512i z[8];
+    KT_UNROLL
+    for (int i = 0; i < 8; i++)
+        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(kx_load(rp[i] + off)),
+                                  kx_load(rp[i + 8] + off), 1);
+    kt_transpose8_net(z, v);
 }
 
 /* pshufb control taking bytes 2i and 2i+1 of every dword to its two words
@@ -661,30 +668,12 @@ KX_INLINE void kt_qz_window(const uint8_t *const *rp, size_t off, size_t bb, __m
     /* bytes 32-bb.. of the window are the block's */
     const __mmask32 mk = ~(__mmask32)0 << (32 - bb);
     const ptrdiff_t w0 = (ptrdiff_t)off + (ptrdiff_t)bb - 32; /* may be before the row: masked */
-    __m512i z[8], a[8], b[8];
+    __m512i z[8];
     KT_UNROLL
     for (int i = 0; i < 8; i++)
         z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_maskz_loadu_epi8(mk, rp[i] + w0)),
                                   _mm256_maskz_loadu_epi8(mk, rp[i + 8] + w0), 1);
-    KT_UNROLL
-    for (int i = 0; i < 4; i++) {
-        a[2 * i] = _mm512_unpacklo_epi32(z[2 * i], z[2 * i + 1]);
-        a[2 * i + 1] = _mm512_unpackhi_epi32(z[2 * i], z[2 * i + 1]);
-    }
-    KT_UNROLL
-    for (int j = 0; j < 2; j++) {
-        b[4 * j + 0] = _mm512_unpacklo_epi64(a[4 * j + 0], a[4 * j + 2]);
-        b[4 * j + 1] = _mm512_unpackhi_epi64(a[4 * j + 0], a[4 * j + 2]);
-        b[4 * j + 2] = _mm512_unpacklo_epi64(a[4 * j + 1], a[4 * j + 3]);
-        b[4 * j + 3] = _mm512_unpackhi_epi64(a[4 * j + 1], a[4 * j + 3]);
-    }
-    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    KT_UNROLL
-    for (int c = 0; c < 4; c++) {
-        v[c] = _mm512_permutex2var_epi64(b[c], lo, b[4 + c]);
-        v[4 + c] = _mm512_permutex2var_epi64(b[c], hi, b[4 + c]);
-    }
+    kt_transpose8_net(z, v);
 }
 
 /* 0x10 in byte k of every lane where qh bit 4m + k is set: from the raw qh
